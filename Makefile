@@ -1,0 +1,39 @@
+# Two commands: `make run` and `make test`. Both create .venv and install what they need.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench install clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch is pinned to the CPU wheel that lies on disk; anything unpinned would pull a CUDA build.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/recforge quickstart
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests && $(BIN)/ruff format --check src tests
+
+# Peers for side-by-side benchmarks (deepctr-torch without deps so torch stays on the CPU wheel).
+$(VENV)/.bench: $(STAMP)
+	$(BIN)/pip install -q --no-deps 'deepctr-torch==0.3.0'
+	touch $(VENV)/.bench
+
+bench: $(VENV)/.bench
+	$(BIN)/recforge bench all
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

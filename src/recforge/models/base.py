@@ -1,0 +1,340 @@
+"""The one API every model follows.
+
+* ``__init__`` takes keyword-only hyperparameters and stores them, nothing else.
+* ``fit`` returns ``self``; learned state ends in ``_``.
+* A method that needs learned state raises ``NotFittedError`` before ``fit``.
+* ``save(path)`` writes a model directory (see ``recforge.artifacts``);
+  ``Model.load(path)`` / ``recforge.models.load(path)`` read it back.
+
+Two kinds:
+
+* ``RetrievalModel``: ``fit(interactions)``, ``recommend(user_ids, k)`` and
+  ``similar_items(item_ids, k)``, each returning ``(ids, scores)`` arrays shaped (n, k) in
+  raw ids. Subclasses implement ``_fit`` and ``score_users`` (dense scores for a batch of
+  internal user indices); full-ranking evaluation and ``recommend`` batch over it.
+* ``Ranker``: ``fit(frame, label=..., valid=None)`` and ``predict_proba(frame)``.
+
+Subclasses persist their learned state through ``_save_state`` / ``_load_state``: a dict
+of NumPy arrays (safetensors) and a JSON-safe dict.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recforge.artifacts import pack_sparse, read_artifact, unpack_sparse, write_artifact
+from recforge.config import suggest
+from recforge.data.interactions import Interactions
+from recforge.data.vocab import IdVocab
+from recforge.exceptions import ArtifactError, ConfigError, DataError, NotFittedError
+from recforge.topk import topk
+
+
+class BaseModel:
+    """Parameters, fitted-state checks and save/load shared by every model."""
+
+    name: ClassVar[str] = ""  # registry name, set by @register
+    kind: ClassVar[str] = ""  # "retrieval" or "ranker"
+    _fitted_attr: ClassVar[str] = "n_features_"  # an attribute that exists only after fit
+    # Tiny, fast hyperparameters for smoke and contract tests (few epochs, small dims).
+    smoke_params: ClassVar[dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------ parameters
+    @classmethod
+    def param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [
+            p.name
+            for p in sig.parameters.values()
+            if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+
+    def get_params(self) -> dict[str, Any]:
+        """Hyperparameters as given to ``__init__``."""
+        return {name: getattr(self, name) for name in self.param_names()}
+
+    def set_params(self, **params: Any) -> BaseModel:
+        valid = self.param_names()
+        for key, value in params.items():
+            if key not in valid:
+                raise ConfigError(
+                    f"{type(self).__name__}: unknown parameter {key!r}{suggest(key, valid)}. "
+                    f"Valid: {', '.join(valid)}."
+                )
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+    # ------------------------------------------------------------------ fitted state
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, self._fitted_attr)
+
+    def _check_fitted(self, method: str = "this method") -> None:
+        if not self.is_fitted:
+            raise NotFittedError(self, method)
+
+    # ------------------------------------------------------------------ persistence
+    def _save_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Learned state as (arrays, json). Subclasses extend."""
+        return {}, {}
+
+    def _load_state(self, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
+        """Restore what ``_save_state`` returned. Subclasses extend."""
+
+    def _schema(self) -> dict[str, Any]:
+        """Description of the data the model expects (goes into the manifest)."""
+        return {}
+
+    def save(self, path: str | Path, metrics: dict[str, Any] | None = None) -> Path:
+        """Write this fitted model to directory ``path``; returns the path."""
+        self._check_fitted("save")
+        arrays, state = self._save_state()
+        return write_artifact(
+            path,
+            name=self.name or type(self).__name__,
+            kind=self.kind,
+            params=_jsonable_params(self.get_params()),
+            arrays=arrays,
+            state=state,
+            schema=self._schema(),
+            metrics=metrics or getattr(self, "metrics_", None),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> BaseModel:
+        """Read a model directory written by ``save``."""
+        art = read_artifact(path)
+        if cls.name and art.manifest["name"] != cls.name:
+            raise ArtifactError(
+                f"{path}: holds a {art.manifest['name']!r} model, not {cls.name!r}; "
+                f"use recforge.models.load(path) to load whatever it holds."
+            )
+        try:
+            model = cls(**art.manifest.get("params", {}))
+        except TypeError as e:
+            raise ArtifactError(f"{path}/manifest.json: params do not fit {cls.__name__}: {e}") from None
+        try:
+            model._load_state(art.arrays, art.state)
+        except KeyError as e:
+            raise ArtifactError(f"{path}: state entry {e} is missing; the directory is incomplete.") from None
+        model.metrics_ = art.manifest.get("metrics", {})
+        return model
+
+
+def _jsonable_params(params: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, tuple):
+            v = list(v)
+        if isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+class RetrievalModel(BaseModel):
+    """Scores every item for a user; recommends the top k.
+
+    Subclasses implement ``_fit(interactions)`` (vocabularies and the seen matrix are already
+    set) and ``score_users(user_idx)``. Override ``similar_items_idx`` when the model has a
+    notion of item similarity (embedding models get it from ``EmbeddingMixin``).
+    """
+
+    kind = "retrieval"
+    _fitted_attr = "item_vocab_"
+
+    # set by fit
+    user_vocab_: IdVocab
+    item_vocab_: IdVocab
+    seen_: sp.csr_matrix  # (n_users, n_items) training interactions, 1 where seen
+
+    def fit(self, interactions: Interactions) -> RetrievalModel:
+        """Learn from an interaction log; returns self."""
+        if not isinstance(interactions, Interactions):
+            raise DataError(
+                f"{type(self).__name__}.fit expects an Interactions, got {type(interactions).__name__}; "
+                f"wrap a DataFrame with Interactions.from_frame(df, user_col=..., item_col=...)."
+            )
+        if len(interactions) == 0:
+            raise DataError(f"{type(self).__name__}.fit: the interaction log is empty.")
+        user_vocab, item_vocab = interactions.vocabs()
+        self.seen_ = interactions.to_csr(user_vocab, item_vocab)
+        self.user_vocab_, self.item_vocab_ = user_vocab, item_vocab
+        try:
+            self._fit(interactions)
+        except BaseException:
+            del self.item_vocab_  # a failed fit leaves the model unfitted
+            raise
+        return self
+
+    def _fit(self, interactions: Interactions) -> None:
+        raise NotImplementedError
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_vocab_)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_vocab_)
+
+    def score_users(self, user_idx: np.ndarray) -> np.ndarray:
+        """Scores of every item for internal user indices: (len(user_idx), n_items) float32."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ recommend
+    def recommend(
+        self,
+        user_ids: Any,
+        k: int = 10,
+        exclude_seen: bool = True,
+        batch_size: int = 1024,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items for each user, best first.
+
+        Returns (item_ids (n_users, k) raw ids, scores (n_users, k) float32). ``k`` is capped
+        at the number of items. When a user has fewer than k unseen items, the tail slots
+        hold seen items with score -inf. Unknown user ids raise ``UnknownIdError``.
+        """
+        self._check_fitted("recommend")
+        user_ids = _as_list(user_ids)
+        user_idx = self.user_vocab_.index(user_ids)
+        idx, scores = self.recommend_idx(user_idx, k=k, exclude_seen=exclude_seen, batch_size=batch_size)
+        return self.item_vocab_.ids(idx), scores
+
+    def recommend_idx(
+        self, user_idx: np.ndarray, k: int = 10, exclude_seen: bool = True, batch_size: int = 1024
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``recommend`` in internal indices."""
+        _check_k(k)
+        user_idx = np.asarray(user_idx, dtype=np.int64)
+        k = min(k, self.n_items)
+        out_idx = np.empty((len(user_idx), k), dtype=np.int64)
+        out_val = np.empty((len(user_idx), k), dtype=np.float32)
+        for start in range(0, len(user_idx), batch_size):
+            batch = user_idx[start : start + batch_size]
+            scores = np.array(self.score_users(batch), dtype=np.float32, copy=True)
+            if exclude_seen:
+                mask_seen(scores, self.seen_, batch)
+            i, v = topk(scores, k)
+            out_idx[start : start + len(batch)] = i
+            out_val[start : start + len(batch)] = v
+        return out_idx, out_val
+
+    def similar_items(self, item_ids: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The k items most similar to each item (the item itself excluded)."""
+        self._check_fitted("similar_items")
+        _check_k(k)
+        item_idx = self.item_vocab_.index(_as_list(item_ids))
+        idx, scores = self.similar_items_idx(item_idx, k=min(k, self.n_items - 1))
+        return self.item_vocab_.ids(idx), scores
+
+    def similar_items_idx(self, item_idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError(f"{type(self).__name__} has no item similarity.")
+
+    # ------------------------------------------------------------------ persistence
+    def _save_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = pack_sparse("seen", self.seen_)
+        state = {"user_vocab": self.user_vocab_.to_json(), "item_vocab": self.item_vocab_.to_json()}
+        return arrays, state
+
+    def _load_state(self, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
+        self.seen_ = unpack_sparse("seen", arrays)
+        self.user_vocab_ = IdVocab.from_json(state["user_vocab"])
+        self.item_vocab_ = IdVocab.from_json(state["item_vocab"])
+
+    def _schema(self) -> dict[str, Any]:
+        return {"n_users": self.n_users, "n_items": self.n_items}
+
+
+class EmbeddingMixin:
+    """For retrieval models with ``user_factors_`` (n_users, d) and ``item_factors_``
+    (n_items, d): dot-product scores, cosine item similarity, vectors for an ANN index.
+
+    Subclasses save/load the two factor matrices themselves or rely on this mixin's
+    ``_save_state``/``_load_state`` (listed first in the bases).
+    """
+
+    user_factors_: np.ndarray
+    item_factors_: np.ndarray
+
+    def score_users(self, user_idx: np.ndarray) -> np.ndarray:
+        return self.user_factors_[np.asarray(user_idx)] @ self.item_factors_.T
+
+    def user_vectors(self, user_idx: np.ndarray | None = None) -> np.ndarray:
+        """Query vectors (n, d) such that score = user_vector · item_vector."""
+        return self.user_factors_ if user_idx is None else self.user_factors_[np.asarray(user_idx)]
+
+    def item_vectors(self) -> np.ndarray:
+        """Item vectors (n_items, d) for an inner-product index."""
+        return self.item_factors_
+
+    def similar_items_idx(self, item_idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        v = self.item_factors_
+        norms = np.linalg.norm(v, axis=1)
+        norms[norms == 0] = 1.0
+        q = v[np.asarray(item_idx)] / norms[np.asarray(item_idx), None]
+        sims = (q @ v.T) / norms[None, :]
+        sims[np.arange(len(item_idx)), item_idx] = -np.inf
+        return topk(sims, k)
+
+    def _save_state(self):  # type: ignore[no-untyped-def]
+        arrays, state = super()._save_state()  # type: ignore[misc]
+        arrays["user_factors"] = np.asarray(self.user_factors_, dtype=np.float32)
+        arrays["item_factors"] = np.asarray(self.item_factors_, dtype=np.float32)
+        return arrays, state
+
+    def _load_state(self, arrays, state):  # type: ignore[no-untyped-def]
+        super()._load_state(arrays, state)  # type: ignore[misc]
+        self.user_factors_ = arrays["user_factors"]
+        self.item_factors_ = arrays["item_factors"]
+
+
+class Ranker(BaseModel):
+    """Predicts a click probability for each row of a feature frame.
+
+    Subclasses implement ``fit(frame, label="label", valid=None)`` and
+    ``predict_proba(frame)``; ``recforge.data.features.FeatureEncoder`` turns a frame's
+    categorical, numeric and multi-valued columns into arrays.
+    """
+
+    kind = "ranker"
+    _fitted_attr = "encoder_"
+
+    def fit(self, frame: pd.DataFrame, label: str = "label", valid: pd.DataFrame | None = None) -> Ranker:
+        raise NotImplementedError
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Click probability per row: (n,) float in [0, 1]."""
+        raise NotImplementedError
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.predict_proba(frame)
+
+
+def mask_seen(scores: np.ndarray, seen: sp.csr_matrix, user_idx: np.ndarray) -> None:
+    """Set scores of items each user has seen to -inf, in place. scores: (B, n_items)."""
+    sub = seen[np.asarray(user_idx)]
+    rows = np.repeat(np.arange(sub.shape[0]), np.diff(sub.indptr))
+    scores[rows, sub.indices] = -np.inf
+
+
+def _as_list(ids: Any) -> list:
+    if isinstance(ids, str | bytes) or np.isscalar(ids):
+        return [ids]
+    return list(ids)
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, int | np.integer) or k < 1:
+        raise ConfigError(f"k must be a positive integer, got {k!r}.")

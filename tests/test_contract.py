@@ -1,0 +1,99 @@
+"""The contract every registered model passes (scikit-learn's estimator checks, implicit's
+shared test mixin). A new model only registers itself and sets ``smoke_params``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recforge import models
+from recforge.exceptions import ConfigError, NotFittedError, UnknownIdError
+from tests.conftest import make_tiny_ctr, make_tiny_interactions
+
+RETRIEVAL = sorted(models.available("retrieval"))
+RANKERS = sorted(models.available("ranker"))
+
+
+def build(name):
+    cls = models.get_class(name)
+    return models.get(name, **cls.smoke_params)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_tiny_interactions()
+
+
+@pytest.fixture(scope="module")
+def ctr():
+    df = make_tiny_ctr(400, seed=1)
+    return df.iloc[:300].reset_index(drop=True), df.iloc[300:].reset_index(drop=True)
+
+
+def test_registry_rejects_unknown_names_and_params():
+    with pytest.raises(ConfigError, match="unknown model"):
+        models.get("no_such_model")
+    name = next(iter(models.available()))
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        models.get(name, definitely_not_a_param=1)
+
+
+@pytest.mark.parametrize("name", RETRIEVAL)
+def test_retrieval_contract(name, data, tmp_path):
+    model = build(name)
+    assert not model.is_fitted
+    with pytest.raises(NotFittedError):
+        model.recommend(["u0"], k=5)
+    with pytest.raises(ConfigError):
+        models.get(name, not_a_param=3)
+
+    assert model.fit(data) is model
+    users = ["u0", "u1", "u7"]
+    ids, scores = model.recommend(users, k=5)
+    assert ids.shape == (3, 5) and scores.shape == (3, 5)
+    assert set(ids.ravel()) <= set(data.items)  # raw ids out
+    assert np.all(np.diff(scores, axis=1) <= 1e-6), "scores must be sorted descending"
+    seen = data.frame.groupby("user")["item"].agg(set)
+    for u, row, s in zip(users, ids, scores):
+        finite = np.isfinite(s)
+        assert not (set(row[finite]) & seen[u]), "exclude_seen=True returned a seen item"
+    ids1, _ = model.recommend("u0", k=3)
+    assert ids1.shape == (1, 3)
+    with pytest.raises(UnknownIdError):
+        model.recommend(["nobody"], k=3)
+
+    try:
+        sim_ids, sim_scores = model.similar_items([data.items[0]], k=4)
+        assert sim_ids.shape == (1, 4)
+        assert data.items[0] not in sim_ids[0]
+    except NotImplementedError:
+        sim_ids = None
+
+    path = model.save(tmp_path / name)
+    loaded = models.load(path)
+    assert type(loaded) is type(model)
+    ids2, scores2 = loaded.recommend(users, k=5)
+    np.testing.assert_array_equal(ids, ids2)
+    np.testing.assert_allclose(scores, scores2, rtol=1e-5, atol=1e-6)
+    if sim_ids is not None:
+        np.testing.assert_array_equal(sim_ids, loaded.similar_items([data.items[0]], k=4)[0])
+
+
+@pytest.mark.parametrize("name", RANKERS)
+def test_ranker_contract(name, ctr, tmp_path):
+    train, test = ctr
+    model = build(name)
+    with pytest.raises(NotFittedError):
+        model.predict_proba(test)
+    assert model.fit(train, label="label", valid=test) is model
+    p = model.predict_proba(test)
+    assert p.shape == (len(test),)
+    assert np.all((p >= 0) & (p <= 1)) and np.isfinite(p).all()
+    # unseen categories at inference must not crash
+    odd = test.copy()
+    odd["cat"] = "never-seen"
+    assert np.isfinite(model.predict_proba(odd)).all()
+
+    path = model.save(tmp_path / name)
+    loaded = models.load(path)
+    np.testing.assert_allclose(loaded.predict_proba(test), p, rtol=1e-5, atol=1e-6)
