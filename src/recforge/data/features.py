@@ -1,0 +1,317 @@
+"""Feature encoders for rankers: a DataFrame in, integer and float arrays out.
+
+``FeatureEncoder`` learns, from a training frame, one ``Field`` per column:
+
+* categorical (strings, ints, bools, categories): a vocabulary; index 0 is reserved for
+  missing / out-of-vocabulary / rare values, known values get 1..vocab_size-1;
+* numeric (floats, or ints named in ``numeric``): standardised with the training mean/std,
+  missing -> 0 after standardising; optionally also bucketed into quantile buckets that
+  become an extra categorical field ``<name>_bucket``;
+* multi-valued (lists such as genres, tags or a behaviour history): each element encoded as
+  a categorical value, padded with 0 / truncated to ``max_len``. A multi field can share the
+  vocabulary of a categorical field (``share={"hist_items": "item_id"}``), so a behaviour
+  sequence and the target item live in one index space.
+
+The encoder is saved with a model (``to_json``/``from_json``) and reused at inference, where
+unseen values map to 0. ``fields_`` is the data schema that ``nn`` layers size themselves from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recforge.config import suggest
+from recforge.exceptions import ConfigError, DataError, NotFittedError
+
+CATEGORICAL, NUMERIC, MULTI = "categorical", "numeric", "multi"
+
+
+@dataclass
+class Field:
+    """One encoded input field: what an embedding layer needs to size itself."""
+
+    name: str
+    type: str  # "categorical" | "numeric" | "multi"
+    vocab_size: int = 0  # categorical/multi: number of indices including 0 (padding/OOV)
+    max_len: int = 0  # multi: padded length
+    mean: float = 0.0  # numeric: training mean
+    std: float = 1.0  # numeric: training std (1 if constant)
+    share: str | None = None  # multi: name of the categorical field whose vocabulary it uses
+    source: str | None = None  # bucket fields: the numeric column they come from
+    boundaries: list[float] = field(default_factory=list)  # bucket fields: quantile edges
+
+
+@dataclass
+class EncodedFeatures:
+    """Encoded rows. categorical (n, n_cat) int64; numeric (n, n_num) float32;
+    multi: name -> (n, max_len) int64, 0 = padding."""
+
+    categorical: np.ndarray
+    numeric: np.ndarray
+    multi: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.categorical)
+
+    def take(self, idx: np.ndarray | slice) -> EncodedFeatures:
+        """Rows ``idx`` (for mini-batches)."""
+        return EncodedFeatures(
+            self.categorical[idx], self.numeric[idx], {k: v[idx] for k, v in self.multi.items()}
+        )
+
+
+class FeatureEncoder:
+    """Learns field types and vocabularies from a frame; encodes frames to arrays.
+
+    Parameters (keyword-only)
+    -------------------------
+    categorical, numeric, multi: column names forcing a type; other columns are inferred
+        (float -> numeric; list/array values -> multi; everything else -> categorical).
+    exclude: columns to ignore (the label is always excluded).
+    features: if given, only these columns are used (in this order).
+    min_count: values seen fewer times in training map to index 0.
+    max_len: padded length of multi-valued fields (per-field override via ``max_lens``).
+    bucketize: numeric columns that also get a quantile-bucket categorical field.
+    n_buckets: number of quantile buckets for ``bucketize``.
+    share: multi field -> categorical field whose vocabulary it reuses.
+    """
+
+    def __init__(
+        self,
+        *,
+        categorical: Iterable[str] = (),
+        numeric: Iterable[str] = (),
+        multi: Iterable[str] = (),
+        exclude: Iterable[str] = (),
+        features: Iterable[str] | None = None,
+        min_count: int = 1,
+        max_len: int = 8,
+        max_lens: Mapping[str, int] | None = None,
+        bucketize: Iterable[str] = (),
+        n_buckets: int = 10,
+        share: Mapping[str, str] | None = None,
+    ) -> None:
+        self.categorical = list(categorical)
+        self.numeric = list(numeric)
+        self.multi = list(multi)
+        self.exclude = list(exclude)
+        self.features = None if features is None else list(features)
+        self.min_count = min_count
+        self.max_len = max_len
+        self.max_lens = dict(max_lens or {})
+        self.bucketize = list(bucketize)
+        self.n_buckets = n_buckets
+        self.share = dict(share or {})
+
+    # ------------------------------------------------------------------ schema
+    @property
+    def fields_(self) -> list[Field]:
+        if not hasattr(self, "_fields"):
+            raise NotFittedError(self, "fields_")
+        return self._fields
+
+    def fields_of(self, type_: str) -> list[Field]:
+        return [f for f in self.fields_ if f.type == type_]
+
+    @property
+    def n_categorical(self) -> int:
+        return len(self.fields_of(CATEGORICAL))
+
+    @property
+    def n_numeric(self) -> int:
+        return len(self.fields_of(NUMERIC))
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, frame: pd.DataFrame, label: str | None = None) -> FeatureEncoder:
+        """Learn fields from ``frame`` (the ``label`` column is skipped)."""
+        if not isinstance(frame, pd.DataFrame):
+            raise DataError(
+                f"FeatureEncoder.fit expects a pandas DataFrame, got {type(frame).__name__}."
+            )
+        skip = set(self.exclude) | ({label} if label else set())
+        columns = (
+            self.features
+            if self.features is not None
+            else [c for c in frame.columns if c not in skip]
+        )
+        forced = self.categorical + self.numeric + self.multi + self.bucketize + list(self.share)
+        for col in [*columns, *forced]:
+            if col not in frame.columns:
+                raise DataError(
+                    f"feature column {col!r} not in the frame{suggest(col, list(frame.columns))}; "
+                    f"found {list(frame.columns)}.",
+                    column=col,
+                )
+        if not columns:
+            raise DataError(
+                f"no feature columns left; found {list(frame.columns)}, label={label!r}."
+            )
+        fields: list[Field] = []
+        vocabs: dict[str, pd.Index] = {}
+        for col in columns:
+            kind = self._type_of(frame[col])
+            if kind == NUMERIC:
+                values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64)
+                if np.isnan(values).all():
+                    raise DataError(f"numeric column {col!r} has no numeric value.", column=col)
+                mean, std = float(np.nanmean(values)), float(np.nanstd(values))
+                fields.append(Field(col, NUMERIC, mean=mean, std=std if std > 0 else 1.0))
+            elif kind == CATEGORICAL:
+                vocabs[col] = self._vocab(frame[col].to_numpy(dtype=object))
+                fields.append(Field(col, CATEGORICAL, vocab_size=len(vocabs[col]) + 1))
+        for col in columns:  # multi after categorical so that shared vocabularies exist
+            if self._type_of(frame[col]) != MULTI:
+                continue
+            max_len = self.max_lens.get(col, self.max_len)
+            if col in self.share:
+                target = self.share[col]
+                if target not in vocabs:
+                    raise ConfigError(
+                        f"share: {col!r} -> {target!r}, but {target!r} is not a categorical feature."
+                    )
+                vocabs[col] = vocabs[target]
+            else:
+                flat, _ = _flatten(frame[col], col)
+                vocabs[col] = self._vocab(flat)
+            fields.append(
+                Field(
+                    col,
+                    MULTI,
+                    vocab_size=len(vocabs[col]) + 1,
+                    max_len=max_len,
+                    share=self.share.get(col),
+                )
+            )
+        for col in self.bucketize:
+            values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64)
+            qs = np.nanquantile(values, np.linspace(0, 1, self.n_buckets + 1)[1:-1])
+            edges = sorted(set(float(q) for q in qs))
+            fields.append(
+                Field(
+                    f"{col}_bucket",
+                    CATEGORICAL,
+                    vocab_size=len(edges) + 2,
+                    source=col,
+                    boundaries=edges,
+                )
+            )
+        self._fields, self._vocabs = fields, vocabs
+        return self
+
+    def _type_of(self, s: pd.Series) -> str:
+        name = s.name
+        if name in self.multi or name in self.share:
+            return MULTI
+        if name in self.numeric:
+            return NUMERIC
+        if name in self.categorical:
+            return CATEGORICAL
+        if pd.api.types.is_float_dtype(s.dtype):
+            return NUMERIC
+        if s.dtype == object:
+            first = s.dropna().head(50)
+            if len(first) and all(isinstance(v, list | tuple | np.ndarray) for v in first):
+                return MULTI
+        return CATEGORICAL
+
+    def _vocab(self, values: np.ndarray) -> pd.Index:
+        values = pd.Series(values).dropna()
+        counts = values.value_counts(sort=False)
+        kept = counts.index[counts.to_numpy() >= self.min_count]
+        return pd.Index(list(kept))
+
+    # ------------------------------------------------------------------ transform
+    def transform(self, frame: pd.DataFrame) -> EncodedFeatures:
+        """Encode ``frame``; unseen values -> 0. Raises DataError naming a missing column."""
+        fields = self.fields_
+        n = len(frame)
+        for f in fields:
+            col = f.source or f.name
+            if col not in frame.columns:
+                raise DataError(
+                    f"feature column {col!r} is missing; the model was trained with "
+                    f"{[x.source or x.name for x in fields]}, found {list(frame.columns)}.",
+                    column=col,
+                )
+        cat_fields = self.fields_of(CATEGORICAL)
+        cat = np.zeros((n, len(cat_fields)), dtype=np.int64)
+        for j, f in enumerate(cat_fields):
+            if f.source is not None:
+                values = pd.to_numeric(frame[f.source], errors="coerce").to_numpy(dtype=np.float64)
+                b = np.searchsorted(np.asarray(f.boundaries), values, side="right") + 1
+                cat[:, j] = np.where(np.isnan(values), 0, b)
+            else:
+                cat[:, j] = (
+                    self._vocabs[f.name].get_indexer(frame[f.name].to_numpy(dtype=object)) + 1
+                )
+        num_fields = self.fields_of(NUMERIC)
+        num = np.zeros((n, len(num_fields)), dtype=np.float32)
+        for j, f in enumerate(num_fields):
+            values = pd.to_numeric(frame[f.name], errors="coerce").to_numpy(dtype=np.float64)
+            num[:, j] = np.nan_to_num((values - f.mean) / f.std, nan=0.0)
+        multi = {}
+        for f in self.fields_of(MULTI):
+            flat, lengths = _flatten(frame[f.name], f.name)
+            codes = (
+                self._vocabs[f.name].get_indexer(flat) + 1 if len(flat) else np.zeros(0, np.int64)
+            )
+            multi[f.name] = _pad(codes, lengths, f.max_len)
+        return EncodedFeatures(cat, num, multi)
+
+    def fit_transform(self, frame: pd.DataFrame, label: str | None = None) -> EncodedFeatures:
+        return self.fit(frame, label).transform(frame)
+
+    # ------------------------------------------------------------------ persistence
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fields": [asdict(f) for f in self.fields_],
+            "vocabs": {k: [_py(v) for v in idx] for k, idx in self._vocabs.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FeatureEncoder:
+        enc = cls()
+        enc._fields = [Field(**f) for f in data["fields"]]
+        enc._vocabs = {k: pd.Index(v) for k, v in data["vocabs"].items()}
+        return enc
+
+
+def _flatten(col: pd.Series, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate list-valued cells: (values (sum of lengths,), lengths (n,))."""
+    lengths = np.zeros(len(col), dtype=np.int64)
+    parts = []
+    for i, v in enumerate(col.to_numpy(dtype=object)):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            continue
+        if not isinstance(v, list | tuple | np.ndarray):
+            raise DataError(
+                f"multi-valued column {name!r} row {i}: expected a list, got {type(v).__name__}.",
+                column=name,
+            )
+        lengths[i] = len(v)
+        parts.append(np.asarray(v, dtype=object))
+    flat = np.concatenate(parts) if parts else np.zeros(0, dtype=object)
+    return flat, lengths
+
+
+def _pad(codes: np.ndarray, lengths: np.ndarray, max_len: int) -> np.ndarray:
+    """Scatter a flat code array into (n, max_len), keeping each row's first max_len values."""
+    n = len(lengths)
+    out = np.zeros((n, max_len), dtype=np.int64)
+    if codes.size == 0:
+        return out
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    pos = np.arange(len(codes)) - starts
+    rows = np.repeat(np.arange(n), lengths)
+    keep = pos < max_len
+    out[rows[keep], pos[keep]] = codes[keep]
+    return out
+
+
+def _py(x: Any) -> Any:
+    return x.item() if isinstance(x, np.generic) else x
