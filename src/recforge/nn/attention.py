@@ -1,0 +1,93 @@
+"""Attention over fields.
+
+* ``AttentionalPooling`` (AFM, Xiao et al. 2017): weights every pairwise interaction
+  ``p_ij = e_i ⊙ e_j`` (i < j) by ``a_ij = softmax_ij(hᵀ relu(W p_ij + b))`` and returns
+  ``Σ a_ij p_ij`` (B, D) together with the weights (B, P), P = F(F-1)/2.
+* ``MultiHeadSelfAttention`` (AutoInt, Song et al. 2019): every field attends to every
+  field with ``n_heads`` scaled dot-product heads; a projected residual keeps the input,
+  then ReLU: ``out = relu(concat_h softmax(Q_h K_hᵀ / sqrt(d_h)) V_h + W_res x)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def pairwise_index(n_fields: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column indices (P,) of the pairs i < j, in row-major order."""
+    rows, cols = torch.triu_indices(n_fields, n_fields, offset=1)
+    return rows, cols
+
+
+class AttentionalPooling(nn.Module):
+    """AFM's attention-based pooling of pairwise interactions.
+
+    Parameters
+    ----------
+    n_fields: F.
+    embedding_dim: D.
+    attention_dim: width t of the attention network (W: (t, D), h: (t,)).
+    dropout: dropout on the attention weights during training.
+    """
+
+    def __init__(
+        self, n_fields: int, embedding_dim: int, attention_dim: int = 16, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        rows, cols = pairwise_index(n_fields)
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
+        self.attention = nn.Sequential(
+            nn.Linear(embedding_dim, attention_dim),
+            nn.ReLU(),
+            nn.Linear(attention_dim, 1, bias=False),
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """emb: (B, F, D) -> (pooled (B, D), weights (B, P)); weights sum to 1 per row."""
+        pairs = emb[:, self.rows] * emb[:, self.cols]  # (B, P, D)
+        weights = torch.softmax(self.attention(pairs).squeeze(-1), dim=1)  # (B, P)
+        pooled = (self.dropout(weights).unsqueeze(-1) * pairs).sum(dim=1)  # (B, D)
+        return pooled, weights
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """AutoInt's interacting layer: (B, F, D_in) -> (B, F, n_heads * head_dim).
+
+    Parameters
+    ----------
+    in_dim: D_in, the width of each field vector.
+    head_dim: d_h, the width of each head.
+    n_heads: number of heads.
+    residual: add ``W_res x`` (a projection of the input) before the ReLU.
+    """
+
+    def __init__(
+        self, in_dim: int, head_dim: int = 16, n_heads: int = 2, *, residual: bool = True
+    ) -> None:
+        super().__init__()
+        self.head_dim, self.n_heads = head_dim, n_heads
+        out = head_dim * n_heads
+        self.query = nn.Linear(in_dim, out, bias=False)
+        self.key = nn.Linear(in_dim, out, bias=False)
+        self.value = nn.Linear(in_dim, out, bias=False)
+        self.residual = nn.Linear(in_dim, out, bias=False) if residual else None
+        self.out_dim = out
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        """x: (B, F, D_in) -> (B, F, H*d_h); with ``return_attention`` also (B, H, F, F)."""
+        b, f, _ = x.shape
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, f, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, F, d_h)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        scores = q @ k.transpose(-1, -2) / self.head_dim**0.5  # (B, H, F, F)
+        attn = torch.softmax(scores, dim=-1)
+        out = (attn @ v).transpose(1, 2).reshape(b, f, self.out_dim)  # (B, F, H*d_h)
+        if self.residual is not None:
+            out = out + self.residual(x)
+        out = torch.relu(out)
+        return (out, attn) if return_attention else out

@@ -1,0 +1,186 @@
+"""Interaction layers checked against their formulas on tiny tensors."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from recforge.nn.attention import AttentionalPooling, MultiHeadSelfAttention, pairwise_index
+from recforge.nn.bi_interaction import BiInteraction
+from recforge.nn.cin import CIN
+from recforge.nn.cross import CrossNetwork, CrossNetworkV2
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def test_cross_v1_matches_formula():
+    net = CrossNetwork(5, n_layers=2)
+    with torch.no_grad():
+        net.bias.normal_()
+    x0 = torch.randn(3, 5)
+    x = x0
+    for layer in range(2):  # x_{l+1} = x0 * (w·x_l) + b + x_l, one row at a time
+        w, b = net.weight[layer], net.bias[layer]
+        x = torch.stack([x0[i] * torch.dot(w, x[i]) + b + x[i] for i in range(3)])
+    torch.testing.assert_close(net(x0), x)
+
+
+def test_cross_v1_with_zero_weights_adds_bias_only():
+    net = CrossNetwork(4, n_layers=3)
+    with torch.no_grad():
+        net.weight.zero_()
+        net.bias.fill_(0.5)
+    x0 = torch.randn(2, 4)
+    torch.testing.assert_close(net(x0), x0 + 1.5)
+
+
+def test_cross_v2_full_rank_matches_formula():
+    net = CrossNetworkV2(4, n_layers=2)
+    with torch.no_grad():
+        net.bias.normal_()
+    x0 = torch.randn(3, 4)
+    x = x0
+    for layer in range(2):
+        x = x0 * (x @ net.weight[layer].T + net.bias[layer]) + x
+    torch.testing.assert_close(net(x0), x)
+    # one sample by hand, layer 0: x1_k = x0_k * (Σ_j W_kj x0_j + b_k) + x0_k
+    w, b, v = net.weight[0].detach(), net.bias[0].detach(), x0[0]
+    by_hand = torch.tensor(
+        [v[k] * (sum(w[k, j] * v[j] for j in range(4)) + b[k]) + v[k] for k in range(4)]
+    )
+    single = CrossNetworkV2(4, n_layers=1)
+    with torch.no_grad():
+        single.weight[0] = w
+        single.bias[0] = b
+    torch.testing.assert_close(single(x0[:1])[0], by_hand)
+
+
+def test_cross_v2_low_rank_single_expert_matches_formula():
+    net = CrossNetworkV2(6, n_layers=2, low_rank=3, n_experts=1)
+    x0 = torch.randn(4, 6)
+    x = x0
+    for layer in range(2):
+        u, v, c = net.U[layer, 0], net.V[layer, 0], net.C[layer, 0]
+        inner = torch.tanh(torch.tanh(x @ v) @ c.T) @ u.T  # U g(C g(Vᵀ x))
+        x = x0 * (inner + net.bias[layer]) + x  # one expert: its gate is 1
+    torch.testing.assert_close(net(x0), x)
+
+
+def test_cross_v2_mixture_is_gate_weighted_sum_of_experts():
+    net = CrossNetworkV2(5, n_layers=1, low_rank=2, n_experts=3)
+    x0 = torch.randn(2, 5)
+    gate = torch.softmax(net.gates[0](x0), dim=-1)  # (B, E)
+    expected = x0.clone()
+    for e in range(3):
+        u, v, c = net.U[0, e], net.V[0, e], net.C[0, e]
+        expert = x0 * (torch.tanh(torch.tanh(x0 @ v) @ c.T) @ u.T + net.bias[0])
+        expected = expected + gate[:, e : e + 1] * expert
+    torch.testing.assert_close(net(x0), expected)
+    assert net(x0).shape == (2, 5)
+
+
+def test_cin_shapes_with_and_without_split_half():
+    x0 = torch.randn(7, 4, 3)  # B=7, m=4, D=3
+    assert CIN(4, (6, 4, 2))(x0).shape == (7, 3 + 2 + 2)
+    assert CIN(4, (6, 4, 2)).out_dim == 7
+    assert CIN(4, (5, 3), split_half=False)(x0).shape == (7, 8)
+    with pytest.raises(ValueError, match="even"):
+        CIN(4, (5, 3))
+
+
+def test_cin_tiny_case_by_hand():
+    # m=2 fields, D=2, one layer with one map, identity activation:
+    # X1[d] = Σ_{h,i} W[h,i] X0[h,d] X0[i,d] + bias; output = Σ_d X1[d]
+    cin = CIN(2, (1,), activation="identity")
+    with torch.no_grad():
+        cin.convs[0].weight.copy_(torch.tensor([[[1.0], [2.0], [3.0], [4.0]]]))  # (1, H0*m=4, 1)
+        cin.convs[0].bias.fill_(0.5)
+    x0 = torch.tensor([[[1.0, 2.0], [3.0, -1.0]]])  # e_0 = (1, 2), e_1 = (3, -1)
+    # d=0: 1*1*1 + 2*1*3 + 3*3*1 + 4*3*3 = 1 + 6 + 9 + 36 = 52, + 0.5
+    # d=1: 1*2*2 + 2*2*(-1) + 3*(-1)*2 + 4*(-1)*(-1) = 4 - 4 - 6 + 4 = -2, + 0.5
+    torch.testing.assert_close(cin(x0), torch.tensor([[52.5 + -1.5]]))
+
+
+def test_cin_second_layer_uses_previous_map_times_x0():
+    cin = CIN(2, (2, 1), activation="identity", split_half=False)
+    x0 = torch.randn(3, 2, 4)
+    z1 = torch.einsum("bhd,bmd->bhmd", x0, x0).reshape(3, 4, 4)
+    x1 = torch.einsum("oc,bcd->bod", cin.convs[0].weight[..., 0], z1) + cin.convs[0].bias[:, None]
+    z2 = torch.einsum("bhd,bmd->bhmd", x1, x0).reshape(3, 4, 4)
+    x2 = torch.einsum("oc,bcd->bod", cin.convs[1].weight[..., 0], z2) + cin.convs[1].bias[:, None]
+    torch.testing.assert_close(cin(x0), torch.cat([x1.sum(-1), x2.sum(-1)], dim=1))
+
+
+def test_bi_interaction_equals_pairwise_sum():
+    emb = torch.randn(5, 4, 3)
+    pairwise = sum(emb[:, i] * emb[:, j] for i, j in itertools.combinations(range(4), 2))
+    out = BiInteraction()(emb)
+    torch.testing.assert_close(out, pairwise)
+    torch.testing.assert_close(out, 0.5 * (emb.sum(1) ** 2 - (emb**2).sum(1)))
+
+
+def test_pairwise_index_is_all_pairs_in_order():
+    rows, cols = pairwise_index(4)
+    assert list(zip(rows.tolist(), cols.tolist())) == list(itertools.combinations(range(4), 2))
+
+
+def test_afm_attention_weights_sum_to_one_and_pool_pairs():
+    afm = AttentionalPooling(4, 3, attention_dim=5)
+    emb = torch.randn(6, 4, 3)
+    pooled, weights = afm(emb)
+    assert weights.shape == (6, 6) and pooled.shape == (6, 3)
+    torch.testing.assert_close(weights.sum(1), torch.ones(6))
+    assert (weights > 0).all()
+    pairs = torch.stack([emb[:, i] * emb[:, j] for i, j in itertools.combinations(range(4), 2)], 1)
+    torch.testing.assert_close(pooled, (weights.unsqueeze(-1) * pairs).sum(1))
+
+
+def test_afm_with_constant_scores_averages_pairs():
+    afm = AttentionalPooling(3, 2, attention_dim=4)
+    with torch.no_grad():
+        afm.attention[2].weight.zero_()  # h = 0: every pair scores 0 -> uniform weights
+    emb = torch.randn(2, 3, 2)
+    pooled, weights = afm(emb)
+    torch.testing.assert_close(weights, torch.full((2, 3), 1 / 3))
+    pairs = torch.stack([emb[:, 0] * emb[:, 1], emb[:, 0] * emb[:, 2], emb[:, 1] * emb[:, 2]], 1)
+    torch.testing.assert_close(pooled, pairs.mean(1))
+
+
+def test_mhsa_shapes_attention_and_formula():
+    mhsa = MultiHeadSelfAttention(4, head_dim=3, n_heads=2)
+    x = torch.randn(5, 6, 4)
+    out, attn = mhsa(x, return_attention=True)
+    assert out.shape == (5, 6, 6) and attn.shape == (5, 2, 6, 6)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(5, 2, 6))
+    assert (out >= 0).all()
+    # head 0 by hand
+    q, k, v = (lin(x)[..., :3] for lin in (mhsa.query, mhsa.key, mhsa.value))
+    a0 = torch.softmax(q @ k.transpose(1, 2) / 3**0.5, dim=-1)
+    expected0 = torch.relu(a0 @ v + mhsa.residual(x)[..., :3])
+    torch.testing.assert_close(out[..., :3], expected0)
+
+
+def test_mhsa_residual_path():
+    mhsa = MultiHeadSelfAttention(4, head_dim=2, n_heads=2, residual=True)
+    with torch.no_grad():
+        mhsa.value.weight.zero_()  # attention output is 0: only relu(W_res x) is left
+    x = torch.randn(3, 5, 4)
+    torch.testing.assert_close(mhsa(x), torch.relu(x @ mhsa.residual.weight.T))
+    plain = MultiHeadSelfAttention(4, head_dim=2, n_heads=2, residual=False)
+    with torch.no_grad():
+        plain.value.weight.zero_()
+    torch.testing.assert_close(plain(x), torch.zeros(3, 5, 4))
+
+
+def test_mhsa_is_permutation_equivariant_over_fields():
+    mhsa = MultiHeadSelfAttention(4, head_dim=2, n_heads=3)
+    x = torch.randn(2, 5, 4)
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    torch.testing.assert_close(mhsa(x)[:, perm], mhsa(x[:, perm]))
