@@ -20,6 +20,15 @@ def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros((scores.shape[0], 0), np.int64), np.zeros((scores.shape[0], 0), np.float32)
     if k < n:
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        # argpartition picks arbitrary members of a tie that straddles the k-th place;
+        # redo those rows with a stable full sort so that lower indices win ties
+        kth = np.take_along_axis(scores, part, axis=1).min(axis=1, keepdims=True)
+        straddle = np.flatnonzero(
+            (scores == kth).sum(axis=1)
+            > (np.take_along_axis(scores, part, axis=1) == kth).sum(axis=1)
+        )
+        if len(straddle):
+            part[straddle] = np.argsort(-scores[straddle], axis=1, kind="stable")[:, :k]
     else:
         part = np.broadcast_to(np.arange(n), scores.shape).copy()
     vals = np.take_along_axis(scores, part, axis=1)
