@@ -61,3 +61,7 @@ class UnknownIdError(RecforgeError, KeyError):
 
 class ArtifactError(RecforgeError, OSError):
     """A saved model directory is missing, incomplete or corrupt."""
+
+
+class TrainingError(RecforgeError, RuntimeError):
+    """Training diverged (NaN/inf loss) or cannot continue (unusable checkpoint)."""

@@ -1,0 +1,368 @@
+"""``TorchRanker``: everything a torch CTR model shares, so a model file only builds its
+``nn.Module``.
+
+A model subclasses ``TorchRanker`` and
+
+* declares ITS OWN keyword-only hyperparameters in ``__init__``, takes the shared ones
+  as ``**shared`` and passes them to ``super().__init__(**shared)``::
+
+      @register("deepfm")
+      class DeepFM(TorchRanker):
+          def __init__(self, *, hidden=(400, 400, 400), dropout=0.0, **shared):
+              super().__init__(**shared)
+              self.hidden, self.dropout = hidden, dropout
+
+          def build_module(self, fields):
+              return DeepFMModule(fields, dim=self.embedding_dim, ...)
+
+  ``param_names()`` is the model's own names followed by ``TorchRanker``'s, so
+  ``get_params()``, the registry's unknown-parameter check and save/load see all of them;
+  a misspelt keyword is still a ``TypeError`` (``TorchRanker.__init__`` has no ``**``).
+* implements ``build_module(fields) -> nn.Module`` whose ``forward(batch) -> (B,) logits``
+  (``batch`` as made by ``recforge.nn.inputs``).
+
+``TorchRanker`` does the rest: encoding (``FeatureEncoder``), optional re-sampling
+(``recforge.data.imbalance``), tensor batching, training through ``recforge.train.Trainer``
+(validation AUC/logloss per epoch when ``valid`` is given), batched ``predict_proba`` and
+save/load (state_dict as safetensors arrays, encoder as JSON).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from recforge import losses
+from recforge.data.features import EncodedFeatures, FeatureEncoder, Field
+from recforge.exceptions import ConfigError, DataError
+from recforge.models.base import Ranker
+from recforge.nn.embedding import FeatureEmbedding, LinearEmbedding
+from recforge.nn.inputs import Batch, take, to_tensors
+from recforge.train import History, TrainConfig, Trainer, seed_everything
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("bce", "weighted_bce", "focal")
+SAMPLING = ("none", "over", "under", "negative_downsample", "smote", "adasyn")
+
+
+class TorchRanker(Ranker):
+    """Base class of torch CTR models. Shared hyperparameters (keyword-only):
+
+    embedding_dim: field embedding size.
+    epochs, batch_size, lr, optimizer, weight_decay, l2, schedule, warmup_steps, clip_norm,
+        patience, monitor, seed, num_threads, progress, checkpoint_dir: see ``TrainConfig``.
+    sparse: sparse gradients for the embedding table (SparseAdam/Adagrad on touched rows).
+    loss: "bce", "weighted_bce" (positives weighted by ``pos_weight``) or "focal"
+        (``focal_gamma``, ``focal_alpha``).
+    sampling: "none", "over", "under" (random over/under-sampling to a minority:majority
+        ratio of ``sampling_rate``), "negative_downsample" (keep each negative with
+        probability ``sampling_rate``; predictions are re-calibrated), "smote", "adasyn".
+    min_count, max_len, encoder_options: passed to ``FeatureEncoder`` (encoder_options is a
+        dict of its other keyword arguments, e.g. ``{"bucketize": ["price"]}``).
+    """
+
+    smoke_params: ClassVar[dict[str, Any]] = {"embedding_dim": 4, "epochs": 2, "batch_size": 64}
+    _shared: ClassVar[tuple[str, ...]] = ()  # filled below from __init__'s signature
+
+    def __init__(
+        self,
+        *,
+        embedding_dim: int = 16,
+        epochs: int = 5,
+        batch_size: int = 1024,
+        lr: float = 1e-3,
+        optimizer: str = "adam",
+        weight_decay: float = 0.0,
+        l2: float = 0.0,
+        schedule: str = "constant",
+        warmup_steps: int = 0,
+        clip_norm: float | None = None,
+        patience: int = 0,
+        monitor: str = "auc",
+        seed: int = 0,
+        sparse: bool = False,
+        loss: str = "bce",
+        pos_weight: float = 1.0,
+        focal_gamma: float = 2.0,
+        focal_alpha: float | None = None,
+        sampling: str = "none",
+        sampling_rate: float = 1.0,
+        min_count: int = 1,
+        max_len: int = 8,
+        encoder_options: dict[str, Any] | None = None,
+        num_threads: int | None = None,
+        progress: bool = False,
+        checkpoint_dir: str | None = None,
+    ) -> None:
+        self.embedding_dim = embedding_dim
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.weight_decay = weight_decay
+        self.l2 = l2
+        self.schedule = schedule
+        self.warmup_steps = warmup_steps
+        self.clip_norm = clip_norm
+        self.patience = patience
+        self.monitor = monitor
+        self.seed = seed
+        self.sparse = sparse
+        self.loss = loss
+        self.pos_weight = pos_weight
+        self.focal_gamma = focal_gamma
+        self.focal_alpha = focal_alpha
+        self.sampling = sampling
+        self.sampling_rate = sampling_rate
+        self.min_count = min_count
+        self.max_len = max_len
+        self.encoder_options = encoder_options
+        self.num_threads = num_threads
+        self.progress = progress
+        self.checkpoint_dir = checkpoint_dir
+
+    # ------------------------------------------------------------------ parameters
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """The subclass's own keyword-only names, then the shared ones."""
+        own = Ranker.param_names.__func__(cls)  # type: ignore[attr-defined]
+        shared = Ranker.param_names.__func__(TorchRanker)  # type: ignore[attr-defined]
+        return own + [n for n in shared if n not in own]
+
+    # ------------------------------------------------------------------ to implement
+    def build_module(self, fields: Sequence[Field]) -> nn.Module:
+        """The network: ``forward(batch) -> (B,)`` logits."""
+        raise NotImplementedError
+
+    def _init_module(self, module: nn.Module, train: Batch, y: torch.Tensor) -> None:
+        """Hook before training (e.g. FNN copies embeddings from a trained FM)."""
+
+    # ------------------------------------------------------------------ helpers for models
+    def feature_embedding(
+        self, fields: Sequence[Field], dim: int | None = None
+    ) -> FeatureEmbedding:
+        """The shared field embedding with this model's size and sparsity."""
+        return FeatureEmbedding(fields, dim or self.embedding_dim, sparse=self.sparse)
+
+    def linear_embedding(self, fields: Sequence[Field]) -> LinearEmbedding:
+        return LinearEmbedding(fields, sparse=self.sparse)
+
+    def train_config(self, **overrides: Any) -> TrainConfig:
+        cfg = {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "optimizer": self.optimizer,
+            "weight_decay": self.weight_decay,
+            "l2": self.l2,
+            "schedule": self.schedule,
+            "warmup_steps": self.warmup_steps,
+            "clip_norm": self.clip_norm,
+            "patience": self.patience,
+            "monitor": self.monitor,
+            "mode": "min" if self.monitor == "logloss" else "max",
+            "seed": self.seed,
+            "num_threads": self.num_threads,
+            "progress": self.progress,
+            "checkpoint_dir": self.checkpoint_dir,
+        }
+        cfg.update(overrides)
+        return TrainConfig(**cfg)
+
+    def loss_value(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.loss == "bce":
+            return losses.bce_with_logits(logits, y)
+        if self.loss == "weighted_bce":
+            return losses.weighted_bce(logits, y, self.pos_weight)
+        if self.loss == "focal":
+            return losses.focal(logits, y, self.focal_gamma, self.focal_alpha)
+        raise ConfigError(f"{type(self).__name__}: loss={self.loss!r}; choose one of {LOSSES}.")
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self, frame: pd.DataFrame, label: str = "label", valid: pd.DataFrame | None = None
+    ) -> TorchRanker:
+        """Encode ``frame``, train on it (validating on ``valid`` each epoch); returns self."""
+        self._check_params()
+        y = _labels(frame, label, "fit")
+        encoder = FeatureEncoder(
+            min_count=self.min_count, max_len=self.max_len, **(self.encoder_options or {})
+        ).fit(frame, label)
+        x = encoder.transform(frame)
+        neg_rate = 1.0
+        if self.sampling != "none":
+            from recforge.data.imbalance import resample
+
+            x, y, neg_rate = resample(
+                x, y, method=self.sampling, rate=self.sampling_rate, seed=self.seed
+            )
+        valid_data = None
+        if valid is not None:
+            valid_data = (
+                to_tensors(encoder.transform(valid)),
+                _labels(valid, label, "fit(valid=...)"),
+            )
+        module, hist = self._train(encoder.fields_, x, y, valid_data, neg_rate)
+        self.module_, self.history_, self.neg_rate_ = module, hist, neg_rate
+        self.n_features_ = len(encoder.fields_)
+        self.encoder_ = encoder  # last: marks the model fitted
+        return self
+
+    def _train(
+        self,
+        fields: Sequence[Field],
+        x: EncodedFeatures,
+        y: np.ndarray,
+        valid: tuple[Batch, np.ndarray] | None,
+        neg_rate: float,
+    ) -> tuple[nn.Module, History]:
+        if self.num_threads:
+            torch.set_num_threads(int(self.num_threads))
+        seed_everything(self.seed)
+        module = self.build_module(fields)
+        xt = to_tensors(x)
+        yt = torch.from_numpy(np.asarray(y, dtype=np.float32))
+        self._init_module(module, xt, yt)
+        batches = _Batches(xt, yt, self.batch_size, self.seed)
+
+        def loss_fn(m: nn.Module, b: tuple[Batch, torch.Tensor]) -> torch.Tensor:
+            return self.loss_value(m(b[0]), b[1])
+
+        valid_fn = None
+        if valid is not None:
+            vx, vy = valid
+
+            def valid_fn(m: nn.Module) -> dict[str, float]:
+                logits = _predict_logits(m, vx, 16384) + np.log(neg_rate)
+                return _binary_metrics(vy, logits)
+
+        hist = Trainer(self.train_config()).fit(module, loss_fn, batches, valid_fn)
+        return module, hist
+
+    def _check_params(self) -> None:
+        if self.loss not in LOSSES:
+            raise ConfigError(f"{type(self).__name__}: loss={self.loss!r}; choose one of {LOSSES}.")
+        if self.sampling not in SAMPLING:
+            raise ConfigError(
+                f"{type(self).__name__}: sampling={self.sampling!r}; choose one of {SAMPLING}."
+            )
+        if int(self.embedding_dim) < 1:
+            raise ConfigError(f"{type(self).__name__}: embedding_dim must be >= 1.")
+
+    # ------------------------------------------------------------------ predict
+    def predict_logits(self, frame: pd.DataFrame, batch_size: int = 16384) -> np.ndarray:
+        """Calibrated logits per row: (n,) float32."""
+        self._check_fitted("predict_logits")
+        xt = to_tensors(self.encoder_.transform(frame))
+        return _predict_logits(self.module_, xt, batch_size) + np.float32(np.log(self.neg_rate_))
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Click probability per row (n,). After negative down-sampling with keep rate w the
+        network's p' is mapped back to p = p' / (p' + (1 - p') / w)."""
+        self._check_fitted("predict_proba")
+        z = self.predict_logits(frame)
+        return (1.0 / (1.0 + np.exp(-z.astype(np.float64)))).astype(np.float32)
+
+    # ------------------------------------------------------------------ persistence
+    def _save_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = {
+            f"module/{k}": v.detach().cpu().numpy() for k, v in self.module_.state_dict().items()
+        }
+        state = {"encoder": self.encoder_.to_json(), "neg_rate": self.neg_rate_}
+        return arrays, state
+
+    def _load_state(self, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
+        encoder = FeatureEncoder.from_json(state["encoder"])
+        module = self.build_module(encoder.fields_)
+        sd = {
+            k[len("module/") :]: torch.from_numpy(np.array(v))
+            for k, v in arrays.items()
+            if k.startswith("module/")
+        }
+        module.load_state_dict(sd)
+        module.eval()
+        self.module_, self.neg_rate_ = module, float(state["neg_rate"])
+        self.n_features_ = len(encoder.fields_)
+        self.encoder_ = encoder
+
+    def _schema(self) -> dict[str, Any]:
+        return {"fields": [f.name for f in self.encoder_.fields_]}
+
+
+# ---------------------------------------------------------------------- internals
+class _Batches:
+    """Shuffled mini-batches for one epoch: a permutation seeded by (seed, epoch), cut into
+    slices, rows gathered with index_select. A trailing batch of one row is dropped (batch
+    norm cannot train on it)."""
+
+    def __init__(self, x: Batch, y: torch.Tensor, batch_size: int, seed: int) -> None:
+        self.x, self.y, self.bs, self.seed = x, y, int(batch_size), int(seed)
+        self.n = int(y.shape[0])
+        self.epoch = 0
+
+    def __call__(self, epoch: int) -> _Batches:
+        self.epoch = epoch
+        return self
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n, self.bs)
+        return full + (1 if rest > 1 or (rest == 1 and full == 0) else 0)
+
+    def __iter__(self) -> Iterator[tuple[Batch, torch.Tensor]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(self.n, generator=g)
+        for i in range(len(self)):
+            idx = perm[i * self.bs : (i + 1) * self.bs]
+            yield take(self.x, idx), self.y.index_select(0, idx)
+
+
+def _predict_logits(module: nn.Module, x: Batch, batch_size: int) -> np.ndarray:
+    module.eval()
+    n = int(x["categorical"].shape[0])
+    out = np.empty(n, dtype=np.float32)
+    with torch.no_grad():
+        for s in range(0, n, batch_size):
+            idx = torch.arange(s, min(n, s + batch_size))
+            out[s : s + len(idx)] = module(take(x, idx)).float().numpy()
+    return out
+
+
+def _binary_metrics(y: np.ndarray, logits: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y, dtype=np.float64)
+    z = logits.astype(np.float64)
+    # log(1 + e^-z) for y=1, log(1 + e^z) for y=0, computed stably
+    logloss = float(np.mean(y * np.logaddexp(0, -z) + (1 - y) * np.logaddexp(0, z)))
+    hard = y > 0.5
+    auc = float(roc_auc_score(hard, z)) if 0 < hard.sum() < len(hard) else float("nan")
+    return {"auc": auc, "logloss": logloss}
+
+
+def _labels(frame: pd.DataFrame, label: str, where: str) -> np.ndarray:
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"{where} expects a pandas DataFrame, got {type(frame).__name__}.")
+    if label not in frame.columns:
+        raise DataError(
+            f"{where}: label column {label!r} not in the frame (columns: {list(frame.columns)}); "
+            f"pass label=<name of the 0/1 click column>.",
+            column=label,
+        )
+    y = pd.to_numeric(frame[label], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(y) | (y < 0) | (y > 1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{where}: label values must be in [0, 1]; row {i} holds {frame[label].iloc[i]!r}.",
+            column=label,
+        )
+    if len(y) == 0:
+        raise DataError(f"{where}: the frame is empty.")
+    return y.astype(np.float32)

@@ -1,0 +1,157 @@
+"""Field embeddings: every categorical and multi-valued field in ONE table.
+
+``FeatureEmbedding(fields, dim)`` sizes itself from ``FeatureEncoder.fields_``:
+
+* categorical fields and multi-valued fields share one ``nn.Embedding``; each field owns
+  a block of rows starting at its offset (a multi field that shares a categorical field's
+  vocabulary uses that field's block), so a batch needs a single ``F.embedding`` call;
+* numeric fields get one learned vector each, scaled by the (standardised) value;
+* multi-valued fields are pooled (sum or mean) over their non-padding positions (index 0).
+
+Output field order: categorical fields, then numeric, then multi, each in encoder order
+(``field_names`` lists it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recforge.data.features import CATEGORICAL, MULTI, NUMERIC, Field
+from recforge.exceptions import ConfigError
+
+
+class FieldLayout:
+    """Row offsets of each field in the shared table, computed from ``fields``."""
+
+    def __init__(self, fields: Sequence[Field]) -> None:
+        self.categorical = [f for f in fields if f.type == CATEGORICAL]
+        self.numeric = [f for f in fields if f.type == NUMERIC]
+        self.multi = [f for f in fields if f.type == MULTI]
+        unknown = [f.name for f in fields if f.type not in (CATEGORICAL, NUMERIC, MULTI)]
+        if unknown:
+            raise ConfigError(f"fields {unknown} have an unknown type.")
+        offsets: dict[str, int] = {}
+        total = 0
+        for f in self.categorical + [m for m in self.multi if m.share is None]:
+            offsets[f.name] = total
+            total += max(int(f.vocab_size), 1)
+        for m in self.multi:
+            if m.share is not None:
+                if m.share not in offsets:
+                    raise ConfigError(
+                        f"multi field {m.name!r} shares {m.share!r}, which is not a field."
+                    )
+                offsets[m.name] = offsets[m.share]
+        self.offsets = offsets
+        self.n_rows = max(total, 1)
+        self.names = [f.name for f in self.categorical + self.numeric + self.multi]
+
+    @property
+    def n_fields(self) -> int:
+        return len(self.names)
+
+
+class FeatureEmbedding(nn.Module):
+    """(B, F, D) field embeddings from a batch dict (see ``recforge.nn.inputs``).
+
+    Parameters
+    ----------
+    fields: ``FeatureEncoder.fields_``.
+    dim: embedding size D.
+    pooling: "mean" or "sum" over the non-padding values of a multi-valued field.
+    sparse: sparse gradients for the table (the Trainer then uses a sparse optimizer for it).
+    init_std: std of the normal initialisation.
+    """
+
+    def __init__(
+        self,
+        fields: Sequence[Field],
+        dim: int,
+        *,
+        pooling: str = "mean",
+        sparse: bool = False,
+        init_std: float = 1e-2,
+    ) -> None:
+        super().__init__()
+        if pooling not in ("mean", "sum"):
+            raise ConfigError(f"pooling={pooling!r}; choose 'mean' or 'sum'.")
+        layout = FieldLayout(fields)
+        self.layout, self.dim, self.pooling = layout, int(dim), pooling
+        self.field_names = layout.names
+        self.n_fields = layout.n_fields
+        self.n_categorical, self.n_numeric = len(layout.categorical), len(layout.numeric)
+        self.multi_names = [m.name for m in layout.multi]
+        self.multi_lens = [int(m.max_len) for m in layout.multi]
+        self.table = nn.Embedding(layout.n_rows, self.dim, sparse=sparse)
+        nn.init.normal_(self.table.weight, std=init_std)
+        self.numeric_weight = nn.Parameter(torch.randn(self.n_numeric, self.dim) * init_std)
+        cat_off = [layout.offsets[f.name] for f in layout.categorical]
+        multi_off = [layout.offsets[m.name] for m in layout.multi for _ in range(int(m.max_len))]
+        self.register_buffer(
+            "offsets", torch.tensor(cat_off + multi_off, dtype=torch.int64), persistent=False
+        )
+        self._used: torch.Tensor | None = None
+
+    def field_offset(self, name: str) -> int:
+        """First table row of field ``name`` (its index 0)."""
+        return self.layout.offsets[name]
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """batch -> (B, F, D)."""
+        cat = batch["categorical"]  # (B, n_cat)
+        parts_idx = [cat] + [batch["multi"][n] for n in self.multi_names]
+        raw = torch.cat(parts_idx, dim=1) if len(parts_idx) > 1 else cat  # (B, n_cat + L)
+        emb = F.embedding(
+            raw + self.offsets, self.table.weight, sparse=self.table.sparse
+        )  # (B, n_cat + L, D)
+        out = [emb[:, : self.n_categorical]]
+        if self.n_numeric:
+            out.append(batch["numeric"].unsqueeze(-1) * self.numeric_weight)  # (B, n_num, D)
+        used = emb[:, : self.n_categorical]
+        if self.multi_names:
+            start = self.n_categorical
+            pooled = []
+            for length in self.multi_lens:
+                e = emb[:, start : start + length]  # (B, L_f, D)
+                mask = (
+                    (raw[:, start : start + length] != 0).unsqueeze(-1).to(e.dtype)
+                )  # (B, L_f, 1)
+                s = (e * mask).sum(1)  # (B, D)
+                if self.pooling == "mean":
+                    s = s / mask.sum(1).clamp_min(1.0)
+                pooled.append(s)
+                start += length
+            out.append(torch.stack(pooled, 1))  # (B, n_multi, D)
+            if self.training:
+                m = (raw[:, self.n_categorical :] != 0).unsqueeze(-1).to(emb.dtype)
+                used = torch.cat([used, emb[:, self.n_categorical :] * m], 1)
+        if self.training:
+            self._used = used
+        return torch.cat(out, 1) if len(out) > 1 else out[0]
+
+    def l2_penalty(self) -> torch.Tensor:
+        """Sum of squares of the embedding rows used by the last training forward, divided
+        by the batch size (0 before any training forward)."""
+        if self._used is None:
+            return torch.zeros(())
+        u = self._used
+        return u.pow(2).sum() / max(1, u.shape[0])
+
+
+class LinearEmbedding(nn.Module):
+    """First-order term: one weight per categorical value, per numeric field (scaled by the
+    value) and per multi value (pooled), plus a bias. batch -> (B,) logits."""
+
+    def __init__(
+        self, fields: Sequence[Field], *, pooling: str = "mean", sparse: bool = False
+    ) -> None:
+        super().__init__()
+        self.weights = FeatureEmbedding(fields, 1, pooling=pooling, sparse=sparse, init_std=1e-4)
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.weights(batch).sum(dim=(1, 2)) + self.bias  # (B,)
