@@ -1,0 +1,111 @@
+"""AutoInt (Song et al. 2019): stacked multi-head self-attention over field embeddings.
+
+h = MHSA_L(...MHSA_1(E)), E the (B, F, D) field embeddings;
+logit = w · flatten(h) (+ MLP(flatten(E)) for AutoInt+ when ``hidden`` is set)
+(+ linear(x) with ``linear=True``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from recforge.data.features import Field
+from recforge.models.ranking.torch_base import TorchRanker
+from recforge.models.registry import register
+from recforge.nn.attention import MultiHeadSelfAttention
+from recforge.nn.embedding import FeatureEmbedding, LinearEmbedding
+from recforge.nn.mlp import MLP
+
+
+class AutoIntModule(nn.Module):
+    """batch -> (B,) logits."""
+
+    def __init__(
+        self,
+        embedding: FeatureEmbedding,
+        layers: Sequence[MultiHeadSelfAttention],
+        mlp: MLP | None,
+        linear: LinearEmbedding | None,
+    ) -> None:
+        super().__init__()
+        self.embedding, self.mlp, self.linear = embedding, mlp, linear
+        self.layers = nn.ModuleList(layers)
+        self.head = nn.Linear(embedding.n_fields * layers[-1].out_dim, 1)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        e = self.embedding(batch)  # (B, F, D)
+        h = e
+        for layer in self.layers:
+            h = layer(h)  # (B, F, H*d_h)
+        logit = self.head(h.flatten(1)).squeeze(-1)  # (B,)
+        if self.mlp is not None:
+            logit = logit + self.mlp(e.flatten(1)).squeeze(-1)
+        if self.linear is not None:
+            logit = logit + self.linear(batch)
+        return logit
+
+
+@register("autoint")
+class AutoInt(TorchRanker):
+    """AutoInt. Own hyperparameters: ``n_layers`` (interacting layers), ``n_heads``,
+    ``head_dim``, ``residual``, ``hidden`` (a parallel MLP, AutoInt+; empty = none),
+    ``activation``, ``dropout``, ``norm``, ``linear``. Shared ones: see ``TorchRanker``."""
+
+    smoke_params: ClassVar[dict[str, Any]] = {
+        "embedding_dim": 4,
+        "n_layers": 1,
+        "head_dim": 4,
+        "epochs": 2,
+        "batch_size": 64,
+    }
+
+    def __init__(
+        self,
+        *,
+        n_layers: int = 3,
+        n_heads: int = 2,
+        head_dim: int = 16,
+        residual: bool = True,
+        hidden: Sequence[int] = (),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        norm: str | None = None,
+        linear: bool = False,
+        **shared: Any,
+    ) -> None:
+        super().__init__(**shared)
+        self.n_layers = n_layers
+        self.n_heads = n_heads
+        self.head_dim = head_dim
+        self.residual = residual
+        self.hidden = hidden
+        self.activation = activation
+        self.dropout = dropout
+        self.norm = norm
+        self.linear = linear
+
+    def build_module(self, fields: Sequence[Field]) -> nn.Module:
+        emb = self.feature_embedding(fields)
+        layers, width = [], emb.dim
+        for _ in range(max(1, int(self.n_layers))):
+            layers.append(
+                MultiHeadSelfAttention(width, self.head_dim, self.n_heads, residual=self.residual)
+            )
+            width = layers[-1].out_dim
+        mlp = None
+        if self.hidden:
+            mlp = MLP(
+                emb.n_fields * emb.dim,
+                tuple(self.hidden),
+                activation=self.activation,
+                dropout=self.dropout,
+                norm=self.norm,
+                out_dim=1,
+            )
+        return AutoIntModule(
+            emb, layers, mlp, self.linear_embedding(fields) if self.linear else None
+        )

@@ -1,0 +1,172 @@
+"""Deep & Cross Network (Wang et al. 2017) and DCN-V2 (Wang et al. 2021).
+
+x0 = flatten(E), E the (B, F, D) field embeddings.
+
+* ``dcn``:   logit = w · [Cross_v1(x0) ; MLP(x0)] (+ linear(x) with ``linear=True``)
+* ``dcnv2``: parallel: logit = w · [Cross_v2(x0) ; MLP(x0)];
+             stacked:  logit = w · MLP(Cross_v2(x0));
+             ``low_rank=r`` switches to the mixture of ``n_experts`` low-rank experts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from recforge.data.features import Field
+from recforge.exceptions import ConfigError
+from recforge.models.ranking.torch_base import TorchRanker
+from recforge.models.registry import register
+from recforge.nn.cross import CrossNetwork, CrossNetworkV2
+from recforge.nn.embedding import FeatureEmbedding, LinearEmbedding
+from recforge.nn.mlp import MLP
+
+
+class DCNModule(nn.Module):
+    """Cross network and MLP over x0 = flatten(E), combined by one linear layer. batch -> (B,)."""
+
+    def __init__(
+        self,
+        embedding: FeatureEmbedding,
+        cross: nn.Module,
+        mlp: MLP | None,
+        *,
+        stacked: bool = False,
+        linear: LinearEmbedding | None = None,
+    ) -> None:
+        super().__init__()
+        self.embedding, self.cross, self.mlp, self.linear = embedding, cross, mlp, linear
+        self.stacked = stacked
+        width = embedding.n_fields * embedding.dim
+        if mlp is None:
+            head_in = width
+        else:
+            head_in = mlp.out_dim if stacked else width + mlp.out_dim
+        self.head = nn.Linear(head_in, 1)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        x0 = self.embedding(batch).flatten(1)  # (B, F*D)
+        crossed = self.cross(x0)  # (B, F*D)
+        if self.mlp is None:
+            h = crossed
+        elif self.stacked:
+            h = self.mlp(crossed)  # (B, H)
+        else:
+            h = torch.cat([crossed, self.mlp(x0)], dim=1)  # (B, F*D + H)
+        logit = self.head(h).squeeze(-1)  # (B,)
+        return logit + self.linear(batch) if self.linear is not None else logit
+
+
+def _mlp(
+    in_dim: int, hidden: Sequence[int], activation: str, dropout: float, norm: str | None
+) -> MLP | None:
+    if not hidden:
+        return None
+    return MLP(in_dim, tuple(hidden), activation=activation, dropout=dropout, norm=norm)
+
+
+@register("dcn")
+class DCN(TorchRanker):
+    """DCN. Own hyperparameters: ``n_cross`` (cross layers), ``hidden`` (MLP widths; empty =
+    cross network only), ``activation``, ``dropout``, ``norm``, ``linear`` (add a first-order
+    term, as DeepCTR's DCN does). Shared ones: see ``TorchRanker``."""
+
+    smoke_params: ClassVar[dict[str, Any]] = {
+        "embedding_dim": 4,
+        "hidden": (8,),
+        "n_cross": 2,
+        "epochs": 2,
+        "batch_size": 64,
+    }
+
+    def __init__(
+        self,
+        *,
+        n_cross: int = 3,
+        hidden: Sequence[int] = (256, 128),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        norm: str | None = None,
+        linear: bool = False,
+        **shared: Any,
+    ) -> None:
+        super().__init__(**shared)
+        self.n_cross = n_cross
+        self.hidden = hidden
+        self.activation = activation
+        self.dropout = dropout
+        self.norm = norm
+        self.linear = linear
+
+    def build_module(self, fields: Sequence[Field]) -> nn.Module:
+        emb = self.feature_embedding(fields)
+        width = emb.n_fields * emb.dim
+        return DCNModule(
+            emb,
+            CrossNetwork(width, self.n_cross),
+            _mlp(width, self.hidden, self.activation, self.dropout, self.norm),
+            linear=self.linear_embedding(fields) if self.linear else None,
+        )
+
+
+@register("dcnv2")
+class DCNv2(TorchRanker):
+    """DCN-V2. Own hyperparameters: ``n_cross``, ``low_rank`` (None = full-rank matrices;
+    r = mixture of low-rank experts, DCN-Mix), ``n_experts``, ``structure`` ("parallel" |
+    "stacked"), ``hidden``, ``activation``, ``dropout``, ``norm``, ``linear``."""
+
+    smoke_params: ClassVar[dict[str, Any]] = {
+        "embedding_dim": 4,
+        "hidden": (8,),
+        "n_cross": 2,
+        "low_rank": 2,
+        "n_experts": 2,
+        "epochs": 2,
+        "batch_size": 64,
+    }
+
+    def __init__(
+        self,
+        *,
+        n_cross: int = 3,
+        low_rank: int | None = None,
+        n_experts: int = 4,
+        structure: str = "parallel",
+        hidden: Sequence[int] = (256, 128),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        norm: str | None = None,
+        linear: bool = False,
+        **shared: Any,
+    ) -> None:
+        super().__init__(**shared)
+        self.n_cross = n_cross
+        self.low_rank = low_rank
+        self.n_experts = n_experts
+        self.structure = structure
+        self.hidden = hidden
+        self.activation = activation
+        self.dropout = dropout
+        self.norm = norm
+        self.linear = linear
+
+    def build_module(self, fields: Sequence[Field]) -> nn.Module:
+        if self.structure not in ("parallel", "stacked"):
+            raise ConfigError(
+                f"DCNv2: structure={self.structure!r}; choose 'parallel' or 'stacked'."
+            )
+        emb = self.feature_embedding(fields)
+        width = emb.n_fields * emb.dim
+        cross = CrossNetworkV2(
+            width, self.n_cross, low_rank=self.low_rank, n_experts=self.n_experts
+        )
+        return DCNModule(
+            emb,
+            cross,
+            _mlp(width, self.hidden, self.activation, self.dropout, self.norm),
+            stacked=self.structure == "stacked",
+            linear=self.linear_embedding(fields) if self.linear else None,
+        )
