@@ -81,6 +81,14 @@ def test_int_ids_kept_as_int_and_non_canonical_as_str(tmp_path):
     assert read_interactions(p).frame["user"].tolist() == ["007", "2"]
 
 
+def test_canonical_column_names_are_used_and_clashes_refused(tmp_path):
+    p = write(tmp_path / "a.csv", "user,item,rating,stars\n1,2,4,x\n")
+    f = read_interactions(p).frame
+    assert f["rating"].tolist() == [4.0] and f["stars"].tolist() == ["x"]
+    with pytest.raises(DataError, match="column 'rating' would clash.*'stars'"):
+        read_interactions(p, rating_col="stars")
+
+
 def test_tsv_headerless_with_column_names_and_custom_delimiter(tmp_path):
     p = write(tmp_path / "u.tsv", "1\t5\t3\t100\n2\t6\t4\t101\n")
     inter = read_interactions(
@@ -132,6 +140,17 @@ def test_jsonl_mixed_id_types_fall_back_to_strings(tmp_path):
 
 
 # ---------------------------------------------------------------------- generic: bad input
+def test_header_after_blank_lines_bom_and_empty_files(tmp_path):
+    p = write(tmp_path / "a.csv", "\ufeff\n\nuser,item\n1,2\n\n3,4\n")
+    assert read_interactions(p).frame[["user", "item"]].values.tolist() == [[1, 2], [3, 4]]
+    p = write(tmp_path / "bad.csv", "\n\nuser,item\n1,2\n\n3\n")
+    with pytest.raises(DataError, match="line 6"):
+        read_interactions(p)
+    assert len(read_interactions(write(tmp_path / "h.csv", "user,item\n"))) == 0
+    with pytest.raises(DataError, match=r"e\.csv: file is empty"):
+        read_interactions(write(tmp_path / "e.csv", ""))
+
+
 def test_missing_file_names_the_path(tmp_path):
     with pytest.raises(DataFileNotFoundError, match="nope.csv") as e:
         read_interactions(tmp_path / "nope.csv")

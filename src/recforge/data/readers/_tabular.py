@@ -127,12 +127,14 @@ class StringTable(RowSource):
                     )
 
 
-def first_record(path: Path, dialect: Dialect) -> list[str]:
-    """The first non-empty record of ``path`` (the header when there is one)."""
+def first_record(path: Path, dialect: Dialect) -> tuple[list[str], int]:
+    """The first non-empty record of ``path`` (the header when there is one) and the
+    1-based physical line it ends on."""
     with dialect.open_text(path) as f:
-        for rec in dialect.csv_reader(f):
+        reader = dialect.csv_reader(f)
+        for rec in reader:
             if rec:
-                return rec
+                return rec, reader.line_num
     raise DataError("file is empty.", path=str(path))
 
 
@@ -149,7 +151,7 @@ def read_strings(
     them), else ``column_names``, else ``f0..f{n-1}``.
     """
     path = require_file(path)
-    first = first_record(path, dialect)
+    first, header_end = first_record(path, dialect)
     n_fields = len(first)
     if dialect.has_header:
         file_names = list(first)
@@ -177,7 +179,7 @@ def read_strings(
 
     read_opts = pacsv.ReadOptions(
         column_names=names,
-        skip_rows=1 if dialect.has_header else 0,
+        skip_rows=header_end if dialect.has_header else 0,
         encoding=dialect.encoding,
     )
     parse_opts = pacsv.ParseOptions(

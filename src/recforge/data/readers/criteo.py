@@ -45,7 +45,7 @@ def read_criteo(
     """
     path = require_file(path, "Criteo file")
     probe = Dialect(delimiter="\t", has_header=False, quote_char=None)
-    first = first_record(path, probe)
+    first, _ = first_record(path, probe)
     delimiter = "\t" if len(first) > 1 else ","
     has_header = (first if delimiter == "\t" else first[0].split(","))[0].strip() == "label"
     n_header = 1 if has_header else 0

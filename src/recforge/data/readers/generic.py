@@ -21,7 +21,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from recforge.config import suggest
-from recforge.data.interactions import Interactions
+from recforge.data.interactions import CANONICAL, Interactions
 from recforge.data.readers._tabular import (
     Check,
     Dialect,
@@ -195,8 +195,10 @@ def read_interactions(
         format: "csv", "tsv", "parquet" or "jsonl"; None infers it from the suffix.
         user_col, item_col: columns holding the raw user / item ids (required).
         timestamp_col, rating_col, label_col, weight_col: optional columns, renamed to
-            ``timestamp`` / ``rating`` / ``label`` / ``weight``. Every other column is kept
-            as a context column (numbers when every value is one, else strings).
+            ``timestamp`` / ``rating`` / ``label`` / ``weight``. A column already named so takes that
+            role unless another column is mapped to it (then the clash is an error).
+            Every other column is kept as a context column (numbers when every value is
+            one, else strings).
         delimiter: field separator for text files (default "," for csv, tab for tsv).
         has_header: text files only; False when the first line is data.
         column_names: names for the columns, in file order (renames the header if any).
@@ -230,6 +232,17 @@ def read_interactions(
     }
     roles.update({k: v for k, v in optional.items() if v is not None})
     _missing_columns(path, roles, frame)
+    for role in CANONICAL:  # an unmapped column already named "rating" etc. is that role
+        if role in frame.columns and role not in roles and role not in roles.values():
+            roles[role] = role
+    for col in frame.columns:
+        if col in CANONICAL and col not in roles.values():
+            raise DataError(
+                f"column {col!r} would clash with the {col!r} taken from column {roles[col]!r}; "
+                f"rename or drop one of them.",
+                path=str(path),
+                column=col,
+            )
 
     checks: list[Check] = []
     converted: dict[str, pd.Series] = {}
