@@ -1,0 +1,362 @@
+"""The ``recforge`` command line: thin commands over library functions.
+
+recforge quickstart                         the whole funnel on synthetic data
+recforge datasets synth --size small --out data/synth
+recforge datasets inspect ml-100k | PATH
+recforge models                             every registered model
+recforge train --config configs/itemcf.yaml
+recforge evaluate --model runs/itemcf
+recforge recommend --model runs/itemcf --user u12 -k 10
+recforge bench all
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from recforge.exceptions import RecforgeError
+
+
+class _Group(click.Group):
+    """Turns recforge's own errors into one clear line and exit status 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RecforgeError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.version_option(package_name="recforge")
+def main(verbose: int) -> None:
+    """recforge: interaction logs in, recommendations out.
+
+    Start with `recforge quickstart`, which generates data, trains recall and ranking
+    models, evaluates them, saves them and writes a report.
+    """
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+# ---------------------------------------------------------------------------- quickstart
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Run directory (default runs/<timestamp>).",
+)
+@click.option(
+    "--size",
+    default="small",
+    show_default=True,
+    help="Synthetic data size: tiny, small, medium, large.",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the synthetic data.")
+def quickstart(out: str | None, size: str, seed: int) -> None:
+    """Generate synthetic data, train recall channels (MostPopular, ItemCF, ALS) and rankers
+    (LR, DeepFM), evaluate them, save the models and write report.html / report.md."""
+    from recforge import quickstart as qs
+
+    qs.run(out, size=size, seed=seed, echo=click.echo)
+
+
+# ---------------------------------------------------------------------------- datasets
+@main.group()
+def datasets() -> None:
+    """Generate and inspect datasets."""
+
+
+@datasets.command("synth")
+@click.option(
+    "--size", default="small", show_default=True, help="Preset: tiny, small, medium, large, xlarge."
+)
+@click.option("--seed", default=0, show_default=True, help="Same seed, same data.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Directory to write Parquet files to.",
+)
+def datasets_synth(size: str, seed: int, out: str) -> None:
+    """Write a synthetic log (interactions.parquet) with users.parquet and items.parquet.
+
+    Users have latent tastes that drift across sessions, items follow a power law of
+    popularity and carry category, brand, price, tags and a title.
+    """
+    from recforge.data.synth import SIZES, make_synthetic
+
+    if size not in SIZES:
+        raise click.BadParameter(f"{size!r} is not one of {sorted(SIZES)}", param_hint="--size")
+    inter = make_synthetic(**SIZES[size], seed=seed)
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    inter.frame.to_parquet(path / "interactions.parquet", index=False)
+    inter.user_features.to_parquet(path / "users.parquet")
+    inter.item_features.to_parquet(path / "items.parquet")
+    click.echo(
+        f"wrote {len(inter):,} interactions, {inter.n_users:,} users, {inter.n_items:,} items to {path}"
+    )
+
+
+@datasets.command("inspect")
+@click.argument("source")
+@click.option(
+    "--data-dir",
+    type=click.Path(),
+    default=None,
+    help="Folder of named datasets (default $RECFORGE_DATA_DIR).",
+)
+@click.option("--user-col", default="user", show_default=True)
+@click.option("--item-col", default="item", show_default=True)
+@click.option(
+    "--skip-bad-rows", is_flag=True, help="Skip malformed rows (and count them) instead of failing."
+)
+def datasets_inspect(
+    source: str, data_dir: str | None, user_col: str, item_col: str, skip_bad_rows: bool
+) -> None:
+    """Summarise a dataset: SOURCE is a named dataset (ml-100k, ml-latest-small,
+    amazon-beauty, frappe), a directory written by `datasets synth`, or a log file
+    (CSV/TSV/Parquet/JSONL)."""
+    from recforge.data import Interactions
+    from recforge.data.readers import DATASETS, load_dataset, read_interactions
+
+    p = Path(source)
+    if source in DATASETS:
+        inter = load_dataset(source, data_dir)
+    elif p.is_dir() and (p / "interactions.parquet").exists():
+        import pandas as pd
+
+        uf = pd.read_parquet(p / "users.parquet") if (p / "users.parquet").exists() else None
+        itf = pd.read_parquet(p / "items.parquet") if (p / "items.parquet").exists() else None
+        inter = Interactions(pd.read_parquet(p / "interactions.parquet"), uf, itf, name=str(p))
+    else:
+        inter = read_interactions(
+            p, user_col=user_col, item_col=item_col, skip_bad_rows=skip_bad_rows
+        )
+    for line in describe(inter):
+        click.echo(line)
+
+
+def describe(inter) -> list[str]:
+    """Human-readable summary lines of an Interactions."""
+    f = inter.frame
+    n_u, n_i = inter.n_users, inter.n_items
+    per_user = f.groupby("user").size()
+    lines = [
+        f"name:         {inter.name}",
+        f"rows:         {len(f):,}",
+        f"users:        {n_u:,}  (interactions per user: median {per_user.median():.0f}, max {per_user.max():,})",
+        f"items:        {n_i:,}",
+        f"density:      {len(f) / max(1, n_u * n_i):.5f}",
+        f"columns:      {', '.join(f.columns)}",
+    ]
+    if "timestamp" in f:
+        lines.append(f"time:         {f['timestamp'].min()} .. {f['timestamp'].max()}")
+    if "rating" in f:
+        dist = f["rating"].value_counts().sort_index()
+        lines.append("ratings:      " + ", ".join(f"{k}: {v:,}" for k, v in dist.items()))
+    if "label" in f:
+        lines.append(f"label rate:   {f['label'].mean():.4f}")
+    top = f["item"].value_counts().head(5)
+    lines.append("top items:    " + ", ".join(f"{k} ({v:,})" for k, v in top.items()))
+    for name, table in (
+        ("user features", inter.user_features),
+        ("item features", inter.item_features),
+    ):
+        if table is not None:
+            lines.append(f"{name}: {', '.join(map(str, table.columns))} ({len(table):,} rows)")
+    if inter.meta.get("skipped_rows"):
+        lines.append(
+            f"skipped rows: {inter.meta['skipped_rows']:,} (lines {inter.meta.get('skipped_lines')})"
+        )
+    return lines
+
+
+# ---------------------------------------------------------------------------- models
+@main.command("models")
+def list_models() -> None:
+    """List every registered model with its kind and parameters."""
+    from recforge import models as registry
+
+    for name, kind in registry.available().items():
+        params = ", ".join(registry.get_class(name).param_names())
+        click.echo(f"{name:<16} {kind:<10} {params}")
+
+
+# ---------------------------------------------------------------------------- train / evaluate
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="Job YAML (see configs/).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Override the config's output directory.",
+)
+def train(config_path: str, out: str | None) -> None:
+    """Train the model a YAML job file describes, evaluate it on the job's split, save it.
+
+    \b
+    The file has sections data, split, model, evaluate and output, e.g.
+      data: {source: ml-100k, positive_threshold: 4}
+      split: {method: random, test_ratio: 0.2, seed: 123}
+      model: {name: itemcf, params: {k: 100}}
+      evaluate: {k: [10, 20]}
+      output: runs/itemcf
+    """
+    from recforge.jobs import TrainJob, run_train
+
+    job = TrainJob.from_yaml(config_path)
+    if out:
+        job.output = out
+    result = run_train(job)
+    _print_metrics(result["metrics"])
+    click.echo(f"saved {result['model']} to {result['output']}")
+
+
+@main.command()
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="A model directory.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Job YAML giving data and split (default: the job.json saved with the model).",
+)
+def evaluate(model_dir: str, config_path: str | None) -> None:
+    """Evaluate a saved model on the test split of its job (or of --config)."""
+    from recforge import models as registry
+    from recforge.config import from_dict
+    from recforge.evaluation import evaluate_ranker, full_ranking
+    from recforge.exceptions import ConfigError
+    from recforge.jobs import TrainJob, load_data, positives, ranking_frame, split_data
+
+    if config_path:
+        job = TrainJob.from_yaml(config_path)
+    else:
+        saved = Path(model_dir) / "job.json"
+        if not saved.exists():
+            raise ConfigError(
+                f"{saved} not found: pass --config with the data and split to evaluate on."
+            )
+        job = from_dict(TrainJob, json.loads(saved.read_text()), where=str(saved))
+    model = registry.load(model_dir)
+    _, _, test = split_data(load_data(job.data), job.split)
+    thr = job.data.positive_threshold
+    if model.kind == "retrieval":
+        metrics = full_ranking(model, positives(test, thr), k=tuple(job.evaluate.k))
+    else:
+        frame = ranking_frame(test, thr, job.evaluate.n_negatives, seed=3)
+        metrics = evaluate_ranker(model, frame, group="user" if "user" in frame.columns else None)
+    _print_metrics(metrics)
+
+
+@main.command()
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="A retrieval model directory.",
+)
+@click.option(
+    "--user", "users", multiple=True, required=True, help="Raw user id; repeat for several users."
+)
+@click.option("-k", default=10, show_default=True, help="How many items per user.")
+@click.option(
+    "--include-seen", is_flag=True, help="Allow items the user interacted with in training."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def recommend(
+    model_dir: str, users: tuple[str, ...], k: int, include_seen: bool, as_json: bool
+) -> None:
+    """Top-k recommendations for users from a saved retrieval model."""
+    from recforge import models as registry
+    from recforge.exceptions import ConfigError
+
+    model = registry.load(model_dir)
+    if model.kind != "retrieval":
+        raise ConfigError(
+            f"{model_dir} holds a {model.kind} model ({model.name}); recommend needs a retrieval model."
+        )
+    ids = [_coerce_id(u, model.user_vocab_.raw_ids) for u in users]
+    items, scores = model.recommend(ids, k=k, exclude_seen=not include_seen)
+    if as_json:
+        out = {
+            str(u): [
+                {"item": _jsonable(i), "score": float(s)}
+                for i, s in zip(row, srow)
+                if s > float("-inf")
+            ]
+            for u, row, srow in zip(ids, items, scores)
+        }
+        click.echo(json.dumps(out, indent=2))
+        return
+    for u, row, srow in zip(ids, items, scores):
+        click.echo(f"user {u}:")
+        for rank, (i, s) in enumerate(zip(row, srow), 1):
+            if s > float("-inf"):
+                click.echo(f"  {rank:>3}. {i}  {s:.4f}")
+
+
+def _coerce_id(text: str, vocab_ids):
+    """A CLI string as the vocabulary's id type (ints stay ints)."""
+    if len(vocab_ids) and isinstance(vocab_ids[0], int | __import__("numpy").integer):
+        try:
+            return int(text)
+        except ValueError:
+            return text
+    return text
+
+
+def _jsonable(x):
+    return x.item() if hasattr(x, "item") else x
+
+
+def _print_metrics(metrics: dict) -> None:
+    for key, value in metrics.items():
+        click.echo(f"{key:<20} {value:.4f}" if isinstance(value, float) else f"{key:<20} {value}")
+
+
+# ---------------------------------------------------------------------------- bench
+@main.command()
+@click.argument("name", default="all")
+@click.option(
+    "--data-dir",
+    type=click.Path(),
+    default=None,
+    help="Folder of real datasets (default $RECFORGE_DATA_DIR or ../shared/data).",
+)
+def bench(name: str, data_dir: str | None) -> None:
+    """Run a benchmark against peer libraries (NAME, or `all`); see docs/BENCHMARKS.md."""
+    from recforge.bench import BENCHES, run_bench
+
+    names = list(BENCHES) if name == "all" else [name]
+    for n in names:
+        click.echo(f"== bench {n}")
+        result = run_bench(n, data_dir=data_dir)
+        click.echo(json.dumps(result, indent=2, default=str)[:4000])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
