@@ -241,10 +241,14 @@ class TorchRanker(Ranker):
 
             def valid_fn(m: nn.Module) -> dict[str, float]:
                 logits = _predict_logits(m, vx, 16384) + np.log(neg_rate)
-                return _binary_metrics(vy, logits)
+                return self.valid_metrics(vy, logits)
 
         hist = Trainer(self.train_config()).fit(module, loss_fn, batches, valid_fn)
         return module, hist
+
+    def valid_metrics(self, y: np.ndarray, logits: np.ndarray) -> dict[str, float]:
+        """Validation metrics per epoch ("auc", "logloss"); multi-task models override."""
+        return _binary_metrics(y, logits)
 
     def _check_params(self) -> None:
         if self.loss not in LOSSES:
@@ -330,7 +334,10 @@ def _predict_logits(module: nn.Module, x: Batch, batch_size: int) -> np.ndarray:
     with torch.no_grad():
         for s in range(0, n, batch_size):
             idx = torch.arange(s, min(n, s + batch_size))
-            out[s : s + len(idx)] = module(take(x, idx)).float().numpy()
+            z = module(take(x, idx)).float().numpy()  # (B,) or, multi-task, (B, T)
+            if z.ndim > 1 and out.ndim == 1:
+                out = np.empty((n, *z.shape[1:]), dtype=np.float32)
+            out[s : s + len(idx)] = z
     return out
 
 
