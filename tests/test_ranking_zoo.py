@@ -79,3 +79,71 @@ def test_gbdt_rejects_non_binary_labels(ctr):
     bad = train.assign(label=train["label"] * 3)
     with pytest.raises(ValueError, match="labels must be 0/1"):
         LightGBMRanker(n_estimators=3).fit(bad)
+
+
+TORCH_ZOO = {
+    "dcn": {"n_cross": 2, "hidden": (16,)},
+    "dcnv2": {"n_cross": 2, "hidden": (16,)},
+    "dcnv2_mix": {
+        "n_cross": 2,
+        "hidden": (16,),
+        "low_rank": 4,
+        "n_experts": 2,
+        "structure": "stacked",
+    },
+    "xdeepfm": {"cin_layers": (8, 8), "hidden": (16,)},
+    "autoint": {"n_layers": 2, "head_dim": 4},
+    "nfm": {"hidden": (16,)},
+    "afm": {"attention_dim": 8},
+}
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_ZOO))
+def test_torch_zoo_learns_signal(name, ctr):
+    train, valid, test = ctr
+    params = {
+        "embedding_dim": 4,
+        "epochs": 6,
+        "batch_size": 128,
+        "lr": 0.01,
+        "patience": 2,
+        "seed": 0,
+    }
+    model = models.get(name.removesuffix("_mix"), **params, **TORCH_ZOO[name]).fit(
+        train, valid=valid
+    )
+    assert auc(test["label"], model.predict_proba(test)) > 0.72
+
+
+def _batch(model, frame):
+    from recforge.nn.inputs import to_tensors
+
+    return to_tensors(model.encoder_.transform(frame))
+
+
+def test_compositions_follow_their_formulas(ctr):
+    from recforge.nn.bi_interaction import BiInteraction
+
+    train, _, test = ctr
+    params = {"embedding_dim": 4, "epochs": 1, "batch_size": 128}
+    nfm = models.get("nfm", hidden=(), **params).fit(train)
+    dcn = models.get("dcn", hidden=(8,), n_cross=2, **params).fit(train)
+    afm = models.get("afm", attention_dim=4, **params).fit(train)
+    with torch.no_grad():
+        m = nfm.module_.eval()
+        b = _batch(nfm, test)
+        e = m.embedding(b)  # (B, F, D)
+        expected = m.linear(b) + m.mlp(BiInteraction()(e)).squeeze(-1)  # linear + h·f_BI(E)
+        torch.testing.assert_close(m(b), expected)
+
+        m = dcn.module_.eval()
+        b = _batch(dcn, test)
+        x0 = m.embedding(b).flatten(1)
+        expected = m.head(torch.cat([m.cross(x0), m.mlp(x0)], 1)).squeeze(-1)
+        torch.testing.assert_close(m(b), expected)
+
+        m = afm.module_.eval()
+        b = _batch(afm, test)
+        pooled, weights = m.pooling(m.embedding(b))
+        torch.testing.assert_close(weights.sum(1), torch.ones(len(test)))
+        torch.testing.assert_close(m(b), m.linear(b) + pooled @ m.proj.weight[0])
