@@ -285,7 +285,9 @@ def svg_curve(curve: Curve) -> str:
     # the legend sits bottom-right for ROC-like curves (upper-left is where they live)
     names = list(series)
     lx = _W - _MR - (max((len(n) for n in names), default=0) * 6.6 + 40)
-    ly = _H - _MB - 18 * len(names) - 4 if curve.diagonal else _MT + 14
+    ly = _H - _MB - 18 * len(names) - 4 if curve.diagonal or curve.unit_square else _MT + 14
+    if curve.unit_square and not curve.diagonal:  # PR-like: the lower left is empty
+        lx = _ML + 14
     _legend(parts, names, lx, ly)
     parts.append("</svg>")
     return "\n".join(parts)
@@ -330,10 +332,13 @@ def svg_bars(bars: Bars) -> str:
         parts.append(
             f'<text x="{cx:.1f}" y="{_H - _MB + 17}" text-anchor="middle" fill="#222">{html.escape(str(g))}</text>'
         )
-    if series:
-        _legend(
-            parts, series, _W - _MR - (max((len(s) for s in series), default=0) * 6.6 + 40), _MT + 4
+    x = float(_ML)
+    for si, s in enumerate(series):  # one-line legend in the top margin, clear of the bars
+        parts.append(
+            f'<rect x="{x:.1f}" y="8" width="14" height="10" fill="{PALETTE[si % len(PALETTE)]}"/>'
         )
+        parts.append(f'<text x="{x + 20:.1f}" y="17" fill="#222">{html.escape(s)}</text>')
+        x += 34 + 6.6 * len(s)
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -353,7 +358,7 @@ td.best { font-weight: bold; background: #eaf4ea; }
 tr:nth-child(even) td { background-color: #fafafa; }
 tr:nth-child(even) td.best { background: #e2efe2; }
 table.meta th { text-align: left; background: none; border: none; padding: 2px 16px 2px 0; color: #555; }
-table.meta td { border: none; padding: 2px 0; }
+table.meta td { border: none; padding: 2px 0; background: none !important; }
 figure { margin: 1em 0; }
 svg { max-width: 100%; height: auto; border: 1px solid #eee; }
 p.note { color: #666; font-size: 13px; }
