@@ -7,7 +7,6 @@ import pytest
 import scipy.sparse as sp
 from sklearn.neighbors import NearestNeighbors
 
-from recforge import models
 from recforge.exceptions import ConfigError
 from recforge.models.retrieval.knn import ItemCF, UserCF, knn_search, topk_similarity
 from tests.conftest import make_tiny_interactions
@@ -160,7 +159,7 @@ def group_of(item_id: int, n_items: int = 40) -> int:
 )  # fmt: skip
 def test_recommendations_stay_in_the_taste_group(name, params):
     data = make_tiny_interactions()
-    model = models.get(name, **params).fit(data)
+    model = {"itemcf": ItemCF, "usercf": UserCF}[name](**params).fit(data)
     users = [f"u{u}" for u in range(60)]
     ids, scores = model.recommend(users, k=5)
     same = [group_of(i) == u % 2 for u, row in enumerate(ids) for i in row]
@@ -184,7 +183,7 @@ def test_similar_items_are_from_the_same_group():
 def test_save_load_round_trip(model, tmp_path):
     data = make_tiny_interactions()
     model.fit(data)
-    loaded = models.load(model.save(tmp_path / "m"))
+    loaded = type(model).load(model.save(tmp_path / "m"))  # models.load would import every model
     assert loaded.get_params() == model.get_params()
     users = ["u0", "u3", "u10"]
     a, sa = model.recommend(users, k=6)
@@ -237,3 +236,72 @@ def test_knn_search_dot_and_exclude():
     np.testing.assert_allclose(val, np.sort(brute, axis=1)[:, ::-1][:, :3], rtol=1e-5)
     assert not np.any(idx == np.arange(10)[:, None])
     assert knn_search(vectors[:2], vectors[:3], 10)[0].shape == (2, 3)
+
+
+def test_dense_and_sparse_row_pruning_agree():
+    from recforge.models.retrieval.knn import _prune_rows, _prune_rows_dense
+
+    m = sp.random(40, 60, density=0.3, random_state=6, format="csr")
+    m.data = np.round(m.data * 4) / 4 + 0.25  # many ties
+    for k in (1, 3, 10, 100):
+        a, b = _prune_rows(m, k), _prune_rows_dense(m, k)
+        np.testing.assert_array_equal(a.toarray(), b.toarray())
+        assert np.diff(a.indptr).max() <= k
+
+
+# ---------------------------------------------------------------------------- benchmark
+def test_bench_registry_and_data_dir_errors(tmp_path, monkeypatch):
+    from recforge.bench import BENCHES, get_bench, resolve_data_dir, run_bench
+    from recforge.bench.cf_ml100k import run
+
+    assert get_bench("cf_ml100k") is run and "cf_ml100k" in BENCHES
+    with pytest.raises(ConfigError, match="did you mean 'cf_ml100k'"):
+        run_bench("cf_ml100")
+    monkeypatch.delenv("RECFORGE_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ../shared/data from here
+    with pytest.raises(ConfigError, match="RECFORGE_DATA_DIR"):
+        resolve_data_dir(tmp_path / "nope")
+    assert resolve_data_dir(tmp_path) == tmp_path
+
+
+def test_update_docs_replaces_only_its_section(tmp_path):
+    from recforge.bench.cf_ml100k import SECTION, update_docs
+
+    doc = tmp_path / "B.md"
+    doc.write_text(
+        f"# Benchmarks\n\n## Someone else\n\nkeep me\n\n{SECTION}\n\nold table\n\n## Later\n\nme too\n"
+    )
+    update_docs(f"{SECTION}\n\nnew table\n", doc)
+    text = doc.read_text()
+    assert "old table" not in text and "new table" in text
+    assert (
+        text.index("keep me")
+        < text.index("new table")
+        < text.index("## Later")
+        < text.index("me too")
+    )
+    fresh = update_docs(f"{SECTION}\n\nx\n", tmp_path / "new.md").read_text()
+    assert fresh.startswith("# Benchmarks") and SECTION in fresh
+
+
+@pytest.mark.realdata
+def test_itemcf_on_ml100k_holds_up_against_implicit_cosine(real_data):
+    from implicit.nearest_neighbours import CosineRecommender
+
+    from recforge.bench import cf_ml100k as bench
+
+    train, test = bench.random_split(bench.load_positives(real_data))
+    assert (len(train), len(test)) == (44300, 11075)
+    model = ItemCF(**bench.TUNED["itemcf"])
+    ours = bench.evaluate_recforge(model, train, test)
+    k_peer = bench.TUNED["implicit_cosine"]["K"]
+    peer = bench.evaluate_implicit(lambda: CosineRecommender(K=k_peer, num_threads=1), train, test)
+    assert 0.17 < ours["recall@10"] < 0.30, ours
+    assert ours["recall@10"] >= peer["recall@10"] - 0.005, (ours, peer)
+    assert ours["ndcg@10"] >= peer["ndcg@10"] - 0.005, (ours, peer)
+    # the implicit path (metric functions on ranked lists) equals full_ranking's numbers
+    _, _, users, relevant = bench.held_out_sets(train, test)
+    ranked, _ = model.recommend_idx(users, k=20)
+    again = bench.score_ranked(ranked, relevant)
+    for key, value in again.items():
+        assert value == pytest.approx(ours[key], abs=1e-12)

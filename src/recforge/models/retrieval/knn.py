@@ -86,6 +86,14 @@ def _prune_rows(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
     return sp.csr_matrix((m.data[keep], (rows[keep], m.indices[keep])), shape=m.shape)
 
 
+def _prune_rows_dense(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """``_prune_rows`` through a dense (rows, cols) array; the same result, for fuller blocks."""
+    idx, vals = topk(m.toarray(), k)  # (b, k') each, ties: lower column first
+    rows = np.broadcast_to(np.arange(m.shape[0])[:, None], idx.shape)
+    keep = vals > 0
+    return sp.csr_matrix((vals[keep], (rows[keep], idx[keep])), shape=m.shape)
+
+
 def topk_similarity(
     x: sp.spmatrix,
     *,
@@ -139,7 +147,9 @@ def topk_similarity(
         block = sp.csr_matrix(
             (vals[keep], (rows[keep] - start, cols[keep])), shape=(stop - start, n_ent)
         )
-        blocks.append(_prune_rows(block, k))
+        # dense selection is much faster once the block is more than ~1/8 full
+        dense = block.nnz * 8 >= block.shape[0] * n_ent
+        blocks.append(_prune_rows_dense(block, k) if dense else _prune_rows(block, k))
     if not blocks:
         return sp.csr_matrix((n_ent, n_ent), dtype=np.float32)
     out = sp.vstack(blocks, format="csr").astype(np.float32)
