@@ -58,7 +58,7 @@ def activation(name: str, num_features: int) -> nn.Module:
     if name in ("swish", "silu"):
         return nn.SiLU()
     if name == "prelu":
-        return nn.PReLU(num_features)
+        return _LastAxis(nn.PReLU(num_features))
     if name == "dice":
         return Dice(num_features)
     if name == "sigmoid":
@@ -124,6 +124,19 @@ class MLP(nn.Module):
 
 
 _activation = activation  # MLP's parameter shadows the function name inside __init__
+
+
+class _LastAxis(nn.Module):
+    """Apply a channels-at-axis-1 module (PReLU, BatchNorm1d) over the last axis of
+    (B, H) or (B, T, H) inputs."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        return self.inner(x.reshape(-1, shape[-1])).reshape(shape)
 
 
 class _BatchNormLast(nn.Module):
