@@ -5,6 +5,7 @@ A train job is one YAML file (``recforge train --config FILE``)::
     data:                     # where the interactions come from
       source: synth           # synth | ml-100k | ml-latest-small | amazon-beauty | frappe | file
       size: small             # synth preset (tiny, small, medium, large, xlarge)
+      synth: {n_users: 500}   # optional overrides of the preset's make_synthetic fields
       path: null              # source: file -> a CSV/TSV/Parquet/JSONL log
       columns: {user: userId, item: movieId, rating: rating, timestamp: timestamp}
       positive_threshold: 4   # retrieval: keep rating >= 4 as positives
@@ -13,7 +14,9 @@ A train job is one YAML file (``recforge train --config FILE``)::
     evaluate: {k: [10, 20]}
     output: runs/itemcf       # model directory + metrics.json + report
 
-Every section is a typed dataclass: a misspelt key is an error naming the valid keys.
+Every section is a typed dataclass: a misspelt key is an error naming the valid keys and
+the closest one, a value of the wrong type (``k: "abc"``) is an error naming the field, and
+the model's name and parameters are checked against the registry before any data is read.
 Retrieval models train on the (positive) interactions and report full-ranking metrics;
 rankers train on a labelled frame (the log's ``label``, ``rating >= positive_threshold``,
 or sampled negatives for implicit logs, with user/item features joined) and report AUC,
@@ -22,10 +25,14 @@ GAUC and logloss.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import logging
 import time
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from recforge import models
-from recforge.config import from_dict, load_yaml
+from recforge.config import from_dict, load_yaml, suggest
 from recforge.data import splits
 from recforge.data.interactions import Interactions
 from recforge.exceptions import ConfigError
@@ -50,6 +57,7 @@ class DataConfig:
     source: str = "synth"  # synth, a named dataset, or "file"
     size: str = "small"  # synth preset name
     seed: int = 0  # synth seed
+    synth: dict[str, Any] = field(default_factory=dict)  # overrides of the preset's fields
     path: str | None = None  # source=file: the log file
     format: str | None = None  # source=file: csv/tsv/parquet/jsonl (default: from the suffix)
     columns: dict[str, str] = field(default_factory=dict)  # canonical name -> column in the file
@@ -58,8 +66,12 @@ class DataConfig:
     skip_bad_rows: bool = False  # source=file: skip malformed rows (counted) instead of failing
 
     def __post_init__(self) -> None:
+        check_types(self, "data")
         if self.source not in SOURCES:
-            raise ConfigError(f"data.source: {self.source!r} is not one of {SOURCES}.")
+            raise ConfigError(
+                f"data.source: {self.source!r}{suggest(self.source, list(SOURCES))} is not "
+                f"one of {', '.join(SOURCES)}."
+            )
         if self.source == "file" and not self.path:
             raise ConfigError("data.path is required when data.source is 'file'.")
 
@@ -72,20 +84,48 @@ class SplitConfig:
     seed: int = 0  # random split only
 
     def __post_init__(self) -> None:
+        check_types(self, "split")
         if self.method not in SPLITS:
-            raise ConfigError(f"split.method: {self.method!r} is not one of {SPLITS}.")
+            raise ConfigError(
+                f"split.method: {self.method!r}{suggest(self.method, list(SPLITS))} is not "
+                f"one of {', '.join(SPLITS)}."
+            )
+        for name in ("test_ratio", "valid_ratio"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ConfigError(f"split.{name}: must be in [0, 1), got {value!r}.")
+        if self.method != "leave_one_out" and self.test_ratio + self.valid_ratio >= 1:
+            raise ConfigError(
+                f"split: test_ratio + valid_ratio must be < 1, got "
+                f"{self.test_ratio} + {self.valid_ratio}."
+            )
 
 
 @dataclass
 class ModelConfig:
-    name: str = "itemcf"
-    params: dict[str, Any] = field(default_factory=dict)
+    name: str = "itemcf"  # a registered model (`recforge models` lists them)
+    params: dict[str, Any] = field(default_factory=dict)  # keyword hyperparameters
+
+    def __post_init__(self) -> None:
+        if self.params is None:  # `params:` left empty in YAML
+            self.params = {}
+        check_types(self, "model")
+        check_model_params(self.name, self.params)
 
 
 @dataclass
 class EvalConfig:
-    k: list[int] = field(default_factory=lambda: [10, 20])
+    k: list[int] = field(default_factory=lambda: [10, 20])  # cut-offs of top-K metrics
     n_negatives: int = 4  # rankers on implicit logs: sampled negatives per positive
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, int) and not isinstance(self.k, bool):
+            self.k = [self.k]
+        check_types(self, "evaluate")
+        if not self.k or any(k < 1 for k in self.k):
+            raise ConfigError(f"evaluate.k: needs positive integers, got {self.k!r}.")
+        if self.n_negatives < 1:
+            raise ConfigError(f"evaluate.n_negatives: must be >= 1, got {self.n_negatives!r}.")
 
 
 @dataclass
@@ -96,9 +136,119 @@ class TrainJob:
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     output: str | None = None  # model directory; default runs/<timestamp>-<model>
 
+    def __post_init__(self) -> None:
+        check_types(self, "")
+
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainJob:
-        return from_dict(cls, load_yaml(path), where=str(path))
+        """Parse and check a job file; every error names the file and the field."""
+        return cls.from_dict(load_yaml(path), where=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "job") -> TrainJob:
+        try:
+            return from_dict(cls, data, where=where)
+        except ConfigError as e:
+            msg = str(e)
+            raise ConfigError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+
+
+# ---------------------------------------------------------------------------- checks
+def check_types(obj: Any, where: str) -> None:
+    """Raise ConfigError if a field of dataclass ``obj`` does not match its annotation."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            continue
+        hint = hints.get(f.name, Any)
+        if not _matches(value, hint):
+            key = f"{where}.{f.name}" if where else f.name
+            raise ConfigError(
+                f"{key}: expected {_type_name(hint)}, got {type(value).__name__} {value!r}."
+            )
+
+
+def check_model_params(name: str, params: Mapping[str, Any]) -> None:
+    """Check that model ``name`` is registered and ``params`` are known names of the right
+    types (from the model's ``__init__`` annotations), before any data is loaded."""
+    cls = models.get_class(name)  # ConfigError with a suggestion if unknown
+    valid = cls.param_names()
+    hints: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):  # subclass annotations win
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            hints.update(typing.get_type_hints(init))
+        except Exception:  # unresolvable annotations: skip the type check, not the job
+            continue
+    for key, value in params.items():
+        if key not in valid:
+            raise ConfigError(
+                f"model.params: {name!r} has no parameter {key!r}{suggest(str(key), valid)}. "
+                f"Valid: {', '.join(valid)}."
+            )
+        hint = hints.get(key, Any)
+        if hint is not type(None) and not _matches(value, hint):
+            raise ConfigError(
+                f"model.params.{key}: {name!r} expects {_type_name(hint)}, "
+                f"got {type(value).__name__} {value!r}."
+            )
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a type annotation (ints are accepted as floats)."""
+    if hint is Any or isinstance(hint, typing.TypeVar):
+        return True
+    if hint is type(None) or hint is None:
+        return value is None
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union or isinstance(hint, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if hint is bool:
+        return isinstance(value, bool | np.bool_)
+    if hint is int:
+        return isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+            value, bool
+        )
+    if hint is str:
+        return isinstance(value, str)
+    base = origin or hint
+    if base in (dict, Mapping) or (isinstance(base, type) and issubclass(base, Mapping)):
+        if not isinstance(value, Mapping):
+            return False
+        if len(args) == 2:
+            return all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+        return True
+    if base in (list, tuple, Sequence) or (
+        isinstance(base, type) and issubclass(base, Sequence) and base is not str
+    ):
+        if not isinstance(value, list | tuple):
+            return False
+        if base is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(map(_matches, value, args))
+        elem = args[0] if args else Any
+        return all(_matches(v, elem) for v in value)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True  # an annotation this check does not understand
+
+
+def _type_name(hint: Any) -> str:
+    if isinstance(hint, type) and not typing.get_args(hint):
+        return {
+            "int": "an integer",
+            "float": "a number",
+            "str": "a string",
+            "bool": "true/false",
+        }.get(hint.__name__, hint.__name__)
+    return str(hint).replace("typing.", "").replace("collections.abc.", "")
 
 
 # ---------------------------------------------------------------------------- data
@@ -109,7 +259,10 @@ def load_data(cfg: DataConfig) -> Interactions:
 
         if cfg.size not in SIZES:
             raise ConfigError(f"data.size: {cfg.size!r} is not one of {sorted(SIZES)}.")
-        return make_synthetic(**SIZES[cfg.size], seed=cfg.seed)
+        try:
+            return make_synthetic(**{**SIZES[cfg.size], **cfg.synth, "seed": cfg.seed})
+        except ConfigError as e:
+            raise ConfigError(f"data.synth: {e}") from None
     if cfg.source == "file":
         from recforge.data.readers import read_interactions
 
@@ -140,12 +293,20 @@ def split_data(
 
 
 def positives(inter: Interactions, threshold: float | None) -> Interactions:
-    """Rows that count as positive feedback for retrieval."""
+    """Rows that count as positive feedback for retrieval: ``rating >= threshold`` when a
+    threshold is set and the log has ratings, else ``label > 0`` when it has labels, else
+    every row."""
     if threshold is not None and inter.has("rating"):
         return inter.positives(threshold)
     if inter.has("label"):
-        return inter.positives()
+        # not inter.positives(): with a rating column present it would apply its default
+        # rating threshold although the job set none
+        return inter.subset(inter.frame["label"].to_numpy() > 0, f"{inter.name}+")
     return inter
+
+
+def _has_both_labels(inter: Interactions) -> bool:
+    return inter.has("label") and inter.frame["label"].nunique() > 1
 
 
 def ranking_frame(
@@ -153,15 +314,18 @@ def ranking_frame(
 ) -> pd.DataFrame:
     """A labelled frame for a ranker: the log with user/item features joined.
 
-    Label: the log's ``label``; else ``rating >= threshold``; else (implicit log) every row
-    is a positive and ``n_negatives`` unclicked items per row are sampled by popularity.
+    Label: the log's ``label`` when it holds both classes; else ``rating >= threshold``;
+    else (an implicit or click-only log) every row is a positive and ``n_negatives``
+    unclicked items per row are sampled by popularity.
     """
-    if not inter.has("label") and not (threshold is not None and inter.has("rating")):
+    use_label = _has_both_labels(inter)
+    use_rating = not use_label and threshold is not None and inter.has("rating")
+    if not (use_label or use_rating):
         from recforge.data.synth import make_ctr_frame
 
         return make_ctr_frame(inter, n_negatives=n_negatives, seed=seed)
     frame = inter.frame.copy()
-    if not inter.has("label"):
+    if use_rating:
         frame["label"] = (frame["rating"] >= threshold).astype(np.int8)
     frame = frame.drop(
         columns=[c for c in ("rating", "weight", "timestamp", "split") if c in frame.columns]

@@ -246,7 +246,6 @@ def train(config_path: str, out: str | None) -> None:
 def evaluate(model_dir: str, config_path: str | None) -> None:
     """Evaluate a saved model on the test split of its job (or of --config)."""
     from recforge import models as registry
-    from recforge.config import from_dict
     from recforge.evaluation import evaluate_ranker, full_ranking
     from recforge.exceptions import ConfigError
     from recforge.jobs import TrainJob, load_data, positives, ranking_frame, split_data
@@ -259,7 +258,7 @@ def evaluate(model_dir: str, config_path: str | None) -> None:
             raise ConfigError(
                 f"{saved} not found: pass --config with the data and split to evaluate on."
             )
-        job = from_dict(TrainJob, json.loads(saved.read_text()), where=str(saved))
+        job = TrainJob.from_dict(json.loads(saved.read_text()), where=str(saved))
     model = registry.load(model_dir)
     _, _, test = split_data(load_data(job.data), job.split)
     thr = job.data.positive_threshold
