@@ -1,0 +1,166 @@
+"""LightGCN (He et al., SIGIR 2020): collaborative filtering by linear graph propagation.
+
+Users and items are nodes of the bipartite interaction graph with adjacency
+``A = [[0, R], [R^T, 0]]`` (R the (n_users, n_items) 0/1 training matrix), normalised
+symmetrically ``Â = D^-1/2 A D^-1/2``. From ego embeddings ``E^(0)`` (one row per node),
+``E^(k+1) = Â E^(k)`` for K layers, and the final embedding is the layer mean
+``E = (E^(0) + ... + E^(K)) / (K + 1)``. A user-item score is ``e_u . e_i``.
+
+Training: BPR on (user, positive, uniform unseen negative) triples plus
+``l2 * (|e_u^(0)|^2 + |e_i^(0)|^2 + |e_j^(0)|^2) / 2`` averaged over the batch (the ego
+embeddings the batch used, as in the paper).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from recforge.data.batching import PairSampler, uniform_negatives
+from recforge.data.interactions import Interactions
+from recforge.exceptions import ConfigError
+from recforge.models.registry import register
+from recforge.models.retrieval.torch_base import EpochBatches, TorchRetrievalModel
+
+
+def normalized_adjacency(seen: sp.csr_matrix) -> sp.csr_matrix:
+    """``D^-1/2 A D^-1/2`` of the bipartite graph of ``seen`` (n_users, n_items):
+    a symmetric (n_users + n_items)² float32 CSR matrix; isolated nodes keep zero rows."""
+    r = sp.csr_matrix(seen, dtype=np.float32).copy()
+    r.data[:] = 1.0
+    a = sp.bmat([[None, r], [r.T, None]], format="csr", dtype=np.float32)
+    deg = np.asarray(a.sum(axis=1)).ravel()
+    inv = np.zeros_like(deg)
+    inv[deg > 0] = deg[deg > 0] ** -0.5
+    d = sp.diags(inv)
+    return sp.csr_matrix(d @ a @ d, dtype=np.float32)
+
+
+def to_torch_sparse(m: sp.spmatrix) -> torch.Tensor:
+    """A SciPy matrix as a coalesced torch sparse COO float32 tensor."""
+    coo = sp.coo_matrix(m)
+    idx = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    val = torch.from_numpy(coo.data.astype(np.float32))
+    return torch.sparse_coo_tensor(idx, val, coo.shape, check_invariants=True).coalesce()
+
+
+class LightGCNModule(nn.Module):
+    """Ego embeddings of n_users + n_items nodes and K propagation layers over ``adj``."""
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int,
+        n_layers: int,
+        adj: torch.Tensor,
+        init_std: float,
+    ) -> None:
+        super().__init__()
+        self.n_users, self.n_items, self.n_layers = n_users, n_items, n_layers
+        self.embedding = nn.Embedding(n_users + n_items, dim)
+        nn.init.normal_(self.embedding.weight, std=init_std)
+        self.adj = adj  # not a parameter or buffer: rebuilt from the data, never saved
+
+    def propagate(self) -> torch.Tensor:
+        """Layer-mean embeddings of every node: (n_users + n_items, D)."""
+        e = self.embedding.weight
+        total = e
+        for _ in range(self.n_layers):
+            e = torch.sparse.mm(self.adj, e)  # (N, D)
+            total = total + e
+        return total / (self.n_layers + 1)
+
+
+@register("lightgcn")
+class LightGCN(TorchRetrievalModel):
+    """LightGCN trained with BPR.
+
+    Parameters
+    ----------
+    embedding_dim: size of the node embeddings.
+    n_layers: propagation layers K (0 = matrix factorisation with BPR).
+    l2: weight of the L2 penalty on the ego embeddings a batch used.
+    n_negatives: uniform unseen negatives per positive (the BPR loss averages over them).
+    init_std: std of the normal initialisation of the ego embeddings.
+    epochs, batch_size, lr, optimizer, weight_decay, seed: training (see ``TrainConfig``).
+    """
+
+    smoke_params = {"embedding_dim": 8, "n_layers": 2, "epochs": 3, "batch_size": 64, "lr": 0.01}
+
+    def __init__(
+        self,
+        *,
+        embedding_dim: int = 64,
+        n_layers: int = 3,
+        l2: float = 1e-4,
+        n_negatives: int = 1,
+        init_std: float = 0.1,
+        epochs: int = 100,
+        batch_size: int = 2048,
+        lr: float = 5e-3,
+        optimizer: str = "adam",
+        weight_decay: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        self.embedding_dim = embedding_dim
+        self.n_layers = n_layers
+        self.l2 = l2
+        self.n_negatives = n_negatives
+        self.init_std = init_std
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.weight_decay = weight_decay
+        self.seed = seed
+
+    def _fit(self, interactions: Interactions) -> None:
+        self._check_common()
+        if self.n_layers < 0 or self.n_negatives < 1:
+            raise ConfigError(
+                f"LightGCN: n_layers must be >= 0 and n_negatives >= 1, got {self.n_layers}, {self.n_negatives}."
+            )
+        torch.manual_seed(self.seed)
+        adj = to_torch_sparse(normalized_adjacency(self.seen_))
+        module = LightGCNModule(
+            self.n_users, self.n_items, self.embedding_dim, self.n_layers, adj, self.init_std
+        )
+        sampler = PairSampler(self.seen_)
+        n_users, l2, n_neg = self.n_users, float(self.l2), int(self.n_negatives)
+
+        def batches(epoch: int) -> EpochBatches:
+            rng = np.random.default_rng([self.seed, epoch])
+
+            def make():
+                for users, pos in sampler.batches(self.batch_size, rng):
+                    neg = uniform_negatives(sampler, users, n_neg, rng)
+                    yield torch.from_numpy(users), torch.from_numpy(pos), torch.from_numpy(neg)
+
+            return EpochBatches(-(-len(sampler) // self.batch_size), make)
+
+        def loss_fn(m: LightGCNModule, batch) -> torch.Tensor:
+            users, pos, neg = batch  # (B,), (B,), (B, n_neg)
+            final = m.propagate()
+            u = final[users]  # (B, D)
+            p = final[n_users + pos]  # (B, D)
+            n = final[n_users + neg]  # (B, n_neg, D)
+            s_pos = (u * p).sum(-1)
+            s_neg = torch.einsum("bd,bnd->bn", u, n)
+            bpr = F.softplus(s_neg - s_pos[:, None]).mean()
+            ego = m.embedding.weight
+            reg = (
+                ego[users].pow(2).sum()
+                + ego[n_users + pos].pow(2).sum()
+                + ego[n_users + neg].pow(2).sum() / n_neg
+            ) / (2 * len(users))
+            return bpr + l2 * reg
+
+        self._train(module, loss_fn, batches)
+        with torch.no_grad():
+            final = module.propagate().numpy()
+        self.user_factors_ = np.ascontiguousarray(final[: self.n_users], dtype=np.float32)
+        self.item_factors_ = np.ascontiguousarray(final[self.n_users :], dtype=np.float32)

@@ -1,0 +1,188 @@
+"""SimpleX (Mao et al., CIKM 2021): a simple, strong CF baseline built on a contrastive loss.
+
+User representation: a gated mix of the user's own embedding and the aggregated
+embeddings of the items in the user's history,
+``p_u = g * e_u + (1 - g) * W mean_{i in H(u)} e_i`` (W a D x D linear map, g in [0, 1]).
+Score: cosine similarity ``cos(p_u, e_i)``.
+
+Cosine contrastive loss (CCL) with N negatives, margin m and negative weight w::
+
+    L(u, i) = (1 - cos(p_u, e_i)) + w / N * sum_j max(0, cos(p_u, e_j) - m)
+
+Negatives are drawn uniformly, N shared by the rows of a batch (one matmul), with the
+ones equal to the row's positive masked out. While training, the target item is removed
+from the history so that the tower cannot simply find it there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from recforge.data.batching import PairSampler, drop_targets, history_matrix
+from recforge.data.interactions import Interactions
+from recforge.exceptions import ConfigError
+from recforge.models.registry import register
+from recforge.models.retrieval.torch_base import EpochBatches, TorchRetrievalModel
+from recforge.nn.sequence_pool import SequencePooling
+
+
+def ccl_loss(
+    cos_pos: torch.Tensor,
+    cos_neg: torch.Tensor,
+    *,
+    margin: float,
+    negative_weight: float,
+    accidental: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Cosine contrastive loss: ``mean_b[(1 - cos_pos_b) + w * mean_j relu(cos_neg_bj - m)]``.
+
+    cos_pos (B,), cos_neg (B, N); accidental (B, N) bool marks negatives equal to the row's
+    positive (they contribute 0). Returns a scalar.
+    """
+    hinge = F.relu(cos_neg - margin)
+    if accidental is not None:
+        hinge = hinge.masked_fill(accidental, 0.0)
+    return ((1.0 - cos_pos) + negative_weight * hinge.mean(1)).mean()
+
+
+class SimpleXModule(nn.Module):
+    """User/item embeddings, mean history aggregation and the gate."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int, gate: float, init_std: float) -> None:
+        super().__init__()
+        self.user = nn.Embedding(n_users, dim)
+        self.item = nn.Embedding(
+            n_items + 1, dim, padding_idx=0
+        )  # row 0 = padding, item i at i + 1
+        nn.init.normal_(self.user.weight, std=init_std)
+        nn.init.normal_(self.item.weight, std=init_std)
+        with torch.no_grad():
+            self.item.weight[0].zero_()
+        self.pool = SequencePooling(dim, "mean")
+        self.aggregate = nn.Linear(dim, dim, bias=False)
+        self.gate = gate
+
+    def user_vectors(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """users (B,), history (B, L) item index + 1 (0 = padding) -> L2-normalised (B, D)."""
+        pooled = self.pool(self.item(history), history > 0)  # (B, D)
+        p = self.gate * self.user(users) + (1.0 - self.gate) * self.aggregate(pooled)
+        return F.normalize(p, dim=-1)
+
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """items (...) internal indices -> L2-normalised (..., D)."""
+        return F.normalize(self.item(items + 1), dim=-1)
+
+
+@register("simplex")
+class SimpleX(TorchRetrievalModel):
+    """SimpleX with the cosine contrastive loss.
+
+    Parameters
+    ----------
+    embedding_dim: size of user/item embeddings.
+    n_negatives: uniform negatives per batch (shared by its rows).
+    margin: CCL margin m; negatives with cosine below it cost nothing.
+    negative_weight: CCL weight w of the mean negative term.
+    gate: g, the weight of the user embedding against the aggregated history (1 = MF).
+    max_history: most recent training items aggregated per user.
+    init_std: std of the normal initialisation of the embeddings.
+    epochs, batch_size, lr, optimizer, weight_decay, seed: training (see ``TrainConfig``).
+    """
+
+    smoke_params = {
+        "embedding_dim": 8,
+        "n_negatives": 16,
+        "epochs": 3,
+        "batch_size": 64,
+        "lr": 0.01,
+    }
+
+    def __init__(
+        self,
+        *,
+        embedding_dim: int = 64,
+        n_negatives: int = 500,
+        margin: float = 0.5,
+        negative_weight: float = 50.0,
+        gate: float = 0.5,
+        max_history: int = 100,
+        init_std: float = 0.1,
+        epochs: int = 50,
+        batch_size: int = 512,
+        lr: float = 1e-3,
+        optimizer: str = "adam",
+        weight_decay: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        self.embedding_dim = embedding_dim
+        self.n_negatives = n_negatives
+        self.margin = margin
+        self.negative_weight = negative_weight
+        self.gate = gate
+        self.max_history = max_history
+        self.init_std = init_std
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.weight_decay = weight_decay
+        self.seed = seed
+
+    def _fit(self, interactions: Interactions) -> None:
+        self._check_common()
+        if not 0.0 <= self.gate <= 1.0 or self.n_negatives < 1:
+            raise ConfigError(
+                f"SimpleX: gate must lie in [0, 1] and n_negatives >= 1, got gate={self.gate}, "
+                f"n_negatives={self.n_negatives}."
+            )
+        torch.manual_seed(self.seed)
+        hist = history_matrix(interactions, self.user_vocab_, self.item_vocab_, self.max_history)
+        module = SimpleXModule(
+            self.n_users, self.n_items, self.embedding_dim, float(self.gate), self.init_std
+        )
+        sampler = PairSampler(self.seen_)
+        margin, weight, n_neg = (
+            float(self.margin),
+            float(self.negative_weight),
+            int(self.n_negatives),
+        )
+
+        def batches(epoch: int) -> EpochBatches:
+            rng = np.random.default_rng([self.seed, epoch])
+
+            def make():
+                for users, pos in sampler.batches(self.batch_size, rng):
+                    yield (
+                        torch.from_numpy(users),
+                        torch.from_numpy(pos),
+                        torch.from_numpy(drop_targets(hist[users], pos)),
+                        torch.from_numpy(rng.integers(0, self.n_items, n_neg)),
+                    )
+
+            return EpochBatches(-(-len(sampler) // self.batch_size), make)
+
+        def loss_fn(m: SimpleXModule, batch) -> torch.Tensor:
+            users, pos, history, neg = batch  # (B,), (B,), (B, L), (N,)
+            u = m.user_vectors(users, history)  # (B, D)
+            cos_pos = (u * m.item_vectors(pos)).sum(-1)  # (B,)
+            cos_neg = u @ m.item_vectors(neg).T  # (B, N)
+            return ccl_loss(
+                cos_pos,
+                cos_neg,
+                margin=margin,
+                negative_weight=weight,
+                accidental=neg[None, :] == pos[:, None],
+            )
+
+        self._train(module, loss_fn, batches)
+        with torch.no_grad():
+            users = torch.arange(self.n_users)
+            self.user_factors_ = (
+                module.user_vectors(users, torch.from_numpy(hist)).numpy().astype(np.float32)
+            )
+            self.item_factors_ = (
+                module.item_vectors(torch.arange(self.n_items)).numpy().astype(np.float32)
+            )

@@ -1,0 +1,341 @@
+"""Shared plumbing of the torch retrieval models (DSSM, YouTube-DNN, LightGCN, SimpleX,
+FM-recall): the training config, the retrieval losses with log-Q correction, batches, and
+saving the torch weights next to the materialised factors.
+
+A subclass builds an ``nn.Module`` with ``user_vectors(users)`` / ``item_vectors(items)``
+(or its own scoring) and a ``loss_fn(module, batch)``; ``recforge.train.Trainer`` trains
+it; afterwards the subclass writes ``user_factors_`` (n_users, d) and ``item_factors_``
+(n_items, d) as float32 NumPy, so scoring, saving and Faiss never need torch.
+
+Losses (every logit is a dot product ``s = u . v``, divided by ``temperature``):
+
+* ``sampled_softmax``: a shared set of N negatives drawn with probability q (popularity **
+  alpha); logits ``s / T - log q(item)`` for the positive and every negative (Jean et al.
+  2015, Bengio & Senecal 2008), then softmax cross-entropy with the positive as target.
+  A negative equal to the row's positive (an "accidental hit") is masked out.
+* ``in_batch``: the other positives of the batch are the negatives; items appear in a
+  batch with probability proportional to their frequency p, so logits are
+  ``s / T - log p(item)`` (Yi et al. 2019, "Sampling-bias-corrected neural modeling").
+* ``infonce``: N uniformly drawn shared negatives, ``s / T``, no correction (uniform q is a
+  constant that cancels).
+* ``bpr``: ``-log sigmoid((s_pos - s_neg) / T)`` with one uniform negative per row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from recforge import losses as L
+from recforge.config import from_dict
+from recforge.data.batching import PairSampler, PopularitySampler, uniform_negatives
+from recforge.data.features import EncodedFeatures, FeatureEncoder
+from recforge.exceptions import ConfigError, DataError
+from recforge.models.base import EmbeddingMixin, RetrievalModel, mask_seen
+from recforge.nn.inputs import Batch, take, to_tensors
+from recforge.topk import topk
+from recforge.train.config import TrainConfig
+from recforge.train.trainer import History, Trainer
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("sampled_softmax", "in_batch", "infonce", "bpr")
+MODULE_PREFIX = "module."
+
+
+# ---------------------------------------------------------------------- losses
+def log_q_corrected(
+    scores: torch.Tensor, log_q: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """The log-Q corrected logits ``scores / temperature - log_q`` (broadcasting); what
+    ``recforge.losses.sampled_softmax`` feeds its cross-entropy."""
+    return scores / temperature - log_q
+
+
+# ---------------------------------------------------------------------- side features
+class FeatureRows(nn.Module):
+    """Encoded side features of every user (or item) as buffers, so that they move and
+    save with the module's weights. ``take(idx)`` cuts a batch dict (``recforge.nn.inputs``)."""
+
+    def __init__(self, encoded: EncodedFeatures) -> None:
+        super().__init__()
+        full = to_tensors(encoded)
+        self.register_buffer("categorical", full["categorical"].clone())
+        self.register_buffer("numeric", full["numeric"].clone())
+        self.multi_names = sorted(full["multi"])
+        for name in self.multi_names:
+            self.register_buffer(f"multi_{name}", full["multi"][name].clone())
+
+    def rows(self) -> Batch:
+        return {
+            "categorical": self.categorical,
+            "numeric": self.numeric,
+            "multi": {n: getattr(self, f"multi_{n}") for n in self.multi_names},
+        }
+
+    def take(self, idx: torch.Tensor) -> Batch:
+        """Rows ``idx`` (B,) as a batch dict."""
+        return take(self.rows(), idx)
+
+    @staticmethod
+    def encoded_from_state(
+        weights: dict[str, torch.Tensor], prefix: str, encoder: FeatureEncoder
+    ) -> EncodedFeatures:
+        """Rebuild the ``EncodedFeatures`` a ``FeatureRows`` at ``prefix`` was made from."""
+        multi = {
+            f.name: weights[f"{prefix}.multi_{f.name}"].numpy() for f in encoder.fields_of("multi")
+        }
+        return EncodedFeatures(
+            weights[f"{prefix}.categorical"].numpy(), weights[f"{prefix}.numeric"].numpy(), multi
+        )
+
+
+def encode_side_table(
+    table: pd.DataFrame | None,
+    raw_ids: np.ndarray,
+    *,
+    columns: Sequence[str] | None,
+    min_count: int,
+    where: str,
+) -> tuple[FeatureEncoder, EncodedFeatures] | None:
+    """Fit a ``FeatureEncoder`` on a side table aligned to ``raw_ids`` (rows missing from
+    the table get unknown/zero features) and encode it: (encoder, (len(raw_ids) rows)).
+
+    columns: the table's columns to use (None = all). Returns None when there is no table
+    or no column.
+    """
+    if table is not None and columns is not None:
+        missing = [c for c in columns if c not in table.columns]
+        if missing:
+            raise DataError(
+                f"{where}: columns {missing} are not in the table ({list(table.columns)})."
+            )
+    if table is None or (columns is not None and len(columns) == 0) or table.shape[1] == 0:
+        return None
+    frame = table.reindex(raw_ids).reset_index(drop=True)
+    if columns is not None:
+        frame = frame[list(columns)]
+    enc = FeatureEncoder(min_count=min_count).fit(frame)
+    return enc, enc.transform(frame)
+
+
+# ---------------------------------------------------------------------- batches
+class EpochBatches:
+    """A sized iterable of batches (the Trainer reads ``len`` for its schedules)."""
+
+    def __init__(self, n: int, make: Callable[[], Iterator[Any]]) -> None:
+        self.n, self._make = n, make
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._make()
+
+
+# ---------------------------------------------------------------------- base model
+class TorchRetrievalModel(EmbeddingMixin, RetrievalModel):
+    """Base of the torch retrieval models; subclasses implement ``_fit``.
+
+    Subclasses keep these shared keyword-only hyperparameters in their own ``__init__``
+    (so that ``get_params`` returns them): ``embedding_dim, epochs, batch_size, lr,
+    optimizer, weight_decay, seed``; ``_train_config`` turns them into a ``TrainConfig``.
+    """
+
+    module_: nn.Module | None = None
+
+    # ------------------------------------------------------------------ training
+    def _train_config(self, **extra: Any) -> TrainConfig:
+        cfg = {
+            "epochs": int(self.epochs),
+            "batch_size": int(self.batch_size),
+            "lr": float(self.lr),
+            "optimizer": self.optimizer,
+            "weight_decay": float(self.weight_decay),
+            "seed": int(self.seed),
+        }
+        cfg.update(extra)
+        return from_dict(TrainConfig, cfg, where=f"{type(self).__name__} training config")
+
+    def _train(
+        self,
+        module: nn.Module,
+        loss_fn: Callable[[nn.Module, Any], torch.Tensor],
+        batches: Callable[[int], Any],
+        **config: Any,
+    ) -> History:
+        history = Trainer(self._train_config(**config)).fit(module, loss_fn, batches)
+        self.train_history_ = history
+        self.train_loss_ = [float(x) for x in history.train_loss]
+        return history
+
+    def _check_common(self) -> None:
+        for name in ("embedding_dim", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int | np.integer) or value < 1:
+                raise ConfigError(
+                    f"{type(self).__name__}: {name} must be a positive integer, got {value!r}."
+                )
+
+    # ------------------------------------------------------------------ hard negatives
+    def _mine_hard_negatives(
+        self,
+        user_vecs: np.ndarray,
+        item_vecs: np.ndarray,
+        n_hard: int,
+        skip: int,
+        batch_size: int = 1024,
+    ) -> np.ndarray:
+        """Per user, the items ranked ``skip .. skip + n_hard - 1`` by the current vectors
+        among the items the user has not seen (the top ``skip`` may be unlabelled
+        positives, so they are left out). Returns (n_users, n_hard) int64."""
+        n_hard = min(n_hard, max(1, self.n_items - skip))
+        out = np.empty((len(user_vecs), n_hard), dtype=np.int64)
+        k = min(self.n_items, skip + n_hard)
+        for start in range(0, len(user_vecs), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(user_vecs)))
+            scores = user_vecs[rows] @ item_vecs.T
+            mask_seen(scores, self.seen_, rows)
+            idx, vals = topk(scores, k)
+            idx = idx[:, k - n_hard :]
+            # users with too few unseen items: fall back to random items
+            bad = ~np.isfinite(vals[:, k - n_hard :])
+            idx[bad] = np.random.default_rng(start).integers(0, self.n_items, int(bad.sum()))
+            out[rows] = idx
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def _module_arrays(self) -> dict[str, np.ndarray]:
+        """The torch module's weights as float32 NumPy arrays under ``module.*``."""
+        if self.module_ is None:
+            return {}
+        return {
+            MODULE_PREFIX + k: v.detach().cpu().numpy().astype(np.float32, copy=False)
+            if v.is_floating_point()
+            else v.detach().cpu().numpy()
+            for k, v in self.module_.state_dict().items()
+        }
+
+    @staticmethod
+    def _module_state(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {
+            k[len(MODULE_PREFIX) :]: torch.from_numpy(np.array(v))
+            for k, v in arrays.items()
+            if k.startswith(MODULE_PREFIX)
+        }
+
+
+def sampled_batches(
+    sampler: PairSampler,
+    *,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    loss: str,
+    n_negatives: int,
+    popularity: PopularitySampler | None,
+    in_batch_log_q: np.ndarray | None,
+    hard_pool: np.ndarray | None = None,
+    n_hard_per_row: int = 1,
+    extra: Callable[[np.ndarray, np.ndarray], dict[str, torch.Tensor]] | None = None,
+) -> EpochBatches:
+    """One epoch of training batches for ``loss`` (see the module docstring).
+
+    Each batch is a dict of tensors: ``users`` (B,), ``pos`` (B,), and per loss:
+    ``neg`` (N,) shared negatives + ``log_q_neg`` (N,) + ``log_q_pos`` (B,)
+    (sampled_softmax / in_batch), or ``neg`` (B,) one per row (bpr); ``hard`` (B, H) when a
+    hard-negative pool (n_users, P) is given; plus whatever ``extra(users, pos)`` adds.
+    """
+    if loss not in LOSSES:
+        raise ConfigError(f"loss={loss!r}; choose one of {LOSSES}.")
+    n_batches = -(-len(sampler) // batch_size)
+    rng = np.random.default_rng([seed, epoch])
+
+    def make() -> Iterator[dict[str, torch.Tensor]]:
+        for users, pos in sampler.batches(batch_size, rng):
+            b: dict[str, torch.Tensor] = {
+                "users": torch.from_numpy(users),
+                "pos": torch.from_numpy(pos),
+            }
+            if loss == "sampled_softmax":
+                assert popularity is not None
+                neg = popularity.sample(n_negatives, rng)
+                b["neg"] = torch.from_numpy(neg)
+                b["log_q_neg"] = torch.from_numpy(popularity.log_q[neg])
+                b["log_q_pos"] = torch.from_numpy(popularity.log_q[pos])
+            elif loss == "in_batch":
+                assert in_batch_log_q is not None
+                b["log_q_pos"] = torch.from_numpy(in_batch_log_q[pos])
+            elif loss == "infonce":
+                b["neg"] = torch.from_numpy(rng.integers(0, sampler.n_items, n_negatives))
+            else:  # bpr
+                b["neg"] = torch.from_numpy(uniform_negatives(sampler, users, 1, rng)[:, 0])
+            if hard_pool is not None:
+                cols = rng.integers(0, hard_pool.shape[1], size=(len(users), n_hard_per_row))
+                b["hard"] = torch.from_numpy(hard_pool[users[:, None], cols])
+            if extra is not None:
+                b.update(extra(users, pos))
+            yield b
+
+    return EpochBatches(n_batches, make)
+
+
+def retrieval_loss(
+    loss: str,
+    user: torch.Tensor,
+    pos: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    item_vectors: Callable[[torch.Tensor], torch.Tensor],
+    temperature: float,
+) -> torch.Tensor:
+    """The ``loss`` of user vectors (B, D) against positive item vectors (B, D) for a batch
+    made by ``sampled_batches``; ``item_vectors(idx)`` embeds negatives (N,) -> (N, D).
+
+    Hard negatives (``batch["hard"]`` (B, H)) join the shared negatives with no log-Q
+    correction (they were not drawn from q).
+    """
+    pos_ids = batch["pos"]
+    hard_ids = batch["hard"].reshape(-1) if "hard" in batch else None
+    if loss == "bpr":
+        s_pos = (user * pos).sum(-1) / temperature  # (B,)
+        neg_ids = (
+            batch["neg"][:, None]
+            if hard_ids is None
+            else torch.cat([batch["neg"][:, None], batch["hard"]], 1)
+        )
+        neg = item_vectors(neg_ids.reshape(-1)).reshape(*neg_ids.shape, -1)  # (B, 1 + H, D)
+        s_neg = torch.einsum("bd,bnd->bn", user, neg) / temperature  # (B, 1 + H)
+        return L.bpr(s_pos, s_neg)
+    if loss == "infonce":
+        extra_ids = batch["neg"] if hard_ids is None else torch.cat([batch["neg"], hard_ids])
+        return L.infonce(
+            user, pos, temperature, normalize=False, extra_negatives=item_vectors(extra_ids)
+        )
+    if loss == "in_batch":
+        neg, neg_ids, log_q_neg = None, None, None
+        if hard_ids is not None:  # in-batch negatives written out, then the hard ones
+            neg = torch.cat([pos, item_vectors(hard_ids)])
+            neg_ids = torch.cat([pos_ids, hard_ids])
+            log_q_neg = torch.cat([batch["log_q_pos"], torch.zeros(len(hard_ids))])
+    else:  # sampled_softmax
+        neg_ids, log_q_neg = batch["neg"], batch["log_q_neg"]
+        if hard_ids is not None:
+            neg_ids = torch.cat([neg_ids, hard_ids])
+            log_q_neg = torch.cat([log_q_neg, torch.zeros(len(hard_ids))])
+        neg = item_vectors(neg_ids)
+    return L.sampled_softmax(
+        user,
+        pos,
+        neg,
+        log_q_pos=batch["log_q_pos"],
+        log_q_neg=log_q_neg,
+        pos_ids=pos_ids,
+        neg_ids=neg_ids,
+        temperature=temperature,
+    )

@@ -1,0 +1,510 @@
+"""Two-tower retrieval: DSSM and YouTube-DNN.
+
+* **DSSM** (Huang et al. 2013, as used for recall): a user tower over
+  ``[user id embedding, pooled history, user feature embeddings]`` and an item tower over
+  ``[item id embedding, item feature embeddings]``, each an MLP to a D-dim vector.
+* **YouTube-DNN** (Covington et al. 2016): a user tower over
+  ``[pooled history, user feature embeddings]`` -> MLP, and plain item embeddings on the
+  item side (the weights of the output softmax).
+
+History = the user's most recent ``max_history`` training items (separate input
+embeddings), mean- or attention-pooled (``recforge.nn.sequence_pool``); while training, the
+target item is removed from the history. Side features come from
+``interactions.user_features`` / ``item_features`` (encoded with ``FeatureEncoder``,
+embedded with ``FeatureEmbedding``) when present and ``use_features`` is True.
+
+Objectives (``loss``): "sampled_softmax" (popularity**alpha negatives, log-Q corrected),
+"in_batch" (in-batch negatives, log-Q corrected by item frequency), "infonce" (in-batch
+plus uniform negatives, temperature, no correction), "bpr" (one uniform negative); see
+``recforge.models.retrieval.torch_base``. With ``normalize`` both towers output unit
+vectors (cosine scores) and ``temperature`` scales the logits.
+
+Hard negatives (``hard_negatives=N``): from epoch ``hard_negative_every`` on, every
+``hard_negative_every`` epochs, each user's items ranked ``hard_negative_skip + 1 ..
+hard_negative_skip + N`` by the current model among the unseen ones become extra
+negatives of that user's rows (the top ``hard_negative_skip`` are skipped: they are often
+unlabelled positives).
+
+After training, ``user_factors_`` / ``item_factors_`` hold the tower outputs; the module's
+weights and the encoders are saved too, so ``user_vectors_from_history`` can embed users
+that were not in training.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from recforge.data.batching import (
+    PairSampler,
+    PopularitySampler,
+    drop_targets,
+    history_matrix,
+)
+from recforge.data.features import EncodedFeatures, FeatureEncoder, Field
+from recforge.data.interactions import Interactions
+from recforge.exceptions import ConfigError, DataError, NotFittedError
+from recforge.models.registry import register
+from recforge.models.retrieval.torch_base import (
+    LOSSES,
+    EpochBatches,
+    FeatureRows,
+    TorchRetrievalModel,
+    encode_side_table,
+    retrieval_loss,
+    sampled_batches,
+)
+from recforge.nn.embedding import FeatureEmbedding
+from recforge.nn.inputs import Batch, to_tensors
+from recforge.nn.mlp import MLP
+from recforge.nn.sequence_pool import SequencePooling
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------- blocks
+class SideFeatures(nn.Module):
+    """The encoded side features of every user (or item) and their embeddings.
+    ``forward(idx) -> (B, F * D)``."""
+
+    def __init__(self, fields: Sequence[Field], encoded: EncodedFeatures, dim: int) -> None:
+        super().__init__()
+        self.rows = FeatureRows(encoded)
+        self.embedding = FeatureEmbedding(fields, dim, init_std=0.05)
+        self.out_dim = self.embedding.n_fields * dim
+
+    def forward(self, idx: torch.Tensor | None, batch: Batch | None = None) -> torch.Tensor:
+        """Embedded features of rows ``idx`` (B,) (or of an explicit ``batch``): (B, F*D)."""
+        b = self.rows.take(idx) if batch is None else batch
+        return self.embedding(b).flatten(1)  # (B, F, D) -> (B, F*D)
+
+
+class TwoTowerModule(nn.Module):
+    """The two towers. ``user_vectors(users, history)`` (B, D), ``item_vectors(items)`` (N, D)."""
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        n_users: int,
+        n_items: int,
+        dim: int,
+        hidden: Sequence[int],
+        dropout: float,
+        pooling: str,
+        normalize: bool,
+        user_side: SideFeatures | None,
+        item_side: SideFeatures | None,
+    ) -> None:
+        super().__init__()
+        self.kind, self.normalize = kind, normalize
+        self.history = nn.Embedding(n_items + 1, dim, padding_idx=0)  # item i at row i + 1
+        nn.init.normal_(self.history.weight, std=0.05)
+        self.pool = SequencePooling(dim, pooling)
+        self.user_side, self.item_side = user_side, item_side
+        user_in = dim + (user_side.out_dim if user_side is not None else 0)
+        if kind == "dssm":
+            self.user_id = nn.Embedding(n_users, dim)
+            nn.init.normal_(self.user_id.weight, std=0.05)
+            user_in += dim
+            self.item_id = nn.Embedding(n_items, dim)
+            nn.init.normal_(self.item_id.weight, std=0.05)
+            item_in = dim + (item_side.out_dim if item_side is not None else 0)
+            self.item_mlp = MLP(item_in, hidden, dropout=dropout, out_dim=dim)
+        else:  # youtube_dnn: item side = output softmax weights
+            self.item_out = nn.Embedding(n_items, dim)
+            nn.init.normal_(self.item_out.weight, std=0.05)
+        self.user_mlp = MLP(user_in, hidden, dropout=dropout, out_dim=dim)
+
+    def user_vectors(
+        self,
+        users: torch.Tensor | None,
+        history: torch.Tensor,
+        side: Batch | None = None,
+    ) -> torch.Tensor:
+        """users (B,) internal indices (None = users not in training: zero id embedding and
+        features from ``side``), history (B, L) item index + 1 (0 = padding) -> (B, D)."""
+        parts = [self.pool(self.history(history), history > 0)]  # (B, D)
+        if self.kind == "dssm":
+            if users is None:
+                parts.append(torch.zeros_like(parts[0]))
+            else:
+                parts.append(self.user_id(users))
+        if self.user_side is not None:
+            parts.append(self.user_side(users, side))
+        out = self.user_mlp(torch.cat(parts, 1))
+        return F.normalize(out, dim=-1) if self.normalize else out
+
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """items (N,) internal indices -> (N, D)."""
+        if self.kind == "dssm":
+            parts = [self.item_id(items)]
+            if self.item_side is not None:
+                parts.append(self.item_side(items))
+            out = self.item_mlp(torch.cat(parts, 1))
+        else:
+            out = self.item_out(items)
+        return F.normalize(out, dim=-1) if self.normalize else out
+
+
+# ---------------------------------------------------------------------- model
+class _TwoTower(TorchRetrievalModel):
+    """DSSM / YouTube-DNN training, materialisation, persistence and cold users."""
+
+    _kind = ""
+
+    def _fit(self, interactions: Interactions) -> None:
+        self._check_common()
+        if self.loss not in LOSSES:
+            raise ConfigError(f"{type(self).__name__}: loss={self.loss!r}; choose one of {LOSSES}.")
+        if self.temperature <= 0:
+            raise ConfigError(
+                f"{type(self).__name__}: temperature must be > 0, got {self.temperature}."
+            )
+        torch.manual_seed(self.seed)
+        users = self._encode(interactions.user_features, self.user_vocab_.raw_ids, "user")
+        items = self._encode(interactions.item_features, self.item_vocab_.raw_ids, "item")
+        self.user_encoder_, self.item_encoder_ = users[0], items[0]
+        self.history_ = history_matrix(
+            interactions, self.user_vocab_, self.item_vocab_, self.max_history
+        )
+        module = self._build_module(users[1], items[1])
+        sampler = PairSampler(self.seen_)
+        counts = sampler.item_counts()
+        popularity = (
+            PopularitySampler(counts, self.alpha) if self.loss == "sampled_softmax" else None
+        )
+        in_batch_log_q = np.log(np.maximum(counts, 0.5) / counts.sum()).astype(np.float32)
+        hist = self.history_
+        state: dict[str, Any] = {"pool": None}
+
+        def batches(epoch: int) -> EpochBatches:
+            every = max(1, int(self.hard_negative_every))
+            if self.hard_negatives and epoch >= every and epoch % every == 0:
+                state["pool"] = self._hard_pool(module, hist)
+            return sampled_batches(
+                sampler,
+                batch_size=self.batch_size,
+                seed=self.seed,
+                epoch=epoch,
+                loss=self.loss,
+                n_negatives=self.n_negatives,
+                popularity=popularity,
+                in_batch_log_q=in_batch_log_q,
+                hard_pool=state["pool"],
+                n_hard_per_row=int(self.hard_negatives),
+                extra=lambda users, pos: {
+                    "history": torch.from_numpy(drop_targets(hist[users], pos))
+                },
+            )
+
+        def loss_fn(m: TwoTowerModule, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            user = m.user_vectors(batch["users"], batch["history"])  # (B, D)
+            pos = m.item_vectors(batch["pos"])  # (B, D)
+            return retrieval_loss(
+                self.loss, user, pos, batch, m.item_vectors, float(self.temperature)
+            )
+
+        self._train(module, loss_fn, batches)
+        self.module_ = module
+        self._materialise()
+
+    def _encode(
+        self, table: pd.DataFrame | None, raw_ids: np.ndarray, kind: str
+    ) -> tuple[FeatureEncoder | None, EncodedFeatures | None]:
+        if not self.use_features or (kind == "item" and self._kind != "dssm"):
+            return None, None
+        cols = self.user_feature_cols if kind == "user" else self.item_feature_cols
+        out = encode_side_table(
+            table,
+            raw_ids,
+            columns=cols,
+            min_count=self.min_count,
+            where=f"{type(self).__name__}: {kind}_feature_cols / interactions.{kind}_features",
+        )
+        return (None, None) if out is None else out
+
+    def _build_module(
+        self, user_side: EncodedFeatures | None, item_side: EncodedFeatures | None
+    ) -> TwoTowerModule:
+        d = self.embedding_dim
+        return TwoTowerModule(
+            kind=self._kind,
+            n_users=self.n_users,
+            n_items=self.n_items,
+            dim=d,
+            hidden=tuple(self.hidden),
+            dropout=float(self.dropout),
+            pooling=self.pooling,
+            normalize=bool(self.normalize),
+            user_side=SideFeatures(self.user_encoder_.fields_, user_side, d)
+            if user_side is not None
+            else None,
+            item_side=SideFeatures(self.item_encoder_.fields_, item_side, d)
+            if item_side is not None
+            else None,
+        )
+
+    def _hard_pool(self, module: TwoTowerModule, hist: np.ndarray) -> np.ndarray:
+        was_training = module.training
+        module.eval()
+        with torch.no_grad():
+            users, items = self._vectors(module, hist)
+        module.train(was_training)
+        return self._mine_hard_negatives(
+            users, items, int(self.hard_negatives), int(self.hard_negative_skip)
+        )
+
+    def _vectors(
+        self, module: TwoTowerModule, hist: np.ndarray, batch_size: int = 4096
+    ) -> tuple[np.ndarray, np.ndarray]:
+        users = [
+            module.user_vectors(
+                torch.arange(s, min(s + batch_size, self.n_users)),
+                torch.from_numpy(hist[s : s + batch_size]),
+            )
+            for s in range(0, self.n_users, batch_size)
+        ]
+        items = module.item_vectors(torch.arange(self.n_items))
+        return torch.cat(users).numpy().astype(np.float32), items.numpy().astype(np.float32)
+
+    def _materialise(self) -> None:
+        assert self.module_ is not None
+        self.module_.eval()
+        with torch.no_grad():
+            self.user_factors_, self.item_factors_ = self._vectors(self.module_, self.history_)
+
+    # ------------------------------------------------------------------ cold users
+    def user_vectors_from_history(
+        self, histories: Sequence[Sequence[Any]], user_features: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        """Query vectors (n, D) for users given as raw item-id histories (oldest first) and,
+        if the model uses user features, a frame of their features (one row per history,
+        same columns as the training ``user_features``). Works for users never seen in
+        training (DSSM gives them a zero id embedding); unknown items are ignored."""
+        self._check_fitted("user_vectors_from_history")
+        if self.module_ is None:
+            raise NotFittedError(self, "user_vectors_from_history")
+        hist = np.zeros((len(histories), self.max_history), dtype=np.int64)
+        for r, items in enumerate(histories):
+            idx = (
+                self.item_vocab_.index(list(items), unknown="mask")
+                if len(items)
+                else np.zeros(0, np.int64)
+            )
+            idx = idx[idx >= 0][-self.max_history :]
+            hist[r, : len(idx)] = idx + 1
+        side = None
+        if self.user_encoder_ is not None:
+            if user_features is None or len(user_features) != len(histories):
+                raise DataError(
+                    f"{type(self).__name__} uses user features: pass user_features with one row "
+                    f"per history ({len(histories)} rows) and columns {[f.name for f in self.user_encoder_.fields_]}."
+                )
+            side = to_tensors(self.user_encoder_.transform(user_features.reset_index(drop=True)))
+        self.module_.eval()
+        with torch.no_grad():
+            out = self.module_.user_vectors(None, torch.from_numpy(hist), side)
+        return out.numpy().astype(np.float32)
+
+    # ------------------------------------------------------------------ persistence
+    def _save_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays, state = super()._save_state()
+        arrays.update(self._module_arrays())
+        arrays["history"] = self.history_
+        for key, enc in (
+            ("user_encoder", self.user_encoder_),
+            ("item_encoder", self.item_encoder_),
+        ):
+            state[key] = enc.to_json() if enc is not None else None
+        return arrays, state
+
+    def _load_state(self, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
+        super()._load_state(arrays, state)
+        self.history_ = arrays["history"]
+        self.user_encoder_ = (
+            FeatureEncoder.from_json(state["user_encoder"]) if state["user_encoder"] else None
+        )
+        self.item_encoder_ = (
+            FeatureEncoder.from_json(state["item_encoder"]) if state["item_encoder"] else None
+        )
+        weights = self._module_state(arrays)
+
+        def side(prefix: str, enc: FeatureEncoder | None) -> EncodedFeatures | None:
+            return (
+                None
+                if enc is None
+                else FeatureRows.encoded_from_state(weights, f"{prefix}.rows", enc)
+            )
+
+        module = self._build_module(
+            side("user_side", self.user_encoder_), side("item_side", self.item_encoder_)
+        )
+        module.load_state_dict(weights)
+        module.eval()
+        self.module_ = module
+
+
+_SHARED_DOC = """
+    Parameters
+    ----------
+    embedding_dim: output (and id/history embedding) size D.
+    loss: "sampled_softmax" | "in_batch" | "infonce" | "bpr".
+    n_negatives: sampled negatives per batch (sampled_softmax: popularity**alpha; infonce:
+        uniform extras on top of the in-batch ones).
+    alpha: popularity exponent of the sampled-softmax sampler (0 = uniform).
+    temperature: logits are divided by it.
+    normalize: L2-normalise both towers (cosine scores).
+    hidden: MLP hidden widths of the towers; dropout: MLP dropout.
+    pooling: history pooling, "mean" | "sum" | "attention".
+    max_history: most recent training items in a user's history.
+    use_features: use interactions.user_features (and, DSSM, item_features) when present;
+    user_feature_cols / item_feature_cols (DSSM): their columns to use (None = all);
+    min_count: feature values seen fewer times map to the unknown index.
+    hard_negatives: N mined hard negatives per row (0 = off); hard_negative_every: mine
+        every E epochs; hard_negative_skip: top unseen items left out as likely positives.
+    epochs, batch_size, lr, optimizer, weight_decay, seed: training (see ``TrainConfig``).
+"""
+
+
+@register("dssm")
+class DSSM(_TwoTower):
+    __doc__ = (
+        "DSSM two-tower retrieval: user tower (id, history, features) and item tower (id, features).\n"
+        + _SHARED_DOC
+    )
+
+    _kind = "dssm"
+    smoke_params = {
+        "embedding_dim": 8,
+        "hidden": [16],
+        "epochs": 3,
+        "batch_size": 64,
+        "lr": 0.01,
+        "n_negatives": 16,
+    }
+
+    def __init__(
+        self,
+        *,
+        embedding_dim: int = 64,
+        loss: str = "in_batch",
+        n_negatives: int = 256,
+        alpha: float = 0.75,
+        temperature: float = 0.1,
+        normalize: bool = True,
+        hidden: Sequence[int] = (128,),
+        dropout: float = 0.0,
+        pooling: str = "mean",
+        max_history: int = 50,
+        use_features: bool = True,
+        user_feature_cols: Sequence[str] | None = None,
+        item_feature_cols: Sequence[str] | None = None,
+        min_count: int = 1,
+        hard_negatives: int = 0,
+        hard_negative_every: int = 5,
+        hard_negative_skip: int = 10,
+        epochs: int = 20,
+        batch_size: int = 512,
+        lr: float = 1e-3,
+        optimizer: str = "adam",
+        weight_decay: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        self.embedding_dim = embedding_dim
+        self.loss = loss
+        self.n_negatives = n_negatives
+        self.alpha = alpha
+        self.temperature = temperature
+        self.normalize = normalize
+        self.hidden = hidden
+        self.dropout = dropout
+        self.pooling = pooling
+        self.max_history = max_history
+        self.use_features = use_features
+        self.user_feature_cols = user_feature_cols
+        self.item_feature_cols = item_feature_cols
+        self.min_count = min_count
+        self.hard_negatives = hard_negatives
+        self.hard_negative_every = hard_negative_every
+        self.hard_negative_skip = hard_negative_skip
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.weight_decay = weight_decay
+        self.seed = seed
+
+
+@register("youtube_dnn")
+class YouTubeDNN(_TwoTower):
+    __doc__ = (
+        "YouTube-DNN: user tower over pooled history + user features, item embeddings as softmax weights.\n"
+        + _SHARED_DOC
+    )
+
+    _kind = "youtube_dnn"
+    smoke_params = {
+        "embedding_dim": 8,
+        "hidden": [16],
+        "epochs": 3,
+        "batch_size": 64,
+        "lr": 0.01,
+        "n_negatives": 16,
+    }
+
+    def __init__(
+        self,
+        *,
+        embedding_dim: int = 64,
+        loss: str = "sampled_softmax",
+        n_negatives: int = 256,
+        alpha: float = 0.75,
+        temperature: float = 1.0,
+        normalize: bool = False,
+        hidden: Sequence[int] = (128,),
+        dropout: float = 0.0,
+        pooling: str = "mean",
+        max_history: int = 50,
+        use_features: bool = True,
+        user_feature_cols: Sequence[str] | None = None,
+        min_count: int = 1,
+        hard_negatives: int = 0,
+        hard_negative_every: int = 5,
+        hard_negative_skip: int = 10,
+        epochs: int = 20,
+        batch_size: int = 512,
+        lr: float = 1e-3,
+        optimizer: str = "adam",
+        weight_decay: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        self.embedding_dim = embedding_dim
+        self.loss = loss
+        self.n_negatives = n_negatives
+        self.alpha = alpha
+        self.temperature = temperature
+        self.normalize = normalize
+        self.hidden = hidden
+        self.dropout = dropout
+        self.pooling = pooling
+        self.max_history = max_history
+        self.use_features = use_features
+        self.user_feature_cols = user_feature_cols
+        self.min_count = min_count
+        self.hard_negatives = hard_negatives
+        self.hard_negative_every = hard_negative_every
+        self.hard_negative_skip = hard_negative_skip
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.weight_decay = weight_decay
+        self.seed = seed
