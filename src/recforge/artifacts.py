@@ -55,11 +55,11 @@ def versions() -> dict[str, str]:
     import recforge
 
     out = {"recforge": recforge.__version__, "python": platform.python_version(), "numpy": np.__version__}
-    try:
-        import torch
+    from importlib.metadata import PackageNotFoundError, version
 
-        out["torch"] = torch.__version__
-    except ImportError:  # pragma: no cover - torch is a dependency
+    try:  # metadata only: importing torch here would cost seconds on every save
+        out["torch"] = version("torch")
+    except PackageNotFoundError:  # pragma: no cover - torch is a dependency
         pass
     return out
 
