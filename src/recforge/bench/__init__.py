@@ -18,6 +18,7 @@ from recforge.exceptions import ConfigError
 
 BENCHES: dict[str, str] = {
     "cf_ml100k": "recforge.bench.cf_ml100k:run",
+    "ctr_quality": "recforge.bench.ctr_quality:run",
 }
 
 
