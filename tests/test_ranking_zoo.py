@@ -147,3 +147,29 @@ def test_compositions_follow_their_formulas(ctr):
         pooled, weights = m.pooling(m.embedding(b))
         torch.testing.assert_close(weights.sum(1), torch.ones(len(test)))
         torch.testing.assert_close(m(b), m.linear(b) + pooled @ m.proj.weight[0])
+
+
+def test_ctr_quality_split_and_docs_section(tmp_path):
+    import pandas as pd
+
+    from recforge.bench import ctr_quality as cq
+
+    frame = pd.DataFrame({"label": np.arange(100) % 2, "x": np.arange(100)})
+    train, valid, test = cq.split(frame)
+    assert (len(train), len(valid), len(test)) == (80, 10, 10)
+    assert sorted(pd.concat([train, valid, test])["x"]) == list(range(100))
+    assert cq.split(frame)[2]["x"].tolist() == test["x"].tolist()  # fixed seed
+    rows = [
+        {"model": "lr", "ours": {"auc": 0.90}, "deepctr": {"auc": 0.91}},
+        {"model": "fm", "ours": {"auc": 0.95}, "deepctr": {"auc": 0.951}},
+        {"model": "deepfm", "ours": {"auc": 0.97}},
+    ]
+    checks = cq._checks("frappe", rows)
+    assert checks["behind_peer_by_more_than_0.003"] == ["lr"] and checks["lr<fm<deepfm"]
+    doc = tmp_path / "B.md"
+    doc.write_text(
+        "# Benchmarks\n\n## Other\n\nkeep me\n\n## Ranking quality\n\nold\n\n## Last\n\nkeep too\n"
+    )
+    cq.update_docs("## Ranking quality\n\nnew table\n", doc)
+    text = doc.read_text()
+    assert "new table" in text and "old" not in text and "keep me" in text and "keep too" in text
