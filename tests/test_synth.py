@@ -43,7 +43,7 @@ def test_schema_and_ids(tiny):
     assert f["item"].dtype == np.int64 and f["item"].between(1, cfg.n_items).all()
     assert f["timestamp"].dtype == np.int64 and f["timestamp"].is_monotonic_increasing
     assert f["rating"].between(1, 5).all() and (f["label"] == 1).all()
-    assert set(f["device"].astype(str)) <= set(DEVICES)
+    assert set(f["device"]) <= set(DEVICES)
     assert not f.duplicated(["user", "item"]).any()
     assert tiny.context_columns == ["device"]
     assert (f.groupby("user").size() >= cfg.min_user_interactions).all()
@@ -203,7 +203,7 @@ def test_ctr_frame_has_learnable_signal(tiny):
         {
             "user_cat": ctr["user"] + "|" + ctr["category"],
             "seg_cat": ctr["gender"] + (ctr["age"] // 15).astype(str) + "|" + ctr["category"],
-            "dev_cat": ctr["device"].astype(str) + "|" + ctr["category"],
+            "dev_cat": ctr["device"] + "|" + ctr["category"],
             "item": ctr["item"].astype(str),
         }
     )
@@ -222,3 +222,27 @@ def test_ctr_frame_has_learnable_signal(tiny):
 def test_small_is_fast(small):
     # ~1 s of CPU on an idle core; generous for a loaded shared machine
     assert small.meta["seconds"] < 30
+
+
+def test_importance_resampling_converges_to_the_stated_choice_probability():
+    """Draws for one session approach p(i) ∝ pop_i^a · exp(taste·v_i/τ + bias - beta·log price)."""
+    from recforge.data.synth import _draw, _World
+
+    def total_variation(k: int) -> float:
+        cfg = SynthConfig(n_users=4, n_items=200, n_interactions=40, n_categories=8, dim=8,
+                          n_brands=8, min_user_interactions=1, n_candidates=k)  # fmt: skip
+        rng = np.random.default_rng(0)
+        world = _World(cfg, rng)
+        n = 60_000
+        zeros = np.zeros(n, dtype=np.int64)
+        items, _ = _draw(
+            cfg, world, world.taste0[:1], np.array([1]), zeros, zeros, np.arange(n), rng
+        )
+        emp = np.bincount(items, minlength=cfg.n_items) / n
+        logit = np.log(world.pa) + world.item_vec @ world.taste0[0] / cfg.temperature
+        logit += world.device_bias[1, world.item_cat] - world.beta[0] * world.log_price_rel
+        p = np.exp(logit - logit.max())
+        return 0.5 * np.abs(emp - p / p.sum()).sum()
+
+    tv8, tv64 = total_variation(8), total_variation(64)
+    assert tv64 < 0.05 and tv64 < tv8, (tv8, tv64)

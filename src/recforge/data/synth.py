@@ -401,9 +401,7 @@ def _make_log(
             "timestamp": ts[keep][order].astype(np.int64),
             "rating": rating[keep][order],
             "label": np.ones(int(keep.sum()), dtype=np.int8),
-            "device": pd.Categorical.from_codes(
-                s_device[session[keep][order]], categories=list(DEVICES)
-            ),
+            "device": np.array(DEVICES, dtype=object)[s_device[session[keep][order]]],
         }
     )
     return frame, final_taste
