@@ -126,8 +126,11 @@ class _LightGBMRanker(Ranker):
             "verbosity": -1,
         }
 
-    def _train_booster(self, frame: pd.DataFrame, label: str, valid: pd.DataFrame | None) -> None:
-        """Fit the encoder and the booster; sets encoder_, booster_, metrics_."""
+    def _train_booster(
+        self, frame: pd.DataFrame, label: str, valid: pd.DataFrame | None
+    ) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Fit the encoder and the booster (sets encoder_, booster_, metrics_); returns the
+        training matrix and labels for a second stage."""
         where = f"{type(self).__name__}.fit"
         y = binary_labels(frame, label, where)
         encoder = FeatureEncoder(min_count=self.min_count).fit(frame, label=label)
@@ -152,7 +155,7 @@ class _LightGBMRanker(Ranker):
         self.booster_ = lgb.Booster(model_str=booster.model_to_string())
         self.encoder_ = encoder
         self.metrics_ = {"n_trees": self.booster_.num_trees()}
-        self._x_train, self._y_train = x, y  # for a second stage; dropped after fit
+        return x, y
 
     def _features(self, frame: pd.DataFrame) -> sp.csr_matrix:
         self._check_fitted("predict_proba")
@@ -196,7 +199,6 @@ class LightGBMRanker(_LightGBMRanker):
 
     def fit(self, frame: pd.DataFrame, label: str = "label", valid: pd.DataFrame | None = None):
         self._train_booster(frame, label, valid)
-        del self._x_train, self._y_train
         self._record_valid(valid, label)
         return self
 
@@ -255,9 +257,7 @@ class GBDTLR(_LightGBMRanker):
     def fit(self, frame: pd.DataFrame, label: str = "label", valid: pd.DataFrame | None = None):
         from sklearn.linear_model import LogisticRegression
 
-        self._train_booster(frame, label, valid)
-        x, y = self._x_train, self._y_train
-        del self._x_train, self._y_train
+        x, y = self._train_booster(frame, label, valid)
         tree_info = self.booster_.dump_model()["tree_info"]
         leaves = np.array([t["num_leaves"] for t in tree_info], dtype=np.int64)
         self.leaf_offsets_ = np.concatenate([[0], np.cumsum(leaves)[:-1]])  # (n_trees,)
