@@ -197,7 +197,9 @@ class _World:
         tag_dir /= np.linalg.norm(tag_dir, axis=1, keepdims=True)
         tag_score = self.item_vec @ tag_dir.T + rng.gumbel(0, 0.3, (ni, cfg.n_tags))
         n_show = min(4, cfg.n_tags)
-        top_tags = np.argsort(-tag_score, axis=1)[:, :n_show]  # (n_items, <=4)
+        top_tags = np.argpartition(-tag_score, n_show - 1, axis=1)[:, :n_show]  # (n_items, <=4)
+        order = np.argsort(-np.take_along_axis(tag_score, top_tags, axis=1), axis=1)
+        top_tags = np.take_along_axis(top_tags, order, axis=1)  # best first
         n_tags_item = rng.integers(1, n_show + 1, ni)
         t1 = rng.integers(0, 12, ni)
         t2 = (t1 + rng.integers(1, 12, ni)) % 12
@@ -228,10 +230,12 @@ class _World:
         age = np.clip(np.rint(rng.normal(36, 12, nu)), 16, 80).astype(np.int64)
         band = np.digitize(age, [25, 35, 50])  # 0..3
         segment_pref = rng.dirichlet(np.full(c, 0.3), size=8)  # (8 segments, C)
-        seg_cdf = np.cumsum(segment_pref[gender * 4 + band], axis=1)  # (n_users, C)
-        favs = (
-            (seg_cdf[:, None, :] < rng.random((nu, 3, 1))).sum(-1).clip(max=c - 1)
-        )  # (n_users, 3)
+        # three category draws per user from the segment's preference (inverse CDF against
+        # the 8 segment CDFs laid end to end, one searchsorted)
+        seg = (gender * 4 + band)[:, None]  # (n_users, 1)
+        seg_cdf = (np.cumsum(segment_pref, axis=1) + np.arange(8)[:, None]).ravel()  # (8 * C,)
+        favs = np.searchsorted(seg_cdf, rng.random((nu, 3)) + seg, side="right") - seg * c
+        favs = np.minimum(favs, c - 1)  # (n_users, 3)
         n_fav = 1 + np.minimum(rng.poisson(0.8, nu), 2)
         w = rng.dirichlet(np.ones(3), nu) * (np.arange(3)[None, :] < n_fav[:, None])
         w /= w.sum(1, keepdims=True)
