@@ -154,3 +154,20 @@ def test_reservoir_edge_cases():
         reservoir_sample(range(5), -1)
     with pytest.raises(ConfigError, match="method"):
         reservoir_sample(range(5), 2, method="X")
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "popularity"])
+def test_distinct_rows_have_no_repeats(strategy):
+    pos = random_positives(n_users=100, n_items=40)
+    users = np.arange(100)
+    neg = NegativeSampler(strategy=strategy, seed=0).fit(pos).sample(users, 8, distinct=True)
+    assert all(len(set(row)) == 8 for row in neg)
+    assert not (pos.toarray() > 0)[users[:, None], neg].any()
+    # a user with exactly n unseen items gets all of them; one with fewer raises
+    seen = np.ones((2, 10))
+    seen[0, [1, 4, 7]] = 0
+    seen[1, [2, 3]] = 0
+    sampler = NegativeSampler(strategy=strategy, seed=0).fit(sp.csr_matrix(seen))
+    assert sorted(sampler.sample(np.array([0]), 3, distinct=True)[0]) == [1, 4, 7]
+    with pytest.raises(DataError, match="user index 1 has 2 unseen"):
+        sampler.sample(np.array([0, 1]), 3, distinct=True)

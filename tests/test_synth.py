@@ -197,6 +197,7 @@ def test_ctr_frame_has_learnable_signal(tiny):
     groups = np.arange(len(ctr)) // 4
     assert (ctr.groupby(groups)["label"].sum() == 1).all()
     assert (ctr.groupby(groups)["user"].nunique() == 1).all()
+    assert (ctr.groupby(groups)["item"].nunique() == 4).all()
 
     # a linear model on user x category / segment x category crosses learns it (time-ordered cut)
     x = pd.DataFrame(

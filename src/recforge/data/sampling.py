@@ -113,11 +113,13 @@ class NegativeSampler:
         at = np.searchsorted(self.keys_, keys).clip(max=max(len(self.keys_) - 1, 0))
         return (self.keys_[at] == keys) if len(self.keys_) else np.zeros(keys.shape, dtype=bool)
 
-    def sample(self, user_idx: np.ndarray, n: int) -> np.ndarray:
+    def sample(self, user_idx: np.ndarray, n: int, *, distinct: bool = False) -> np.ndarray:
         """``n`` negatives for each user index: (len(user_idx), n) int64 item indices.
 
-        Never returns a positive of the user. Raises DataError naming the user when a user
-        has interacted with every item.
+        Never returns a positive of the user. ``distinct``: no item twice in a row (e.g.
+        the impressions of one request); otherwise rows are drawn with replacement. Raises
+        DataError naming the user when a user has too few unseen items (none, or fewer than
+        ``n`` with ``distinct``).
         """
         if not hasattr(self, "keys_"):
             raise NotFittedError(self, "sample")
@@ -130,36 +132,72 @@ class NegativeSampler:
                 f"NegativeSampler.sample: user index {bad} out of range 0..{self.n_users_ - 1}."
             )
         out = self._draw((len(users), n))  # (B, n)
-        u = np.broadcast_to(users[:, None], out.shape)
-        bad = np.flatnonzero(self._is_positive(u, out).ravel())
+        flat = out.reshape(-1)  # a view
+        u = np.repeat(users, n)  # (B * n,) user of each slot
+        bad = np.flatnonzero(self._is_positive(u, flat))
+        if distinct:
+            bad = np.union1d(bad, np.flatnonzero(_repeats_in_rows(out)))
         for _ in range(self.max_rounds - 1):
             if len(bad) == 0:
                 break
-            flat = out.reshape(-1)
             flat[bad] = self._draw(len(bad))
-            bad = bad[self._is_positive(u.reshape(-1)[bad], flat[bad])]
+            still = bad[self._is_positive(u[bad], flat[bad])]
+            if distinct:  # a redrawn slot may repeat an item of its row
+                rows = np.unique(bad // n)
+                rep = _repeats_in_rows(out[rows]).reshape(-1)
+                slots = (rows[:, None] * n + np.arange(n)).reshape(-1)
+                still = np.union1d(still, slots[rep])
+            bad = still
         if len(bad):
-            self._fill_exactly(out.reshape(-1), u.reshape(-1), bad)
+            self._fill_exactly(flat, u, bad, n if distinct else 0)
         return out
 
-    def _fill_exactly(self, flat: np.ndarray, users: np.ndarray, bad: np.ndarray) -> None:
-        """Draw the slots ``bad`` of ``flat`` from each user's complement (rare, per user)."""
-        order = np.argsort(users[bad], kind="stable")
+    def _fill_exactly(
+        self, flat: np.ndarray, users: np.ndarray, bad: np.ndarray, row_len: int
+    ) -> None:
+        """Draw the slots ``bad`` of ``flat`` from each user's complement (rare leftovers).
+
+        row_len > 0 means distinct rows of that length: draw without replacement, avoiding
+        the row's other items too.
+        """
+        group = bad // row_len if row_len else users[bad]
+        order = np.argsort(group, kind="stable")
         bad = bad[order]
-        starts = np.flatnonzero(np.r_[True, np.diff(users[bad]) != 0])
+        starts = np.flatnonzero(np.r_[True, np.diff(group[order]) != 0])
         for slots in np.split(bad, starts[1:]):
             user = int(users[slots[0]])
+            banned = self.indices_[self.indptr_[user] : self.indptr_[user + 1]]
+            if row_len:
+                row = slots[0] // row_len
+                others = np.setdiff1d(np.arange(row * row_len, (row + 1) * row_len), slots)
+                banned = np.concatenate([banned, flat[others]])
             w = self.weights_.copy()
-            w[self.indices_[self.indptr_[user] : self.indptr_[user + 1]]] = 0.0
-            if w.sum() <= 0:  # only never-seen (zero-weight) items left: take them uniformly
-                w = np.ones(self.n_items_)
-                w[self.indices_[self.indptr_[user] : self.indptr_[user + 1]]] = 0.0
-            if w.sum() <= 0:
+            w[banned] = 0.0
+            if np.count_nonzero(w) < (len(slots) if row_len else 1):
+                w = np.ones(self.n_items_)  # only never-seen (zero-weight) items are left
+                w[banned] = 0.0
+            need = len(slots) if row_len else 1
+            if np.count_nonzero(w) < need:
+                n_unseen = self.n_items_ - (self.indptr_[user + 1] - self.indptr_[user])
+                want = f"{row_len} distinct negatives" if row_len else "a negative"
                 raise DataError(
-                    f"NegativeSampler: user index {user} has interacted with all "
-                    f"{self.n_items_} items; there is no negative to sample. Drop such users."
+                    f"NegativeSampler: user index {user} has {n_unseen} unseen item(s) of "
+                    f"{self.n_items_}; cannot draw {want}. Drop such users or lower n."
                 )
-            flat[slots] = self.rng_.choice(self.n_items_, size=len(slots), p=w / w.sum())
+            flat[slots] = self.rng_.choice(
+                self.n_items_, size=len(slots), replace=not row_len, p=w / w.sum()
+            )
+
+
+def _repeats_in_rows(a: np.ndarray) -> np.ndarray:
+    """(B, n) bool: True where the value already occurred earlier in its row."""
+    order = np.argsort(a, axis=1, kind="stable")
+    srt = np.take_along_axis(a, order, axis=1)
+    rep_sorted = np.zeros(a.shape, dtype=bool)
+    rep_sorted[:, 1:] = srt[:, 1:] == srt[:, :-1]
+    rep = np.zeros(a.shape, dtype=bool)
+    np.put_along_axis(rep, order, rep_sorted, axis=1)
+    return rep
 
 
 # ---------------------------------------------------------------------------- reservoirs

@@ -507,7 +507,7 @@ def make_ctr_frame(
 
     Each log row becomes an impression group of ``1 + n_negatives`` rows sharing the user,
     the context columns (``device`` ...) and the time: the clicked item (``label`` 1) and
-    ``n_negatives`` items the user never interacted with, drawn by exposure, i.e. item
+    ``n_negatives`` distinct items the user never interacted with, drawn by exposure, i.e. item
     popularity in the log raised to ``alpha`` (``label`` 0). The positive sits at a random
     place in its group; groups are in log order (time order for ``make_synthetic`` logs),
     so a positional cut is a temporal split.
@@ -526,7 +526,7 @@ def make_ctr_frame(
     sampler = NegativeSampler(strategy="popularity", alpha=alpha, seed=seed).fit(seen)
     u_idx = user_vocab.index(frame["user"].to_numpy())
     pos_idx = item_vocab.index(frame["item"].to_numpy())
-    neg_idx = sampler.sample(u_idx, n_negatives)  # (N, n_negatives)
+    neg_idx = sampler.sample(u_idx, n_negatives, distinct=True)  # (N, n_negatives)
 
     g = 1 + n_negatives
     n = len(frame)
