@@ -19,6 +19,7 @@ from recforge.exceptions import ConfigError
 BENCHES: dict[str, str] = {
     "cf_ml100k": "recforge.bench.cf_ml100k:run",
     "ctr_quality": "recforge.bench.ctr_quality:run",
+    "ctr_speed": "recforge.bench.ctr_speed:run",
 }
 
 

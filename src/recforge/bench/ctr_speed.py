@@ -1,0 +1,354 @@
+"""Ranking speed: recforge DeepFM against DeepCTR-Torch's DeepFM on synthetic Criteo-shaped
+data, plus training speed of every registered ranker, inference latency and peak memory.
+
+Protocol:
+
+* data: ``criteo_like(n)``: 26 categorical fields with vocabularies from 10 to 100,000
+  (power-law value frequencies), 13 standardised numeric fields, a label drawn from a
+  logistic model with per-value effects on 10 fields, two field-pair interactions and
+  numeric slopes (~25 % clicks, like Criteo). Train rows ``N_TRAIN``, test rows ``N_TEST``.
+* same process, ``torch.set_num_threads(2)``, the same hyperparameters for both: embedding
+  16, MLP 400-400-400 ReLU, no dropout / batch norm / L2, Adam lr 1e-3, batch 4096, one
+  epoch, shuffled. DeepCTR gets the label-encoded integer arrays it expects (no encoding
+  cost); recforge's time is the whole ``fit(frame)`` including ``FeatureEncoder`` (train-loop
+  samples/s are reported too). Dense and sparse (``sparse=True``: SparseAdam on the touched
+  table rows) recforge embeddings are both measured.
+* test AUC of both after the epoch; samples/s = train rows / wall seconds.
+* every registered ranker: samples/s of one epoch on ``N_ZOO`` rows (smaller MLPs are the
+  models' defaults; embedding 16, batch 4096).
+* inference: ``predict_proba`` of a 200-row frame (encoding included), 200 calls, p50/p99.
+* memory: peak RSS of a fresh process that builds 2,000,000 rows and trains DeepFM 1 epoch.
+
+Run it::
+
+    python -m recforge.bench.ctr_speed --docs docs/BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+log = logging.getLogger(__name__)
+
+N_TRAIN, N_TEST, N_ZOO, N_RSS = 300_000, 50_000, 50_000, 2_000_000
+THREADS = 2
+DIM, HIDDEN, BATCH, LR = 16, (400, 400, 400), 4096, 1e-3
+SECTION = "## Ranking speed"
+COMMAND = "python -m recforge.bench.ctr_speed --docs docs/BENCHMARKS.md"
+N_CAT, N_NUM = 26, 13
+
+
+def vocab_sizes() -> list[int]:
+    """26 vocabulary sizes from 100,000 down to 10 (log-spaced)."""
+    return [int(v) for v in np.round(np.logspace(5, 1, N_CAT))]
+
+
+def criteo_like(n: int, seed: int = 0) -> pd.DataFrame:
+    """A Criteo-shaped frame: C1..C26 int64 categorical, I1..I13 float32, label 0/1."""
+    rng = np.random.default_rng(seed)
+    world = np.random.default_rng(12345)  # the same "true model" for every call
+    sizes = vocab_sizes()
+    cols: dict[str, np.ndarray] = {}
+    logit = np.full(n, -1.6)
+    for j, v in enumerate(sizes):
+        c = np.minimum((v * rng.random(n) ** 2.5).astype(np.int64), v - 1)  # power law
+        cols[f"C{j + 1}"] = c
+        if j % 3 == 0 and j < 30:  # 9-10 fields carry per-value effects
+            logit += world.normal(0, 0.6, v)[c]
+    for a, b in ((1, 4), (7, 20)):
+        effect = world.normal(0, 0.8, 997)
+        logit += effect[(cols[f"C{a + 1}"] * 31 + cols[f"C{b + 1}"]) % 997]
+    slopes = world.normal(0, 0.3, N_NUM)
+    for j in range(N_NUM):
+        x = rng.normal(size=n).astype(np.float32)
+        cols[f"I{j + 1}"] = x
+        logit += slopes[j] * x
+    cols["label"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    return pd.DataFrame(cols)
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p))
+
+
+def bench_recforge_deepfm(
+    train: pd.DataFrame, test: pd.DataFrame, *, sparse: bool
+) -> dict[str, Any]:
+    from recforge import models
+    from recforge.data.features import FeatureEncoder
+
+    model = models.get(
+        "deepfm",
+        embedding_dim=DIM,
+        hidden=HIDDEN,
+        epochs=1,
+        batch_size=BATCH,
+        lr=LR,
+        sparse=sparse,
+        seed=0,
+    )
+    t0 = time.perf_counter()
+    model.fit(train, label="label")
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    FeatureEncoder().fit(train, "label").transform(train)
+    encode_s = time.perf_counter() - t0
+    p = model.predict_proba(test)
+    return {
+        "fit_seconds": round(fit_s, 2),
+        "samples_per_s": round(len(train) / fit_s),
+        "train_loop_samples_per_s": round(len(train) / max(1e-9, fit_s - encode_s)),
+        "test_auc": round(_auc(test["label"].to_numpy(), p), 4),
+        "model": model,
+    }
+
+
+def bench_deepctr_deepfm(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, Any]:
+    from deepctr_torch.inputs import DenseFeat, SparseFeat
+    from deepctr_torch.models import DeepFM
+
+    sizes = vocab_sizes()
+    feats = [
+        SparseFeat(f"C{j + 1}", vocabulary_size=v, embedding_dim=DIM) for j, v in enumerate(sizes)
+    ]
+    feats += [DenseFeat(f"I{j + 1}", 1) for j in range(N_NUM)]
+    torch.manual_seed(0)
+    model = DeepFM(
+        feats,
+        feats,
+        dnn_hidden_units=HIDDEN,
+        l2_reg_linear=0.0,
+        l2_reg_embedding=0.0,
+        l2_reg_dnn=0.0,
+        dnn_dropout=0.0,
+        device="cpu",
+        seed=0,
+    )
+    model.compile(torch.optim.Adam(model.parameters(), lr=LR), "binary_crossentropy")
+    names = [f.name for f in feats]
+    x_train = {n: train[n].to_numpy() for n in names}
+    t0 = time.perf_counter()
+    model.fit(x_train, train["label"].to_numpy(), batch_size=BATCH, epochs=1, verbose=0)
+    fit_s = time.perf_counter() - t0
+    p = model.predict({n: test[n].to_numpy() for n in names}, batch_size=16384).ravel()
+    return {
+        "fit_seconds": round(fit_s, 2),
+        "samples_per_s": round(len(train) / fit_s),
+        "test_auc": round(_auc(test["label"].to_numpy(), p), 4),
+    }
+
+
+def bench_zoo(train: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """One epoch of every registered ranker on ``train``."""
+    from recforge import models
+
+    out: dict[str, dict[str, Any]] = {}
+    for name in models.available("ranker"):
+        cls = models.get_class(name)
+        params: dict[str, Any] = {}
+        names = cls.param_names()
+        for key, value in (
+            ("embedding_dim", DIM),
+            ("epochs", 1),
+            ("batch_size", BATCH),
+            ("lr", LR),
+        ):
+            if key in names:
+                params[key] = value
+        try:
+            model = models.get(name, **params)
+            t0 = time.perf_counter()
+            model.fit(train, label="label")
+            s = time.perf_counter() - t0
+            out[name] = {"samples_per_s": round(len(train) / s), "fit_seconds": round(s, 2)}
+        except Exception as e:  # noqa: BLE001 - one failing model must not hide the others
+            log.warning("%s failed: %s", name, e)
+            out[name] = {"error": f"{type(e).__name__}: {e}"}
+    return out
+
+
+def bench_latency(model: Any, test: pd.DataFrame, n_calls: int = 200) -> dict[str, float]:
+    frame = test.drop(columns=["label"]).iloc[:200].reset_index(drop=True)
+    model.predict_proba(frame)  # warm-up
+    times = []
+    for _ in range(n_calls):
+        t0 = time.perf_counter()
+        model.predict_proba(frame)
+        times.append((time.perf_counter() - t0) * 1000)
+    return {
+        "p50_ms": round(float(np.percentile(times, 50)), 2),
+        "p99_ms": round(float(np.percentile(times, 99)), 2),
+    }
+
+
+def _rss_child(n: int) -> None:
+    """Run in a fresh process: build n rows, train DeepFM one epoch, print peak RSS (MiB)."""
+    torch.set_num_threads(THREADS)
+    from recforge import models
+
+    frame = criteo_like(n, seed=7)
+    models.get("deepfm", embedding_dim=DIM, hidden=HIDDEN, epochs=1, batch_size=BATCH, lr=LR).fit(
+        frame
+    )
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({"peak_rss_mib": round(peak_kib / 1024), "rows": n}))
+
+
+def bench_peak_rss(n: int = N_RSS) -> dict[str, Any]:
+    code = f"from recforge.bench.ctr_speed import _rss_child; _rss_child({n})"
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        return {"error": res.stderr[-500:]}
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def run(
+    data_dir: str | Path | None = None, out: str | Path | None = None, *, quick: bool = False
+) -> dict[str, Any]:
+    """Run the whole benchmark; ``data_dir`` is unused (synthetic data). ``quick`` shrinks
+    every size 10x (a smoke run). Writes ``ctr_speed.json`` under ``out`` when given."""
+    torch.set_num_threads(THREADS)
+    scale = 10 if quick else 1
+    data = criteo_like((N_TRAIN + N_TEST) // scale, seed=0)
+    n_train = N_TRAIN // scale
+    train, test = (
+        data.iloc[:n_train].reset_index(drop=True),
+        data.iloc[n_train:].reset_index(drop=True),
+    )
+    result: dict[str, Any] = {
+        "date": _dt.date.today().isoformat(),
+        "threads": THREADS,
+        "rows": {
+            "train": len(train),
+            "test": len(test),
+            "click_rate": round(float(data["label"].mean()), 4),
+        },
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "torch": torch.__version__,
+    }
+    ours_dense = bench_recforge_deepfm(train, test, sparse=False)
+    ours_sparse = bench_recforge_deepfm(train, test, sparse=True)
+    theirs = bench_deepctr_deepfm(train, test)
+    best = (
+        ours_sparse if ours_sparse["samples_per_s"] >= ours_dense["samples_per_s"] else ours_dense
+    )
+    result["latency_200"] = bench_latency(best.pop("model"), test)
+    ours_dense.pop("model", None)
+    ours_sparse.pop("model", None)
+    result["deepfm"] = {
+        "recforge_dense": ours_dense,
+        "recforge_sparse": ours_sparse,
+        "deepctr_torch": theirs,
+    }
+    result["speedup_vs_deepctr"] = {
+        "dense": round(ours_dense["samples_per_s"] / theirs["samples_per_s"], 2),
+        "sparse": round(ours_sparse["samples_per_s"] / theirs["samples_per_s"], 2),
+    }
+    result["zoo"] = bench_zoo(train.iloc[: N_ZOO // scale].reset_index(drop=True))
+    result["peak_rss"] = bench_peak_rss(N_RSS // scale)
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "ctr_speed.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def to_markdown(r: dict[str, Any]) -> str:
+    d = r["deepfm"]
+    lines = [
+        SECTION,
+        "",
+        f"Reproduce: `{COMMAND}` ({r['date']}; {r['threads']} torch threads; torch {r['torch']}; "
+        f"{r['machine']}).",
+        "",
+        f"Synthetic Criteo-shaped data (26 categorical fields, vocabularies 10-100k, 13 numeric; "
+        f"{r['rows']['train']:,} train / {r['rows']['test']:,} test rows, click rate "
+        f"{r['rows']['click_rate']}). DeepFM, embedding 16, MLP 400-400-400, Adam 1e-3, batch "
+        f"4096, one epoch, same process. recforge's time includes encoding the DataFrame.",
+        "",
+        "| DeepFM | samples/s | test AUC | fit s |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, label in (
+        ("recforge_sparse", "recforge (sparse=True, SparseAdam on table)"),
+        ("recforge_dense", "recforge (dense Adam)"),
+        ("deepctr_torch", "DeepCTR-Torch 0.3.0"),
+    ):
+        v = d[key]
+        lines.append(f"| {label} | {v['samples_per_s']:,} | {v['test_auc']} | {v['fit_seconds']} |")
+    s = r["speedup_vs_deepctr"]
+    lines += [
+        "",
+        f"Speed-up over DeepCTR-Torch: {s['sparse']}x (sparse), {s['dense']}x (dense). "
+        f"Train-loop only (encoding excluded): "
+        f"{d['recforge_sparse']['train_loop_samples_per_s']:,} / {d['recforge_dense']['train_loop_samples_per_s']:,} samples/s.",
+        "",
+        f"Inference, `predict_proba` on 200 candidates (encoding included): p50 "
+        f"{r['latency_200']['p50_ms']} ms, p99 {r['latency_200']['p99_ms']} ms.",
+    ]
+    rss = r["peak_rss"]
+    if "peak_rss_mib" in rss:
+        lines.append(
+            f"Peak RSS building {rss['rows']:,} rows and training DeepFM one epoch: "
+            f"{rss['peak_rss_mib']:,} MiB ({rss['seconds']} s)."
+        )
+    lines += [
+        "",
+        "Every registered ranker, one epoch (model defaults, embedding 16, batch 4096):",
+        "",
+    ]
+    lines += ["| model | samples/s |", "|---|---:|"]
+    for name, v in r["zoo"].items():
+        lines.append(f"| {name} | {v.get('samples_per_s', v.get('error', ''))} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(path: str | Path, r: dict[str, Any]) -> None:
+    """Replace (or append) this benchmark's section of the docs file."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    section = to_markdown(r)
+    if SECTION in text:
+        start = text.index(SECTION)
+        nxt = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + section + (text[nxt + 1 :] if nxt != -1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=None, help="folder for ctr_speed.json")
+    p.add_argument(
+        "--docs", default=None, help="update this markdown file's '## Ranking speed' section"
+    )
+    p.add_argument("--quick", action="store_true", help="10x smaller sizes (smoke run)")
+    a = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    r = run(out=a.out, quick=a.quick)
+    print(json.dumps(r, indent=2))
+    if a.docs:
+        write_docs(a.docs, r)
+
+
+if __name__ == "__main__":
+    main()
