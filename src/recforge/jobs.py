@@ -341,12 +341,17 @@ def ranking_frame(
 
 # ---------------------------------------------------------------------------- train
 def run_train(job: TrainJob, progress: bool = True) -> dict[str, Any]:
-    """Run one train job; returns {"output", "metrics", "fit_seconds", ...}."""
+    """Run one train job: load, split, fit, evaluate, save the model and ``job.json``.
+
+    Returns {"output": model dir, "model": name, "kind", "metrics": {...,"fit_seconds"},
+    "skipped_rows": malformed log rows skipped (``data.skip_bad_rows``)}.
+    """
     from recforge.evaluation import evaluate_ranker, full_ranking
 
     cls = models.get_class(job.model.name)
     model = models.get(job.model.name, **job.model.params)
     inter = load_data(job.data)
+    skipped = int(inter.meta.get("skipped_rows", 0) or 0)
     train, valid, test = split_data(inter, job.split)
     out = Path(job.output or f"runs/{_stamp()}-{job.model.name}")
     t0 = time.perf_counter()
@@ -370,7 +375,13 @@ def run_train(job: TrainJob, progress: bool = True) -> dict[str, Any]:
     metrics["fit_seconds"] = round(fit_s, 3)
     model.save(out, metrics=metrics)
     (out / "job.json").write_text(json.dumps(asdict(job), indent=2))
-    return {"output": str(out), "model": job.model.name, "kind": cls.kind, "metrics": metrics}
+    return {
+        "output": str(out),
+        "model": job.model.name,
+        "kind": cls.kind,
+        "metrics": metrics,
+        "skipped_rows": skipped,
+    }
 
 
 def _stamp() -> str:

@@ -7,7 +7,13 @@ recforge models                             every registered model
 recforge train --config configs/itemcf.yaml
 recforge evaluate --model runs/itemcf
 recforge recommend --model runs/itemcf --user u12 -k 10
+recforge index build --model runs/als --kind hnsw --out runs/als-hnsw
+recforge index bench --model runs/als | --synthetic 100000,64
 recforge bench all
+
+Every mistake recforge can name (a missing file, a bad config key or value, a malformed
+log line, an unknown id, a corrupt model directory) prints one ``error: ...`` line on
+stderr and exits with status 2; ``-vv`` also prints the traceback.
 """
 
 from __future__ import annotations
@@ -15,11 +21,23 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
+from recforge.cli.index_cmd import index as index_group
 from recforge.exceptions import RecforgeError
+
+# Errors that are the user's to fix: one line, exit status 2, no traceback (unless -vv).
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    RecforgeError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 
 class _Group(click.Group):
@@ -28,9 +46,19 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except RecforgeError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
+        except USER_ERRORS as e:
+            fail(ctx, e)
+
+
+def fail(ctx: click.Context, e: BaseException, message: str | None = None) -> NoReturn:
+    """Print ``error: <message>`` on stderr (the traceback too under ``-vv``) and exit 2."""
+    if (ctx.find_root().params.get("verbose") or 0) >= 2:
+        traceback.print_exception(e)
+    text = message or str(e)
+    if isinstance(e, OSError) and not isinstance(e, RecforgeError) and e.filename:
+        text = message or f"{e.filename}: {e.strerror or e}"
+    click.echo(f"error: {text}", err=True)
+    sys.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,7 +68,8 @@ def main(verbose: int) -> None:
     """recforge: interaction logs in, recommendations out.
 
     Start with `recforge quickstart`, which generates data, trains recall and ranking
-    models, evaluates them, saves them and writes a report.
+    models, evaluates them, saves them and writes a report. Then `recforge models`,
+    `recforge train --config configs/itemcf.yaml`, `recforge recommend --model DIR --user ID`.
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
@@ -66,7 +95,15 @@ def quickstart(out: str | None, size: str, seed: int) -> None:
     (LR, DeepFM), evaluate them, save the models and write report.html / report.md."""
     from recforge import quickstart as qs
 
+    _check_size(size)
     qs.run(out, size=size, seed=seed, echo=click.echo)
+
+
+def _check_size(size: str) -> None:
+    from recforge.data.synth import SIZES
+
+    if size not in SIZES:
+        raise click.BadParameter(f"{size!r} is not one of {', '.join(SIZES)}", param_hint="--size")
 
 
 # ---------------------------------------------------------------------------- datasets
@@ -94,8 +131,7 @@ def datasets_synth(size: str, seed: int, out: str) -> None:
     """
     from recforge.data.synth import SIZES, make_synthetic
 
-    if size not in SIZES:
-        raise click.BadParameter(f"{size!r} is not one of {sorted(SIZES)}", param_hint="--size")
+    _check_size(size)
     inter = make_synthetic(**SIZES[size], seed=seed)
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
@@ -128,6 +164,7 @@ def datasets_inspect(
     (CSV/TSV/Parquet/JSONL)."""
     from recforge.data import Interactions
     from recforge.data.readers import DATASETS, load_dataset, read_interactions
+    from recforge.exceptions import DataError
 
     p = Path(source)
     if source in DATASETS:
@@ -139,9 +176,12 @@ def datasets_inspect(
         itf = pd.read_parquet(p / "items.parquet") if (p / "items.parquet").exists() else None
         inter = Interactions(pd.read_parquet(p / "interactions.parquet"), uf, itf, name=str(p))
     else:
-        inter = read_interactions(
-            p, user_col=user_col, item_col=item_col, skip_bad_rows=skip_bad_rows
-        )
+        try:
+            inter = read_interactions(
+                p, user_col=user_col, item_col=item_col, skip_bad_rows=skip_bad_rows
+            )
+        except DataError as e:
+            raise DataError(str(e).replace("skip_bad_rows=True", "--skip-bad-rows")) from None
     for line in describe(inter):
         click.echo(line)
 
@@ -207,7 +247,8 @@ def list_models() -> None:
     default=None,
     help="Override the config's output directory.",
 )
-def train(config_path: str, out: str | None) -> None:
+@click.pass_context
+def train(ctx: click.Context, config_path: str, out: str | None) -> None:
     """Train the model a YAML job file describes, evaluate it on the job's split, save it.
 
     \b
@@ -223,7 +264,20 @@ def train(config_path: str, out: str | None) -> None:
     job = TrainJob.from_yaml(config_path)
     if out:
         job.output = out
-    result = run_train(job)
+    try:
+        result = run_train(job)
+    except RecforgeError:
+        raise
+    except (TypeError, ValueError) as e:  # a parameter value the model's own checks missed
+        fail(
+            ctx,
+            e,
+            f"{config_path}: model {job.model.name!r} with params {job.model.params} failed: "
+            f"{type(e).__name__}: {e}. Check the values under model.params "
+            f"(`recforge models` lists each model's parameters; -vv shows the traceback).",
+        )
+    if result.get("skipped_rows"):
+        click.echo(f"skipped {result['skipped_rows']:,} malformed rows (data.skip_bad_rows)")
     _print_metrics(result["metrics"])
     click.echo(f"saved {result['model']} to {result['output']}")
 
@@ -281,7 +335,9 @@ def evaluate(model_dir: str, config_path: str | None) -> None:
 @click.option(
     "--user", "users", multiple=True, required=True, help="Raw user id; repeat for several users."
 )
-@click.option("-k", default=10, show_default=True, help="How many items per user.")
+@click.option(
+    "-k", type=click.IntRange(min=1), default=10, show_default=True, help="How many items per user."
+)
 @click.option(
     "--include-seen", is_flag=True, help="Allow items the user interacted with in training."
 )
@@ -335,6 +391,10 @@ def _jsonable(x):
 def _print_metrics(metrics: dict) -> None:
     for key, value in metrics.items():
         click.echo(f"{key:<20} {value:.4f}" if isinstance(value, float) else f"{key:<20} {value}")
+
+
+# ---------------------------------------------------------------------------- index
+main.add_command(index_group)
 
 
 # ---------------------------------------------------------------------------- bench
