@@ -1,0 +1,206 @@
+"""Content-based retrieval: item text (and categorical tags) -> vectors; users are the mean
+of their items' vectors; scores and item similarity are cosines.
+
+Each item's document is its text columns (e.g. ``title``) joined, plus one token
+``column=value`` per categorical column (``category=c3``), taken from
+``interactions.item_features`` (indexed by raw item id). Encoders:
+
+* ``"tfidf"``: scikit-learn ``TfidfVectorizer`` (unigrams and bigrams, sublinear tf), then
+  ``TruncatedSVD`` down to ``dim`` dense components when the vocabulary is larger than
+  ``dim`` (LSA), else the dense tf-idf rows themselves.
+* ``"sentence_transformers"``: a sentence-embedding model already on disk
+  (``encoder_model``, a local path or a cached hub name; loaded with ``HF_HUB_OFFLINE=1``,
+  never downloaded). An optional extra: ``sentence_transformers`` is not a dependency.
+* ``"auto"`` (default): the sentence encoder when it is installed and the model is on
+  disk, TF-IDF otherwise (silently; the choice is logged and kept in ``encoder_used_``).
+
+Items without a feature row or with empty text get zero vectors (score 0, never similar).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from recforge.data.interactions import Interactions
+from recforge.exceptions import ConfigError, DataError
+from recforge.models.base import EmbeddingMixin, RetrievalModel
+from recforge.models.registry import register
+from recforge.models.retrieval.item2vec import l2_normalize, mean_item_vectors
+
+log = logging.getLogger(__name__)
+
+ENCODERS = ("auto", "tfidf", "sentence_transformers")
+
+
+def item_documents(
+    item_features: pd.DataFrame | None,
+    item_ids: np.ndarray,
+    text_columns: list[str],
+    token_columns: list[str],
+) -> list[str]:
+    """One document per raw item id in ``item_ids`` (order kept); "" for items with no row.
+
+    Text columns are joined with spaces; each token column adds ``column=value``
+    (multi-valued list cells add one token per value).
+    """
+    if item_features is None:
+        raise DataError(
+            "content: interactions.item_features is None; the content model needs an item "
+            "feature table with a text column (pass item_features= to Interactions)."
+        )
+    missing = [c for c in [*text_columns, *token_columns] if c not in item_features.columns]
+    if missing:
+        raise DataError(
+            f"content: item_features has no column(s) {missing}; found {list(item_features.columns)}. "
+            f"Set text_columns / token_columns to existing columns.",
+            column=missing[0],
+        )
+    feats = item_features[~item_features.index.duplicated(keep="first")].reindex(item_ids)
+    parts = []
+    for col in text_columns:
+        parts.append(feats[col].fillna("").astype(str).to_numpy())
+    for col in token_columns:
+        parts.append(np.array([_tokens(col, v) for v in feats[col].tolist()], dtype=object))
+    if not parts:
+        raise ConfigError("content: give at least one text column or token column.")
+    docs = parts[0].astype(object)
+    for p in parts[1:]:
+        docs = docs + " " + p
+    return [str(d).strip() for d in docs]
+
+
+def _tokens(col: str, value: Any) -> str:
+    if isinstance(value, list | tuple | np.ndarray | set):
+        return " ".join(f"{col}={v}" for v in value)
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return f"{col}={value}".replace(" ", "_")
+
+
+def tfidf_vectors(docs: list[str], dim: int, seed: int) -> np.ndarray:
+    """TF-IDF (+ TruncatedSVD to ``dim`` when the vocabulary is larger) rows for ``docs``.
+
+    Returns (len(docs), d) float32, d = min(dim, vocabulary size); empty docs -> zero rows.
+    """
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    nonempty = np.array([bool(d) for d in docs])
+    out_dim = 1
+    if not nonempty.any():
+        return np.zeros((len(docs), out_dim), dtype=np.float32)
+    vec = TfidfVectorizer(
+        ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b[\w=.-]+\b", dtype=np.float32
+    )
+    x = vec.fit_transform([d for d in docs if d])  # (n_nonempty, V) sparse, rows L2-normalised
+    if x.shape[1] > dim and x.shape[0] > dim:
+        dense = TruncatedSVD(n_components=dim, random_state=seed).fit_transform(x)
+    else:
+        dense = x.toarray()
+    out = np.zeros((len(docs), dense.shape[1]), dtype=np.float32)
+    out[nonempty] = dense
+    return out
+
+
+def sentence_vectors(docs: list[str], model_name: str) -> np.ndarray | None:
+    """Sentence-encoder rows for ``docs``, or None when the package or the model files are
+    not available locally (never downloads)."""
+    try:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer  # optional extra
+    except ImportError:
+        return None
+    try:
+        model = SentenceTransformer(model_name, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to find the files means "not available"
+        log.info(
+            "content: sentence encoder %r not available locally (%s); using tf-idf", model_name, e
+        )
+        return None
+    nonempty = np.array([bool(d) for d in docs])
+    emb = model.encode([d for d in docs if d], convert_to_numpy=True, normalize_embeddings=True)
+    out = np.zeros((len(docs), emb.shape[1]), dtype=np.float32)
+    out[nonempty] = emb
+    return out
+
+
+@register("content")
+class ContentBased(EmbeddingMixin, RetrievalModel):
+    """Items as text vectors, users as the mean of their items; cosine scores.
+
+    Parameters
+    ----------
+    text_columns: item_features columns holding free text (joined).
+    token_columns: categorical (or list-valued) item_features columns added as tokens.
+    encoder: "auto", "tfidf" or "sentence_transformers" (see module docstring).
+    encoder_model: sentence-transformers model name or local path.
+    dim: TF-IDF is reduced to this many SVD components when its vocabulary is larger.
+    seed: SVD seed.
+    """
+
+    smoke_params: ClassVar[dict[str, Any]] = {"dim": 8, "encoder": "tfidf"}
+
+    def __init__(
+        self,
+        *,
+        text_columns: tuple[str, ...] | list[str] = ("title",),
+        token_columns: tuple[str, ...] | list[str] = (),
+        encoder: str = "auto",
+        encoder_model: str = "sentence-transformers/all-MiniLM-L6-v2",
+        dim: int = 128,
+        seed: int = 0,
+    ) -> None:
+        self.text_columns = text_columns
+        self.token_columns = token_columns
+        self.encoder = encoder
+        self.encoder_model = encoder_model
+        self.dim = dim
+        self.seed = seed
+
+    def _fit(self, interactions: Interactions) -> None:
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"content: encoder must be one of {ENCODERS}, got {self.encoder!r}.")
+        docs = item_documents(
+            interactions.item_features,
+            self.item_vocab_.raw_ids,
+            list(self.text_columns),
+            list(self.token_columns),
+        )
+        vectors = None
+        used = "tfidf"
+        if self.encoder in ("auto", "sentence_transformers"):
+            vectors = sentence_vectors(docs, self.encoder_model)
+            if vectors is None and self.encoder == "sentence_transformers":
+                raise ConfigError(
+                    f"content: encoder='sentence_transformers' but the package or the model "
+                    f"{self.encoder_model!r} is not available locally; install the extra and "
+                    f"place the model on disk, or use encoder='tfidf'."
+                )
+            if vectors is not None:
+                used = "sentence_transformers"
+        if vectors is None:
+            vectors = tfidf_vectors(docs, int(self.dim), int(self.seed))
+        self.encoder_used_ = used
+        n_empty = sum(1 for d in docs if not d)
+        if n_empty:
+            log.info(
+                "content: %d of %d items have no text; they get zero vectors", n_empty, len(docs)
+            )
+        items = l2_normalize(vectors)  # (n_items, d)
+        self.item_factors_ = items
+        self.user_factors_ = l2_normalize(mean_item_vectors(self.seen_, items))  # (n_users, d)
+        log.info("content: %s vectors, dim %d", used, items.shape[1])
+
+    def _save_state(self):  # type: ignore[no-untyped-def]
+        arrays, state = super()._save_state()
+        state["encoder_used"] = self.encoder_used_
+        return arrays, state
+
+    def _load_state(self, arrays, state):  # type: ignore[no-untyped-def]
+        super()._load_state(arrays, state)
+        self.encoder_used_ = state["encoder_used"]

@@ -1,0 +1,301 @@
+"""Item2Vec (Barkan & Koenigstein 2016): word2vec over users' item sequences.
+
+Each user's items, in time order, form a "sentence" (split into sessions wherever two
+consecutive interactions are more than ``session_gap`` apart, when timestamps exist);
+``gensim.models.Word2Vec`` learns one vector per item. A user's vector is the mean of the
+vectors of their items, optionally recency-weighted: the j-th most recent item (j = 0 is
+the latest) gets weight ``recency_decay ** j``.
+
+Scoring is the dot product ``user · item``; with ``similarity="cosine"`` item vectors are
+L2-normalised first (and the user mean re-normalised), so the dot product is a cosine.
+
+Items seen fewer than ``min_count`` times are dropped by word2vec and get a zero vector:
+they score 0 for everyone and are never anyone's similar item (cosine 0). Keep
+``min_count=1`` to embed every item.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from recforge.data.interactions import Interactions
+from recforge.exceptions import ConfigError
+from recforge.models.base import EmbeddingMixin, RetrievalModel
+from recforge.models.registry import register
+
+log = logging.getLogger(__name__)
+
+SIMILARITIES = ("dot", "cosine")
+
+
+def item_sentences(
+    interactions: Interactions,
+    user_idx: np.ndarray,
+    item_idx: np.ndarray,
+    session_gap: float | None = None,
+) -> list[list[str]]:
+    """Users' item sequences as word2vec sentences of item-index strings.
+
+    user_idx, item_idx: (n,) internal indices of each row of ``interactions.frame``.
+    Rows are ordered by (user, timestamp) when a timestamp column exists, else by (user,
+    row order). A new sentence starts at each user, and, when ``session_gap`` is set, after
+    any gap longer than ``session_gap`` (in the timestamp's unit). Returns the sentences.
+    """
+    n = len(user_idx)
+    if interactions.has("timestamp"):
+        ts = _timestamps(interactions)
+        order = np.lexsort((ts, user_idx))  # by user, then time (stable)
+        ts = ts[order]
+    else:
+        order = np.argsort(user_idx, kind="stable")
+        ts = None
+    u, it = user_idx[order], item_idx[order]
+    start = np.zeros(n, dtype=bool)
+    start[0] = True
+    start[1:] = u[1:] != u[:-1]
+    if session_gap is not None and ts is not None:
+        start[1:] |= (ts[1:] - ts[:-1]) > session_gap
+    cuts = np.flatnonzero(start)[1:]
+    tokens = it.astype(str)
+    return [s.tolist() for s in np.split(tokens, cuts)]
+
+
+def _timestamps(interactions: Interactions) -> np.ndarray:
+    """The timestamp column as float64 seconds (datetimes converted)."""
+    col = interactions.frame["timestamp"]
+    if np.issubdtype(col.dtype, np.datetime64):
+        return col.astype("int64").to_numpy(dtype=np.float64) / 1e9
+    return col.to_numpy(dtype=np.float64)
+
+
+def word2vec_vectors(
+    sentences: list[list[str]],
+    n_tokens: int,
+    *,
+    vector_size: int,
+    window: int,
+    min_count: int,
+    sg: int,
+    hs: int,
+    negative: int,
+    epochs: int,
+    alpha: float,
+    sample: float,
+    seed: int,
+    workers: int,
+) -> np.ndarray:
+    """Train gensim Word2Vec on sentences of tokens "0".."n_tokens-1".
+
+    Returns (n_tokens, vector_size) float32; tokens word2vec dropped (below min_count) are
+    zero rows.
+    """
+    from gensim.models import Word2Vec
+
+    w2v = Word2Vec(
+        vector_size=int(vector_size),
+        window=int(window),
+        min_count=int(min_count),
+        sg=int(sg),
+        hs=int(hs),
+        negative=0 if hs else int(negative),  # hierarchical softmax replaces negative sampling
+        epochs=int(epochs),
+        alpha=float(alpha),
+        sample=float(sample),
+        seed=int(seed),
+        workers=int(workers),
+    )
+    w2v.build_vocab(sentences)
+    if not w2v.wv.key_to_index:  # every token below min_count
+        log.warning("word2vec: no token reaches min_count=%d; every vector is zero", min_count)
+        return np.zeros((n_tokens, vector_size), dtype=np.float32)
+    w2v.train(sentences, total_examples=w2v.corpus_count, epochs=w2v.epochs)
+    out = np.zeros((n_tokens, vector_size), dtype=np.float32)
+    keys = w2v.wv.index_to_key
+    if keys:
+        rows = np.fromiter((int(k) for k in keys), dtype=np.int64, count=len(keys))
+        out[rows] = w2v.wv.vectors
+    dropped = n_tokens - len(keys)
+    if dropped:
+        log.info(
+            "word2vec: %d of %d tokens below min_count=%d get zero vectors",
+            dropped,
+            n_tokens,
+            min_count,
+        )
+    return out
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm; zero rows stay zero. x: (n, d) -> (n, d) float32."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+
+
+def mean_item_vectors(
+    seen: sp.csr_matrix, item_vectors: np.ndarray, weights: sp.csr_matrix | None = None
+) -> np.ndarray:
+    """Each user's (weighted) mean item vector.
+
+    seen: (n_users, n_items) 0/1; weights: same pattern with per-entry weights (None: 1).
+    item_vectors: (n_items, d). Returns (n_users, d) float32; users with no items get zeros.
+    """
+    w = seen if weights is None else weights
+    w = sp.csr_matrix(w, dtype=np.float64)
+    total = np.asarray(w.sum(axis=1)).ravel()
+    total[total == 0] = 1.0
+    return (sp.diags(1.0 / total) @ w @ item_vectors.astype(np.float64)).astype(np.float32)
+
+
+def recency_weights(
+    interactions: Interactions,
+    user_idx: np.ndarray,
+    item_idx: np.ndarray,
+    shape: tuple[int, int],
+    decay: float,
+) -> sp.csr_matrix:
+    """(n_users, n_items) weights ``decay ** j`` where j = 0 is the user's latest item.
+
+    Order is by timestamp when present, else row order; a repeated item keeps the weight
+    of its latest occurrence.
+    """
+    if interactions.has("timestamp"):
+        order = np.lexsort((_timestamps(interactions), user_idx))
+    else:
+        order = np.argsort(user_idx, kind="stable")
+    u, it = user_idx[order], item_idx[order]
+    counts = np.bincount(u, minlength=shape[0])
+    ends = np.cumsum(counts)  # exclusive end of each user's block
+    age = ends[u] - 1 - np.arange(len(u))  # 0 for each user's last row
+    w = np.power(float(decay), age.astype(np.float64))
+    return _dedupe_max(u, it, w, shape)
+
+
+def _dedupe_max(
+    u: np.ndarray, it: np.ndarray, w: np.ndarray, shape: tuple[int, int]
+) -> sp.csr_matrix:
+    """CSR from (row, col, value) keeping the largest value of duplicate cells."""
+    key = u.astype(np.int64) * shape[1] + it
+    order = np.lexsort((-w, key))
+    key, w = key[order], w[order]
+    first = np.r_[True, key[1:] != key[:-1]]
+    key, w = key[first], w[first]
+    return sp.csr_matrix((w, (key // shape[1], key % shape[1])), shape=shape)
+
+
+@register("item2vec")
+class Item2Vec(EmbeddingMixin, RetrievalModel):
+    """Item embeddings from word2vec over item sequences; users are mean item vectors.
+
+    Parameters
+    ----------
+    vector_size: embedding dimension.
+    window: word2vec context window (items on each side).
+    min_count: items seen fewer times get zero vectors (see module docstring).
+    sg: 1 skip-gram, 0 CBOW.
+    hs: 1 hierarchical softmax, 0 negative sampling (with ``negative`` noise items).
+    negative: noise items per positive when ``hs=0``.
+    epochs: passes over the sentences.
+    alpha: initial learning rate.
+    sample: down-sampling threshold of frequent items (0 disables).
+    session_gap: split a user's sequence where consecutive timestamps differ by more than
+        this (timestamp units); None keeps one sentence per user.
+    recency_decay: user vector weight ``decay ** j`` of the j-th most recent item; 1.0 is a
+        plain mean.
+    similarity: "dot" or "cosine" (L2-normalised vectors).
+    seed: word2vec seed; with ``workers=1`` training is reproducible.
+    workers: word2vec threads.
+    """
+
+    smoke_params: ClassVar[dict[str, Any]] = {
+        "vector_size": 8,
+        "epochs": 3,
+        "workers": 1,
+        "seed": 0,
+    }
+
+    def __init__(
+        self,
+        *,
+        vector_size: int = 64,
+        window: int = 5,
+        min_count: int = 1,
+        sg: int = 1,
+        hs: int = 0,
+        negative: int = 5,
+        epochs: int = 10,
+        alpha: float = 0.025,
+        sample: float = 1e-3,
+        session_gap: float | None = None,
+        recency_decay: float = 1.0,
+        similarity: str = "cosine",
+        seed: int = 0,
+        workers: int = 1,
+    ) -> None:
+        self.vector_size = vector_size
+        self.window = window
+        self.min_count = min_count
+        self.sg = sg
+        self.hs = hs
+        self.negative = negative
+        self.epochs = epochs
+        self.alpha = alpha
+        self.sample = sample
+        self.session_gap = session_gap
+        self.recency_decay = recency_decay
+        self.similarity = similarity
+        self.seed = seed
+        self.workers = workers
+
+    def _check(self) -> None:
+        if self.similarity not in SIMILARITIES:
+            raise ConfigError(
+                f"item2vec: similarity must be one of {SIMILARITIES}, got {self.similarity!r}."
+            )
+        if self.sg not in (0, 1) or self.hs not in (0, 1):
+            raise ConfigError(
+                f"item2vec: sg and hs must be 0 or 1, got sg={self.sg!r}, hs={self.hs!r}."
+            )
+        if self.hs == 0 and self.negative < 1:
+            raise ConfigError(
+                "item2vec: hs=0 needs negative >= 1 (negative sampling), or set hs=1."
+            )
+        if not 0 < self.recency_decay <= 1:
+            raise ConfigError(
+                f"item2vec: recency_decay must be in (0, 1], got {self.recency_decay!r}."
+            )
+
+    def _fit(self, interactions: Interactions) -> None:
+        self._check()
+        frame = interactions.frame
+        u = self.user_vocab_.index(frame["user"].to_numpy())
+        i = self.item_vocab_.index(frame["item"].to_numpy())
+        sentences = item_sentences(interactions, u, i, self.session_gap)
+        vectors = word2vec_vectors(
+            sentences,
+            self.n_items,
+            vector_size=self.vector_size,
+            window=self.window,
+            min_count=self.min_count,
+            sg=self.sg,
+            hs=self.hs,
+            negative=self.negative,
+            epochs=self.epochs,
+            alpha=self.alpha,
+            sample=self.sample,
+            seed=self.seed,
+            workers=self.workers,
+        )
+        if self.similarity == "cosine":
+            vectors = l2_normalize(vectors)
+        weights = None
+        if self.recency_decay < 1.0:
+            weights = recency_weights(interactions, u, i, self.seen_.shape, self.recency_decay)
+        users = mean_item_vectors(self.seen_, vectors, weights)
+        if self.similarity == "cosine":
+            users = l2_normalize(users)
+        self.item_factors_ = vectors  # (n_items, vector_size)
+        self.user_factors_ = users  # (n_users, vector_size)

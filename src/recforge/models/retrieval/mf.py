@@ -1,0 +1,228 @@
+"""Matrix factorisation for implicit feedback: ALS and BPR, wrapping ``implicit``.
+
+Both models train with Ben Frederickson's ``implicit`` (CPU implementations,
+``implicit.cpu.als.AlternatingLeastSquares`` and ``implicit.cpu.bpr.BayesianPersonalizedRanking``)
+and copy the learned factors out, so that scoring, saving, ANN indexing and the recall
+pipeline work as for every other ``EmbeddingMixin`` model, and no implicit object is kept
+or pickled.
+
+* ALS (Hu, Koren & Volinsky 2008): weighted least squares on confidence ``1 + alpha * r``,
+  where ``r`` is 1 per seen (user, item) or the summed ``weight_col``.
+* BPR (Rendle et al. 2009): SGD on the pairwise loss ``-log sigma(x_ui - x_uj)``. implicit
+  appends an item-bias column to the item factors and a constant 1 to the user factors; we
+  keep both, so ``user_factors_ @ item_factors_.T`` equals implicit's own scores exactly.
+
+Threads: ``num_threads`` defaults to ``min(4, cpu_count)``. BPR with more than one thread is
+Hogwild SGD and not bit-reproducible; use ``num_threads=1`` with ``random_state`` for
+reproducible runs. BLAS is limited to one thread during ALS's fit, as implicit recommends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from recforge.data.interactions import Interactions
+from recforge.exceptions import ConfigError
+from recforge.models.base import EmbeddingMixin, RetrievalModel
+from recforge.models.registry import register
+
+log = logging.getLogger(__name__)
+
+
+def _threads(num_threads: int | None) -> int:
+    """Threads to give implicit: the setting, or min(4, cpu_count) when None."""
+    if num_threads is None:
+        return max(1, min(4, os.cpu_count() or 1))
+    if num_threads < 1:
+        raise ConfigError(f"num_threads must be >= 1 or None, got {num_threads!r}.")
+    return int(num_threads)
+
+
+def _check_positive(owner: str, **values: Any) -> None:
+    for name, v in values.items():
+        if v is None or v <= 0:
+            raise ConfigError(f"{owner}: {name} must be positive, got {v!r}.")
+
+
+class _ImplicitMF(EmbeddingMixin, RetrievalModel):
+    """Shared fit plumbing: build the user-item matrix, train implicit, copy factors out."""
+
+    weight_col: str | None
+    num_threads: int | None
+
+    def _train_matrix(self, interactions: Interactions) -> sp.csr_matrix:
+        """(n_users, n_items) float32: 1 per seen pair, or the summed ``weight_col``."""
+        if self.weight_col is None:
+            return self.seen_
+        m = interactions.to_csr(self.user_vocab_, self.item_vocab_, value=self.weight_col)
+        if m.data.size and m.data.min() < 0:
+            raise ConfigError(
+                f"{type(self).__name__}: column {self.weight_col!r} holds negative values; "
+                f"implicit feedback weights must be >= 0."
+            )
+        return m
+
+    def _build(self) -> Any:
+        raise NotImplementedError
+
+    def _fit(self, interactions: Interactions) -> None:
+        from threadpoolctl import threadpool_limits
+
+        matrix = self._train_matrix(interactions)
+        with threadpool_limits(1, "blas"):
+            est = self._build()
+            est.fit(matrix, show_progress=False)
+        self.user_factors_ = np.ascontiguousarray(
+            est.user_factors, dtype=np.float32
+        )  # (n_users, d)
+        self.item_factors_ = np.ascontiguousarray(
+            est.item_factors, dtype=np.float32
+        )  # (n_items, d)
+        log.info(
+            "%s: %d users x %d items, factors %s",
+            type(self).__name__,
+            self.n_users,
+            self.n_items,
+            self.item_factors_.shape[1],
+        )
+
+
+@register("als")
+class ALS(_ImplicitMF):
+    """Implicit ALS (Hu et al. 2008) via ``implicit.cpu.als.AlternatingLeastSquares``.
+
+    Parameters
+    ----------
+    factors: latent dimension d.
+    regularization: L2 penalty lambda on both factor matrices.
+    alpha: confidence scale, ``c_ui = 1 + alpha * r_ui``.
+    iterations: ALS sweeps (each solves users then items).
+    use_cg: conjugate-gradient solver (faster) instead of the exact Cholesky solve.
+    weight_col: interaction column summed into ``r_ui`` (e.g. "weight", play counts);
+        None uses 1 per seen pair.
+    num_threads: implicit's threads (None: min(4, cpu_count)).
+    random_state: seed of the factor initialisation.
+    """
+
+    smoke_params: ClassVar[dict[str, Any]] = {
+        "factors": 8,
+        "iterations": 3,
+        "num_threads": 1,
+        "random_state": 0,
+    }
+
+    def __init__(
+        self,
+        *,
+        factors: int = 64,
+        regularization: float = 0.01,
+        alpha: float = 1.0,
+        iterations: int = 15,
+        use_cg: bool = True,
+        weight_col: str | None = None,
+        num_threads: int | None = None,
+        random_state: int | None = 0,
+    ) -> None:
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.use_cg = use_cg
+        self.weight_col = weight_col
+        self.num_threads = num_threads
+        self.random_state = random_state
+
+    def _build(self) -> Any:
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        _check_positive("als", factors=self.factors, iterations=self.iterations, alpha=self.alpha)
+        return AlternatingLeastSquares(
+            factors=int(self.factors),
+            regularization=float(self.regularization),
+            alpha=float(self.alpha),
+            iterations=int(self.iterations),
+            use_cg=bool(self.use_cg),
+            num_threads=_threads(self.num_threads),
+            random_state=self.random_state,
+        )
+
+
+@register("bpr")
+class BPR(_ImplicitMF):
+    """Bayesian Personalized Ranking (Rendle et al. 2009) via
+    ``implicit.cpu.bpr.BayesianPersonalizedRanking``.
+
+    ``item_factors_`` is (n_items, factors + 1), its last column the item bias;
+    ``user_factors_`` is (n_users, factors + 1), its last column 1.
+
+    Parameters
+    ----------
+    factors: latent dimension (without the bias column).
+    learning_rate: SGD step size.
+    regularization: L2 penalty on the factors.
+    iterations: epochs over the training pairs.
+    verify_negative_samples: resample negatives the user has seen (slower, more exact).
+    weight_col: ignored by BPR's loss except that pairs with weight 0 are dropped.
+    num_threads: implicit's threads (None: min(4, cpu_count)); 1 for reproducible runs.
+    random_state: seed of initialisation and sampling.
+    """
+
+    smoke_params: ClassVar[dict[str, Any]] = {
+        "factors": 8,
+        "iterations": 5,
+        "num_threads": 1,
+        "random_state": 0,
+    }
+
+    def __init__(
+        self,
+        *,
+        factors: int = 64,
+        learning_rate: float = 0.01,
+        regularization: float = 0.01,
+        iterations: int = 100,
+        verify_negative_samples: bool = True,
+        weight_col: str | None = None,
+        num_threads: int | None = None,
+        random_state: int | None = 0,
+    ) -> None:
+        self.factors = factors
+        self.learning_rate = learning_rate
+        self.regularization = regularization
+        self.iterations = iterations
+        self.verify_negative_samples = verify_negative_samples
+        self.weight_col = weight_col
+        self.num_threads = num_threads
+        self.random_state = random_state
+
+    def _train_matrix(self, interactions: Interactions) -> sp.csr_matrix:
+        m = super()._train_matrix(interactions)
+        if self.weight_col is not None:  # BPR treats every stored pair as a positive
+            m = m.copy()
+            m.eliminate_zeros()
+            m.data[:] = 1.0
+        return m
+
+    def _build(self) -> Any:
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+        _check_positive(
+            "bpr",
+            factors=self.factors,
+            iterations=self.iterations,
+            learning_rate=self.learning_rate,
+        )
+        return BayesianPersonalizedRanking(
+            factors=int(self.factors),
+            learning_rate=float(self.learning_rate),
+            regularization=float(self.regularization),
+            iterations=int(self.iterations),
+            verify_negative_samples=bool(self.verify_negative_samples),
+            num_threads=_threads(self.num_threads),
+            random_state=self.random_state,
+        )

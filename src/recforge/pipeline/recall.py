@@ -1,0 +1,488 @@
+"""Multi-channel recall: several retrieval models, each with a quota, merged into one
+candidate set per user with provenance, and a popularity fallback for everyone else.
+
+    pipe = RecallPipeline.from_config({
+        "channels": [
+            {"name": "als", "model": "als", "params": {"factors": 64}, "quota": 200},
+            {"name": "i2v", "model": "item2vec", "quota": 100, "weight": 0.5,
+             "index": {"kind": "hnsw"}},
+        ],
+        "merge": "quota",
+    }).fit(train)
+    result = pipe.recommend(["u1", "u2"], k=300)   # a RecallResult
+    result.frame                                    # one row per (user, candidate)
+
+Each channel returns its top ``quota`` items per user (the user's seen items excluded),
+through a Faiss index when the channel has an ``index`` config. Candidates are merged:
+
+* ``"quota"``: round-robin over channels in config order (rank 1 of every channel, then
+  rank 2, ...), a channel dropping out when its quota is used up; an item already taken
+  is skipped. Channels with larger quotas fill the tail.
+* ``"weighted"``: per user and channel, scores are min-max normalised to [0, 1]; an item's
+  merged score is ``sum_c weight_c * norm_score_c`` over the channels that found it.
+
+Users no channel knows (cold start), and known users with fewer than ``k`` merged
+candidates, are filled from the fallback model (most popular by default) after every
+channel's candidates; the pipeline never raises on an unknown user.
+
+Provenance: ``RecallResult.frame`` has columns ``user, item, rank`` (0-based merged
+position), ``score`` (the weighted merged score, also under "quota"), ``channels`` (tuple
+of the channel names that found the item, or ``("fallback",)``) and, per channel and the
+fallback, ``<name>_rank`` (0-based rank in that channel, NaN if absent) and
+``<name>_score`` (raw channel score).
+
+``save(dir)`` writes ``recall.json`` (the config) plus each channel's model directory and
+Faiss index under ``channels/<name>/`` and the fallback under ``fallback/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recforge import models
+from recforge.config import check_keys, from_dict, load_yaml
+from recforge.data.interactions import Interactions
+from recforge.exceptions import ArtifactError, ConfigError, DataError, NotFittedError
+from recforge.index.faiss_index import AnnIndex, AnnRecommender, IndexConfig
+
+log = logging.getLogger(__name__)
+
+MERGES = ("quota", "weighted")
+MANIFEST = "recall.json"
+FORMAT_VERSION = 1
+FALLBACK = "fallback"
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+# ---------------------------------------------------------------------------- configs
+@dataclass
+class ChannelConfig:
+    """One recall channel in a config file."""
+
+    name: str  # unique channel name (letters, digits, _ . -); names provenance columns
+    model: str  # registered retrieval model name, e.g. "als"
+    params: dict[str, Any] = field(default_factory=dict)  # the model's hyperparameters
+    quota: int = 100  # candidates this channel contributes per user
+    weight: float = 1.0  # weight of its normalised scores under merge="weighted"
+    index: dict[str, Any] | None = None  # IndexConfig fields: serve through a Faiss index
+
+
+@dataclass
+class RecallConfig:
+    """A whole recall pipeline in a config file."""
+
+    channels: list[ChannelConfig]  # at least one channel
+    fallback: str | None = "most_popular"  # registered model for cold users / filling; None: none
+    fallback_params: dict[str, Any] = field(default_factory=dict)
+    merge: str = "quota"  # "quota" (round-robin) or "weighted" (normalised score sum)
+    k: int | None = None  # candidates per user; None: the sum of the quotas
+
+
+def recall_config(data: dict[str, Any] | str | Path) -> RecallConfig:
+    """Parse a dict or YAML file (optionally under a top-level ``recall`` key); unknown
+    keys anywhere are an error naming the key."""
+    if isinstance(data, str | Path):
+        where = str(data)
+        data = load_yaml(data)
+    else:
+        where = "recall config"
+    if "recall" in data and isinstance(data["recall"], dict):
+        data = data["recall"]
+    data = dict(data)
+    channels = data.pop("channels", None)
+    if not isinstance(channels, list) or not channels:
+        raise ConfigError(f"{where}: 'channels' must be a non-empty list of channel mappings.")
+    check_keys(data, [f for f in RecallConfig.__dataclass_fields__ if f != "channels"], where)
+    parsed = [
+        from_dict(ChannelConfig, c, where=f"{where}: channels[{i}]") for i, c in enumerate(channels)
+    ]
+    return RecallConfig(channels=parsed, **data)
+
+
+# ---------------------------------------------------------------------------- runtime
+@dataclass
+class Channel:
+    """A recall channel: a retrieval model (fitted or not), its quota and merge weight,
+    and optionally an ANN index config (``IndexConfig`` or dict of its fields)."""
+
+    name: str
+    model: Any
+    quota: int = 100
+    weight: float = 1.0
+    index: IndexConfig | dict[str, Any] | None = None
+    ann_: AnnRecommender | None = field(default=None, repr=False)
+
+    def retriever(self) -> Any:
+        return self.ann_ if self.ann_ is not None else self.model
+
+
+@dataclass
+class RecallResult:
+    """Merged candidates of a batch of users.
+
+    frame: one row per (user, candidate), users in request order, candidates best first;
+    columns described in the module docstring. user_ids: the requested users.
+    """
+
+    frame: pd.DataFrame
+    user_ids: list[Any]
+    channel_names: list[str]
+
+    def for_user(self, user_id: Any) -> pd.DataFrame:
+        """The candidates of one user, best first."""
+        return self.frame[self.frame["user"] == user_id].reset_index(drop=True)
+
+    def items(self) -> list[np.ndarray]:
+        """Candidate item ids per requested user, best first (a ragged list)."""
+        groups = self.frame.groupby("user_pos", sort=True)["item"]
+        out: list[np.ndarray] = [np.array([], dtype=object)] * len(self.user_ids)
+        for pos, items in groups:
+            out[int(pos)] = items.to_numpy()
+        return out
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+
+class RecallPipeline:
+    """Several recall channels merged into one candidate set per user (module docstring)."""
+
+    def __init__(
+        self,
+        channels: list[Channel],
+        *,
+        fallback: str | Any | None = "most_popular",
+        merge: str = "quota",
+        k: int | None = None,
+    ) -> None:
+        if not channels:
+            raise ConfigError("RecallPipeline needs at least one channel.")
+        names = [c.name for c in channels]
+        for c in channels:
+            if not isinstance(c.name, str) or not _NAME.match(c.name) or c.name == FALLBACK:
+                raise ConfigError(
+                    f"recall channel name {c.name!r} must use letters, digits, '_', '.', '-' "
+                    f"and not be {FALLBACK!r}."
+                )
+            if int(c.quota) < 1:
+                raise ConfigError(
+                    f"recall channel {c.name!r}: quota must be >= 1, got {c.quota!r}."
+                )
+            if getattr(c.model, "kind", None) != "retrieval":
+                raise ConfigError(
+                    f"recall channel {c.name!r}: {type(c.model).__name__} is not a retrieval model."
+                )
+        if len(set(names)) != len(names):
+            raise ConfigError(f"recall channel names must be unique, got {names}.")
+        if merge not in MERGES:
+            raise ConfigError(f"recall merge must be one of {MERGES}, got {merge!r}.")
+        if k is not None and k < 1:
+            raise ConfigError(f"recall k must be >= 1, got {k!r}.")
+        self.channels = channels
+        self.fallback = models.get(fallback) if isinstance(fallback, str) else fallback
+        self.merge = merge
+        self.k = k
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, config: RecallConfig | dict[str, Any] | str | Path) -> RecallPipeline:
+        """Build (unfitted) from a ``RecallConfig``, a dict or a YAML file."""
+        if not isinstance(config, RecallConfig):
+            config = recall_config(config)
+        channels = []
+        for c in config.channels:
+            model = models.get(c.model, **c.params)
+            if c.index is not None:
+                from_dict(IndexConfig, c.index, where=f"channel {c.name!r} index").check()
+            channels.append(Channel(c.name, model, int(c.quota), float(c.weight), c.index))
+        fallback = None
+        if config.fallback is not None:
+            fallback = models.get(config.fallback, **config.fallback_params)
+        return cls(channels, fallback=fallback, merge=config.merge, k=config.k)
+
+    @property
+    def is_fitted(self) -> bool:
+        return all(getattr(c.model, "is_fitted", False) for c in self.channels)
+
+    def fit(self, interactions: Interactions) -> RecallPipeline:
+        """Fit every channel's model (and build its index), and the fallback; returns self."""
+        for c in self.channels:
+            log.info("recall: fitting channel %r (%s)", c.name, type(c.model).__name__)
+            c.model.fit(interactions)
+            c.ann_ = AnnRecommender(c.model, c.index) if c.index is not None else None
+        if self.fallback is not None:
+            self.fallback.fit(interactions)
+        return self
+
+    # ------------------------------------------------------------------ recommend
+    def recommend(self, user_ids: Any, k: int | None = None) -> RecallResult:
+        """Merged candidates for raw ``user_ids``: a ``RecallResult`` (module docstring).
+
+        k: candidates per user (default: the pipeline's ``k``, else the sum of quotas).
+        """
+        if not self.is_fitted:
+            raise NotFittedError(self, "recommend")
+        from recforge.models.base import _as_list
+
+        users = _as_list(user_ids)
+        k = int(k or self.k or sum(c.quota for c in self.channels))
+        if k < 1:
+            raise ConfigError(f"recall k must be >= 1, got {k}.")
+        parts = [self._channel_rows(ci, c, users) for ci, c in enumerate(self.channels)]
+        if self.fallback is not None:
+            parts.append(self._fallback_rows(users, k))
+        long = (
+            pd.concat([p for p in parts if len(p)], ignore_index=True)
+            if any(len(p) for p in parts)
+            else None
+        )
+        names = [c.name for c in self.channels]
+        if long is None:
+            return RecallResult(_empty_frame(names), users, names)
+        frame = self._merge(long, k, names)
+        frame.insert(0, "user", np.asarray(users, dtype=object)[frame["user_pos"].to_numpy()])
+        return RecallResult(frame, users, names)
+
+    def _channel_rows(self, ci: int, c: Channel, users: list[Any]) -> pd.DataFrame:
+        """Long rows (user_pos, item, source, rank, score, norm) of one channel."""
+        model = c.model
+        u = model.user_vocab_.index(users, unknown="mask")
+        known = np.flatnonzero(u >= 0)
+        if len(known) == 0:
+            return pd.DataFrame()
+        idx, scores = c.retriever().recommend_idx(
+            u[known], k=int(c.quota), exclude_seen=True
+        )  # (B, q)
+        return _rows(known, idx, scores, model.item_vocab_, ci, float(c.weight))
+
+    def _fallback_rows(self, users: list[Any], k: int) -> pd.DataFrame:
+        fb = self.fallback
+        u = fb.user_vocab_.index(users, unknown="mask")
+        known, cold = np.flatnonzero(u >= 0), np.flatnonzero(u < 0)
+        parts = []
+        src = len(self.channels)
+        if len(known):
+            idx, scores = fb.recommend_idx(u[known], k=k, exclude_seen=True)
+            parts.append(_rows(known, idx, scores, fb.item_vocab_, src, 0.0))
+        if len(cold):
+            # nothing seen to exclude: the same global list for every cold user
+            idx, scores = fb.recommend_idx(np.zeros(1, dtype=np.int64), k=k, exclude_seen=False)
+            idx, scores = np.repeat(idx, len(cold), 0), np.repeat(scores, len(cold), 0)
+            parts.append(_rows(cold, idx, scores, fb.item_vocab_, src, 0.0))
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+    def _merge(self, long: pd.DataFrame, k: int, names: list[str]) -> pd.DataFrame:
+        n_ch = len(self.channels)
+        long["is_fb"] = long["source"] == n_ch
+        # round-robin position: rank r of channel c comes at r * n_channels + c
+        # (fallback rows come after every channel row)
+        long["pos"] = long["rank"] * (n_ch + 1) + long["source"] + long["is_fb"] * (1 << 40)
+        long["contrib"] = long["norm"] * long["weight"]
+        long["bit"] = np.left_shift(1, long["source"].to_numpy()).astype(np.int64)
+        g = long.groupby(["user_pos", "item"], sort=False)
+        agg = g.agg(
+            score=("contrib", "sum"),
+            pos=("pos", "min"),
+            only_fb=("is_fb", "all"),
+            mask=("bit", "sum"),
+        ).reset_index()
+        agg["score"] = agg["score"].where(~agg["only_fb"], 0.0)
+        if self.merge == "quota":
+            agg = agg.sort_values(["user_pos", "only_fb", "pos"], kind="stable")
+        else:
+            agg = agg.sort_values(
+                ["user_pos", "only_fb", "score", "pos"],
+                ascending=[True, True, False, True],
+                kind="stable",
+            )
+        agg["rank"] = agg.groupby("user_pos").cumcount()
+        agg = agg[agg["rank"] < k]
+        # provenance: channel names per mask, and each source's rank and score
+        all_names = [*names, FALLBACK]
+        masks = agg["mask"].to_numpy()
+        lookup = {
+            m: tuple(n for b, n in enumerate(all_names) if m >> b & 1) for m in np.unique(masks)
+        }
+        lookup = {
+            m: (t if t == (FALLBACK,) else tuple(n for n in t if n != FALLBACK))
+            for m, t in lookup.items()
+        }
+        agg["channels"] = [lookup[m] for m in masks]
+        wide = long.pivot_table(
+            index=["user_pos", "item"], columns="source", values=["rank", "score"], aggfunc="min"
+        )
+        out = agg[["user_pos", "item", "rank", "score", "channels"]].reset_index(drop=True)
+        keys = pd.MultiIndex.from_frame(out[["user_pos", "item"]])
+        for s, name in enumerate(all_names):
+            for what in ("rank", "score"):
+                col = (what, s)
+                vals = (
+                    wide[col].reindex(keys).to_numpy()
+                    if col in wide.columns
+                    else np.full(len(out), np.nan)
+                )
+                out[f"{name}_{what}"] = vals
+        return out.reset_index(drop=True)
+
+    # ------------------------------------------------------------------ persistence
+    def config(self) -> dict[str, Any]:
+        """The pipeline as a JSON-safe config (model names, quotas, weights, indexes)."""
+        return {
+            "channels": [
+                {
+                    "name": c.name,
+                    "model": c.model.name,
+                    "quota": int(c.quota),
+                    "weight": float(c.weight),
+                    "index": None if c.index is None else _index_dict(c),
+                }
+                for c in self.channels
+            ],
+            "fallback": None if self.fallback is None else self.fallback.name,
+            "merge": self.merge,
+            "k": self.k,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the artifact directory (module docstring); returns its path."""
+        if not self.is_fitted:
+            raise NotFittedError(self, "save")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        for c in self.channels:
+            c.model.save(path / "channels" / c.name / "model")
+            if c.ann_ is not None:
+                c.ann_.index.save(path / "channels" / c.name / "index")
+        if self.fallback is not None:
+            self.fallback.save(path / FALLBACK)
+        manifest = {"format": "recforge.recall", "format_version": FORMAT_VERSION, **self.config()}
+        (path / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> RecallPipeline:
+        """Read a directory written by ``save``."""
+        path = Path(path)
+        mfile = path / MANIFEST
+        if not mfile.exists():
+            raise ArtifactError(f"{mfile}: missing; {path} is not a recall pipeline directory.")
+        try:
+            manifest = json.loads(mfile.read_text())
+        except json.JSONDecodeError as e:
+            raise ArtifactError(f"{mfile}: corrupt JSON ({e}).") from None
+        if manifest.get("format_version", 0) > FORMAT_VERSION:
+            raise ArtifactError(
+                f"{mfile}: format version {manifest['format_version']} is newer than this recforge."
+            )
+        channels = []
+        for c in manifest["channels"]:
+            cdir = path / "channels" / c["name"]
+            model = models.load(cdir / "model")
+            ch = Channel(c["name"], model, int(c["quota"]), float(c["weight"]), c.get("index"))
+            if c.get("index") is not None:
+                ch.ann_ = AnnRecommender(model, index=AnnIndex.load(cdir / "index"))
+            channels.append(ch)
+        fallback = models.load(path / FALLBACK) if manifest.get("fallback") else None
+        return cls(channels, fallback=fallback, merge=manifest["merge"], k=manifest.get("k"))
+
+
+def _index_dict(c: Channel) -> dict[str, Any]:
+    if c.ann_ is not None:
+        return asdict(c.ann_.index.config)
+    return asdict(c.index) if isinstance(c.index, IndexConfig) else dict(c.index)  # type: ignore[arg-type]
+
+
+def _rows(
+    user_pos: np.ndarray,
+    idx: np.ndarray,
+    scores: np.ndarray,
+    item_vocab: Any,
+    source: int,
+    weight: float,
+) -> pd.DataFrame:
+    """Flatten (B, q) results into long rows, dropping empty (-1 / -inf) slots; ``norm`` is
+    the per-row min-max normalised score in [0, 1] (1 when all scores are equal)."""
+    valid = (idx >= 0) & np.isfinite(scores)
+    s = np.where(valid, scores, np.nan).astype(np.float64)
+    with np.errstate(all="ignore"):
+        lo, hi = (
+            np.nanmin(np.where(valid, s, np.inf), axis=1),
+            np.nanmax(np.where(valid, s, -np.inf), axis=1),
+        )
+        span = hi - lo
+        norm = np.where(
+            span[:, None] > 0, (s - lo[:, None]) / np.where(span > 0, span, 1.0)[:, None], 1.0
+        )
+    b, r = np.nonzero(valid)
+    return pd.DataFrame(
+        {
+            "user_pos": user_pos[b],
+            "item": item_vocab.ids(idx[b, r]),
+            "source": np.full(len(b), source, dtype=np.int64),
+            "rank": r.astype(np.int64),
+            "score": s[b, r],
+            "norm": norm[b, r],
+            "weight": np.full(len(b), weight),
+        }
+    )
+
+
+def _empty_frame(names: list[str]) -> pd.DataFrame:
+    cols = ["user", "user_pos", "item", "rank", "score", "channels"]
+    for n in [*names, FALLBACK]:
+        cols += [f"{n}_rank", f"{n}_score"]
+    return pd.DataFrame(columns=cols)
+
+
+# ---------------------------------------------------------------------------- evaluation
+def evaluate_recall(
+    pipeline: RecallPipeline, test: Interactions, ks: tuple[int, ...] = (100, 200, 500)
+) -> dict[str, Any]:
+    """Recall of the merged candidate set, and what each channel adds.
+
+    test: held-out interactions (every distinct (user, item) is relevant; users unknown to
+    the pipeline are evaluated too, on the fallback). Returns ``{"recall@100": ..., ...,
+    "channel_recall@K/<name>": recall of the candidates that channel found,
+    "unique_recall@K/<name>": recall of hits found by that channel only,
+    "unique_hits/<name>": count of those hits, "fallback_recall@K": hits found only by
+    the fallback, "n_users": ...}`` with K = max(ks).
+    """
+    if not isinstance(test, Interactions) or len(test) == 0:
+        raise DataError("evaluate_recall: test must be a non-empty Interactions.")
+    ks = tuple(sorted({int(k) for k in ks}))
+    kmax = ks[-1]
+    pairs = test.frame[["user", "item"]].drop_duplicates()
+    users = list(pd.unique(pairs["user"]))
+    n_rel = pairs.groupby("user", sort=False).size().reindex(users).to_numpy(dtype=np.float64)
+    result = pipeline.recommend(users, k=kmax)
+    frame = result.frame
+    hits = frame.merge(pairs.assign(_hit=True), on=["user", "item"], how="left")
+    hits = hits[hits["_hit"].fillna(False).astype(bool)]
+    user_pos = hits["user_pos"].to_numpy()
+    out: dict[str, Any] = {"n_users": len(users), "n_relevant": int(n_rel.sum())}
+
+    def mean_recall(mask: np.ndarray) -> float:
+        per_user = np.bincount(user_pos[mask], minlength=len(users)) / n_rel
+        return float(per_user.mean())
+
+    ranks = hits["rank"].to_numpy()
+    for k in ks:
+        out[f"recall@{k}"] = mean_recall(ranks < k)
+    chans = hits["channels"].tolist()
+    for name in result.channel_names:
+        found = np.array([name in t for t in chans], dtype=bool)
+        only = np.array([t == (name,) for t in chans], dtype=bool)
+        out[f"channel_recall@{kmax}/{name}"] = mean_recall(found)
+        out[f"unique_recall@{kmax}/{name}"] = mean_recall(only)
+        out[f"unique_hits/{name}"] = int(only.sum())
+    fb = np.array([t == (FALLBACK,) for t in chans], dtype=bool)
+    out[f"fallback_recall@{kmax}"] = mean_recall(fb) if len(chans) else 0.0
+    return out

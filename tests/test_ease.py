@@ -1,0 +1,53 @@
+"""EASE^R: the closed form equals per-column constrained ridge regressions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recforge import models
+from recforge.exceptions import ConfigError, DataError
+from recforge.models.retrieval.ease import ease_weights
+from tests.conftest import make_tiny_interactions
+
+
+def test_closed_form_equals_ridge_with_zero_diagonal():
+    rng = np.random.default_rng(0)
+    x = (rng.random((40, 12)) < 0.3).astype(np.float64)
+    lam = 3.0
+    b = ease_weights(x.T @ x, lam)
+    assert np.all(np.diag(b) == 0)
+    for j in range(12):
+        others = [i for i in range(12) if i != j]
+        xo = x[:, others]
+        ref = np.linalg.solve(xo.T @ xo + lam * np.eye(11), xo.T @ x[:, j])
+        np.testing.assert_allclose(b[others, j], ref, rtol=1e-8, atol=1e-10)
+
+
+def test_scores_are_x_times_b_and_similar_items():
+    data = make_tiny_interactions()
+    model = models.get("ease", l2=5.0).fit(data)
+    x = model.seen_.toarray()
+    np.testing.assert_allclose(model.score_users(np.arange(4)), x[:4] @ model.weights_, rtol=1e-5)
+    ids, _ = model.recommend([f"u{u}" for u in range(10)], k=5)
+    in_group = [(np.asarray(row) < 200) == (u % 2 == 0) for u, row in enumerate(ids)]
+    assert np.mean(in_group) > 0.8
+    sims, scores = model.similar_items([7], k=3)
+    i = model.item_vocab_.index([7])[0]
+    row = model.weights_[i].copy()
+    row[i] = -np.inf
+    np.testing.assert_array_equal(model.item_vocab_.index(sims[0]), np.argsort(-row)[:3])
+
+
+def test_weight_column_and_limits(tmp_path):
+    data = make_tiny_interactions()
+    frame = data.frame.assign(weight=data.frame["rating"])
+    weighted = type(data)(frame)
+    model = models.get("ease", l2=5.0, weight_col="weight").fit(weighted)
+    loaded = models.load(model.save(tmp_path / "ease"))
+    np.testing.assert_allclose(loaded.score_users(np.arange(3)), model.score_users(np.arange(3)))
+    assert not np.allclose(model.weights_, models.get("ease", l2=5.0).fit(weighted).weights_)
+    with pytest.raises(DataError, match="max_items"):
+        models.get("ease", max_items=10).fit(data)
+    with pytest.raises(ConfigError, match="l2"):
+        models.get("ease", l2=0.0).fit(data)
