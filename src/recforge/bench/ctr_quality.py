@@ -441,9 +441,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         SECTION,
         "",
         f"Run on {result['date']} ({env}; {s['threads']} torch threads; "
-        f"{result['total_s'] / 60:.1f} min in all) with:",
+        f"{result['total_s'] / 60:.1f} min of compute in all) with:",
         "",
-        f"    {COMMAND}",
+        *(f"    {c}" for c in result.get("commands", [COMMAND])),
         "",
         "Frappe (`frappe-partial`: validation + test files, 86,582 rows, 10 categorical fields) and "
         "MovieLens 100K as CTR (label = rating >= 4; user, item, age bucket, gender, occupation, "
@@ -458,6 +458,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         "Fit times are wall-clock on a shared 2-core machine.",
         "",
     ]
+    if result.get("note"):
+        lines += [result["note"], ""]
     for ds, d in result["datasets"].items():
         lines += [
             f"### {ds} ({d['n_train']} train / {d['n_valid']} valid / {d['n_test']} test rows, "
