@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from recforge import models
-from recforge.config import from_dict, load_yaml, suggest
+from recforge.config import check_keys, from_dict, load_yaml, suggest
 from recforge.data import splits
 from recforge.data.interactions import Interactions
 from recforge.exceptions import ConfigError
@@ -74,6 +74,10 @@ class DataConfig:
             )
         if self.source == "file" and not self.path:
             raise ConfigError("data.path is required when data.source is 'file'.")
+        if self.synth:
+            from recforge.data.synth import SynthConfig
+
+            check_keys(self.synth, [f.name for f in dataclasses.fields(SynthConfig)], "data.synth")
 
 
 @dataclass
@@ -142,6 +146,7 @@ class TrainJob:
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainJob:
         """Parse and check a job file; every error names the file and the field."""
+        _check_yaml_syntax(Path(path))
         return cls.from_dict(load_yaml(path), where=str(path))
 
     @classmethod
@@ -154,6 +159,24 @@ class TrainJob:
 
 
 # ---------------------------------------------------------------------------- checks
+def _check_yaml_syntax(path: Path) -> None:
+    """A YAML syntax error as one line: file, line, column and the problem."""
+    import yaml
+
+    if not path.is_file():
+        return  # load_yaml says "not found"
+    try:
+        yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        context = getattr(e, "context", None)
+        raise ConfigError(
+            f"{path}{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")
+        ) from None
+
+
 def check_types(obj: Any, where: str) -> None:
     """Raise ConfigError if a field of dataclass ``obj`` does not match its annotation."""
     hints = typing.get_type_hints(type(obj))
@@ -241,13 +264,25 @@ def _matches(value: Any, hint: Any) -> bool:
 
 
 def _type_name(hint: Any) -> str:
-    if isinstance(hint, type) and not typing.get_args(hint):
-        return {
-            "int": "an integer",
-            "float": "a number",
-            "str": "a string",
-            "bool": "true/false",
-        }.get(hint.__name__, hint.__name__)
+    """An annotation in words: "an integer", "a list of integers", "a string or null"."""
+    if dataclasses.is_dataclass(hint):
+        keys = ", ".join(f.name for f in dataclasses.fields(hint))
+        return f"a mapping with keys among {keys}"
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true/false"}
+    if hint in names:
+        return names[hint]
+    if hint is type(None) or hint is None:
+        return "null"
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union or isinstance(hint, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (list, tuple, Sequence) and args:
+        inner = _type_name(args[0]).removeprefix("an ").removeprefix("a ")
+        return f"a list of {inner}{'s' if not inner.endswith('s') else ''}"
+    if origin in (dict, Mapping):
+        return "a mapping"
     return str(hint).replace("typing.", "").replace("collections.abc.", "")
 
 
