@@ -36,8 +36,8 @@ RECALL_MODELS: dict[str, dict[str, Any]] = {
     "als": {"factors": 64, "iterations": 15},
 }
 RANKERS: dict[str, dict[str, Any]] = {
-    "lr": {"epochs": 3},
-    "deepfm": {"epochs": 3},
+    "lr": {"epochs": 2, "lr": 0.01, "batch_size": 4096},
+    "deepfm": {"epochs": 2, "lr": 0.003, "batch_size": 2048, "embedding_dim": 16, "hidden": (128, 64)},
 }
 
 
@@ -168,40 +168,46 @@ def _funnel(
     }
 
 
-def _report(out: Path, summary: dict[str, Any], curves: dict) -> Path:
-    from recforge.report import Curve, Table, Text, write_report
+def _report(out: Path, summary: dict[str, Any], scores: dict) -> Path:
+    from recforge.report import Bars, Table, roc_pr_curves, write_report
 
-    def table(title, rows):
-        cols = list(rows[0]) if rows else []
-        return Table(title, cols, [[r[c] for c in cols] for r in rows])
+    def table(title, rows, key="model"):
+        cols = [c for c in rows[0] if c != key] if rows else []
+        return Table(title, cols, {r[key]: r for r in rows})
 
     d = summary["data"]
+    recall = summary["recall"]
     sections = [
-        Text(
-            "Run",
-            f"Synthetic data ({d['size']}): {d['rows']:,} interactions, {d['users']:,} users, "
-            f"{d['items']:,} items. Per-user temporal split, latest 20% of each user's clicks "
-            f"as test. Took {summary['seconds']} s.",
+        table("Recall: full ranking, training items excluded", recall),
+        Bars(
+            "Recall@K per recall channel",
+            {r["model"]: {f"recall@{k}": r[f"recall@{k}"] for k in (10, 20, 50)} for r in recall},
         ),
-        table("Recall (full ranking, training items excluded)", summary["recall"]),
-        table(
-            "Ranking (impressions: each click + 4 popularity-sampled non-clicks)",
-            summary["ranking"],
-        ),
+        table("Ranking: each click + 4 popularity-sampled non-clicks", summary["ranking"]),
+        *roc_pr_curves(scores),
     ]
-    if curves:
-        sections.append(
-            Curve("ROC", {n: (c[0][0], c[0][1]) for n, c in curves.items()}, "FPR", "TPR")
-        )
-        sections.append(
-            Curve(
-                "Precision-recall",
-                {n: (c[1][1], c[1][0]) for n, c in curves.items()},
-                "recall",
-                "precision",
-            )
-        )
     if summary["funnel"]:
         f = summary["funnel"]
-        sections.append(table("Funnel: ItemCF top-100 re-ranked by DeepFM", [f]))
-    return write_report(out, title="recforge quickstart", sections=sections)
+        sections.append(
+            Table(
+                "Funnel: ItemCF top-100 re-ranked by DeepFM (NDCG@10 / Recall@10)",
+                ["ndcg@10", "recall@10"],
+                {
+                    "itemcf order": {
+                        "ndcg@10": f["recall_only_ndcg@10"],
+                        "recall@10": f["recall_only_recall@10"],
+                    },
+                    "deepfm order": {
+                        "ndcg@10": f["ranked_ndcg@10"],
+                        "recall@10": f["ranked_recall@10"],
+                    },
+                },
+            )
+        )
+    meta = {
+        "dataset": f"synthetic ({d['size']}): {d['rows']:,} interactions, {d['users']:,} users, {d['items']:,} items",
+        "split": "per-user temporal, latest 20% of each user's clicks as test",
+        "run time": f"{summary['seconds']} s",
+    }
+    _, html_path = write_report(out, title="recforge quickstart", sections=sections, meta=meta)
+    return html_path
