@@ -284,6 +284,17 @@ def test_train_missing_or_invalid_yaml(tmp_path):
     assert_user_error(run("train", "--config", scalar), "scalar.yaml", "mapping")
 
 
+def test_train_output_is_a_file(tmp_path):
+    (tmp_path / "taken").write_text("not a directory")
+    config = write_job(
+        tmp_path / "job.yaml",
+        data={"source": "synth", "size": "tiny", "synth": MICRO_SYNTH},
+        model={"name": "most_popular"},
+        output=str(tmp_path / "taken"),
+    )
+    assert_user_error(run("train", "--config", config), "taken")
+
+
 def test_train_from_malformed_log(tmp_path, bad_csv):
     config = write_job(
         tmp_path / "job.yaml",

@@ -34,6 +34,7 @@ from recforge.exceptions import RecforgeError
 USER_ERRORS: tuple[type[BaseException], ...] = (
     RecforgeError,
     FileNotFoundError,
+    FileExistsError,
     IsADirectoryError,
     NotADirectoryError,
     PermissionError,
@@ -151,8 +152,12 @@ def datasets_synth(size: str, seed: int, out: str) -> None:
     default=None,
     help="Folder of named datasets (default $RECFORGE_DATA_DIR).",
 )
-@click.option("--user-col", default="user", show_default=True)
-@click.option("--item-col", default="item", show_default=True)
+@click.option(
+    "--user-col", default="user", show_default=True, help="Log files: the user id column."
+)
+@click.option(
+    "--item-col", default="item", show_default=True, help="Log files: the item id column."
+)
 @click.option(
     "--skip-bad-rows", is_flag=True, help="Skip malformed rows (and count them) instead of failing."
 )
@@ -167,21 +172,22 @@ def datasets_inspect(
     from recforge.exceptions import DataError
 
     p = Path(source)
-    if source in DATASETS:
-        inter = load_dataset(source, data_dir)
-    elif p.is_dir() and (p / "interactions.parquet").exists():
-        import pandas as pd
+    try:
+        if source in DATASETS:
+            inter = load_dataset(source, data_dir)
+        elif p.is_dir() and (p / "interactions.parquet").exists():
+            import pandas as pd
 
-        uf = pd.read_parquet(p / "users.parquet") if (p / "users.parquet").exists() else None
-        itf = pd.read_parquet(p / "items.parquet") if (p / "items.parquet").exists() else None
-        inter = Interactions(pd.read_parquet(p / "interactions.parquet"), uf, itf, name=str(p))
-    else:
-        try:
+            uf = pd.read_parquet(p / "users.parquet") if (p / "users.parquet").exists() else None
+            itf = pd.read_parquet(p / "items.parquet") if (p / "items.parquet").exists() else None
+            inter = Interactions(pd.read_parquet(p / "interactions.parquet"), uf, itf, name=str(p))
+        else:
             inter = read_interactions(
                 p, user_col=user_col, item_col=item_col, skip_bad_rows=skip_bad_rows
             )
-        except DataError as e:
-            raise DataError(str(e).replace("skip_bad_rows=True", "--skip-bad-rows")) from None
+    except DataError as e:  # the library's hints name keyword arguments; say the options
+        text = str(e).replace("skip_bad_rows=True", "--skip-bad-rows")
+        raise DataError(text.replace("Pass data_dir=", "Pass --data-dir")) from None
     for line in describe(inter):
         click.echo(line)
 
@@ -409,7 +415,14 @@ main.add_command(index_group)
 def bench(name: str, data_dir: str | None) -> None:
     """Run a benchmark against peer libraries (NAME, or `all`); see docs/BENCHMARKS.md."""
     from recforge.bench import BENCHES, run_bench
+    from recforge.config import suggest
+    from recforge.exceptions import ConfigError
 
+    if name != "all" and name not in BENCHES:
+        raise ConfigError(
+            f"unknown benchmark {name!r}{suggest(name, list(BENCHES))}. "
+            f"Available: {', '.join(BENCHES)}, all."
+        )
     names = list(BENCHES) if name == "all" else [name]
     for n in names:
         click.echo(f"== bench {n}")
