@@ -139,9 +139,15 @@ class Interactions:
             meta=dict(self.meta),
         )
 
-    def positives(self, threshold: float = 4.0) -> Interactions:
-        """Rows counted as positive: rating >= threshold, else label == 1, else all rows."""
-        if self.has("rating"):
+    def positives(self, threshold: float | None = None) -> Interactions:
+        """Rows counted as positive feedback.
+
+        With ``threshold``: rows with ``rating >= threshold`` (DataError without a rating
+        column). Without: rows with ``label > 0`` if there is a label, else every row.
+        """
+        if threshold is not None:
+            if not self.has("rating"):
+                raise DataError(f"{self.name}: positives(threshold=...) needs a rating column.", column="rating")
             return self.subset(self.frame["rating"].to_numpy() >= threshold, f"{self.name}+")
         if self.has("label"):
             return self.subset(self.frame["label"].to_numpy() > 0, f"{self.name}+")
