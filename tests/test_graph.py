@@ -62,15 +62,27 @@ def test_item_adjacency_is_cooccurrence(data):
     np.testing.assert_allclose(item_adjacency(sp.csr_matrix(x)).toarray(), c)
 
 
-@pytest.mark.parametrize("name,graph", [("deepwalk", "bipartite"), ("node2vec", "item")])
-def test_embeddings_separate_taste_groups(data, name, graph):
+@pytest.mark.parametrize(
+    "name,graph,norm",
+    [("deepwalk", "bipartite", True), ("node2vec", "item", False), ("deepwalk", "item", True)],
+)
+def test_embeddings_separate_taste_groups(data, name, graph, norm):
     model = models.get(
-        name, graph=graph, walk_length=10, walks_per_node=10, vector_size=16, epochs=3
+        name,
+        graph=graph,
+        walk_length=10,
+        walks_per_node=10,
+        vector_size=16,
+        epochs=3,
+        normalize=norm,
     ).fit(data)
     ids, _ = model.recommend([f"u{u}" for u in range(10)], k=5)
     in_group = [(np.asarray(row) < 200) == (u % 2 == 0) for u, row in enumerate(ids)]
     assert np.mean(in_group) > 0.8
-    np.testing.assert_allclose(np.linalg.norm(model.item_factors_, axis=1), 1.0, rtol=1e-5)
+    if norm:
+        np.testing.assert_allclose(np.linalg.norm(model.item_factors_, axis=1), 1.0, rtol=1e-5)
+    sims, _ = model.similar_items([7], k=5)  # item 7 is in group 0 (raw ids < 200)
+    assert np.mean(np.asarray(sims[0]) < 200) >= 0.8
 
 
 def test_reproducible_and_checked(data):

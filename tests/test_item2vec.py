@@ -35,7 +35,7 @@ def test_sentences_follow_time_and_split_sessions():
 
 
 def test_vectors_equal_gensim_with_same_sentences(data):
-    model = models.get("item2vec", vector_size=8, epochs=3, similarity="dot", seed=5).fit(data)
+    model = models.get("item2vec", vector_size=8, epochs=3, seed=5).fit(data)
     u = model.user_vocab_.index(data.frame["user"].to_numpy())
     i = model.item_vocab_.index(data.frame["item"].to_numpy())
     sentences = item_sentences(data, u, i)
@@ -51,12 +51,15 @@ def test_vectors_equal_gensim_with_same_sentences(data):
         seed=5,
         workers=1,
     )
-    np.testing.assert_allclose(model.item_factors_[3], ref.wv["3"], rtol=1e-5)
-    # user vector = mean of the user's item vectors (dot similarity, no recency)
+    np.testing.assert_allclose(model.item_input_[3], ref.wv["3"], rtol=1e-5)
+    # score="output": items are word2vec's output vectors, users the mean input vector
+    out = ref.syn1neg[ref.wv.key_to_index["3"]]
+    np.testing.assert_allclose(model.item_factors_[3], out, rtol=1e-5)
     row = model.seen_[0].indices
-    np.testing.assert_allclose(
-        model.user_factors_[0], model.item_factors_[row].mean(0), rtol=1e-5, atol=1e-6
-    )
+    mean = model.item_input_[row].mean(0)
+    np.testing.assert_allclose(model.user_factors_[0], mean, rtol=1e-5, atol=1e-6)
+    inp = models.get("item2vec", vector_size=8, epochs=3, seed=5, score="input").fit(data)
+    np.testing.assert_allclose(inp.item_factors_, model.item_input_, rtol=1e-5)
 
 
 def test_min_count_gives_zero_vectors_and_recency_weighting(data):
@@ -72,14 +75,16 @@ def test_min_count_gives_zero_vectors_and_recency_weighting(data):
     items = data.frame[data.frame["user"] == "u0"].sort_values("timestamp")["item"].to_numpy()
     idx = rec.item_vocab_.index(items)[::-1]
     w = 0.5 ** np.arange(len(idx))
-    expected = (w[:, None] * rec.item_factors_[idx]).sum(0) / w.sum()
+    expected = (w[:, None] * rec.item_input_[idx]).sum(0) / w.sum()
     np.testing.assert_allclose(
         rec.user_factors_[rec.user_vocab_.index(["u0"])[0]], expected, rtol=1e-5, atol=1e-6
     )
 
 
 def test_similar_items_stay_in_group_and_params_checked(data):
-    model = models.get("item2vec", vector_size=16, epochs=30, window=10, sg=1, hs=1).fit(data)
+    model = models.get("item2vec", vector_size=16, epochs=30, window=10, hs=1, score="input").fit(
+        data
+    )
     sims, _ = model.similar_items([7, 217], k=5)  # item 7 is group 0 (< 200), 217 group 1
     assert np.mean(np.asarray(sims[0]) < 200) >= 0.8
     assert np.mean(np.asarray(sims[1]) >= 200) >= 0.8
@@ -87,3 +92,5 @@ def test_similar_items_stay_in_group_and_params_checked(data):
         models.get("item2vec", similarity="euclid").fit(data)
     with pytest.raises(ConfigError, match="negative"):
         models.get("item2vec", hs=0, negative=0).fit(data)
+    with pytest.raises(ConfigError, match="hs=0"):
+        models.get("item2vec", hs=1).fit(data)  # score="output" needs negative sampling

@@ -17,8 +17,12 @@ Walks are sentences for ``gensim.models.Word2Vec`` (skip-gram). Graphs:
 * ``"item"``: items only, edge weight = number of users who saw both (``X^T X``, zero
   diagonal). Users get the mean of their items' vectors.
 
-Vectors are L2-normalised when ``normalize=True`` (dot product = cosine). Nodes without
-edges, and nodes below word2vec's ``min_count``, get zero vectors.
+Scores follow Item2Vec's ``score``: ``"output"`` (default) is the user's input vector (the
+user node's, or the mean of their items' on the item graph) · the item's word2vec output
+vector, i.e. skip-gram's own prediction of the item in the user's walk context; ``"input"``
+uses input vectors on both sides (classic DeepWalk embeddings). With ``normalize=True``
+vectors are L2-normalised (dot product = cosine). ``similar_items`` is the cosine between
+item input vectors. Nodes without edges, and nodes below ``min_count``, get zero vectors.
 """
 
 from __future__ import annotations
@@ -33,7 +37,13 @@ from recforge.data.interactions import Interactions
 from recforge.exceptions import ConfigError
 from recforge.models.base import EmbeddingMixin, RetrievalModel
 from recforge.models.registry import register
-from recforge.models.retrieval.item2vec import l2_normalize, mean_item_vectors, word2vec_vectors
+from recforge.models.retrieval.item2vec import (
+    check_score,
+    cosine_neighbours,
+    l2_normalize,
+    mean_item_vectors,
+    word2vec_vectors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +183,8 @@ class _WalkEmbedding(EmbeddingMixin, RetrievalModel):
         alpha: float = 0.025,
         min_count: int = 1,
         weighted: bool = True,
-        normalize: bool = True,
+        score: str = "output",
+        normalize: bool = False,
         seed: int = 0,
         workers: int = 1,
     ) -> None:
@@ -187,6 +198,7 @@ class _WalkEmbedding(EmbeddingMixin, RetrievalModel):
         self.alpha = alpha
         self.min_count = min_count
         self.weighted = weighted
+        self.score = score
         self.normalize = normalize
         self.seed = seed
         self.workers = workers
@@ -194,6 +206,7 @@ class _WalkEmbedding(EmbeddingMixin, RetrievalModel):
     def _fit(self, interactions: Interactions) -> None:
         if self.graph not in GRAPHS:
             raise ConfigError(f"{self.name}: graph must be one of {GRAPHS}, got {self.graph!r}.")
+        check_score(self.score, 0, self.name)
         if self.graph == "bipartite":
             adj = bipartite_adjacency(self.seen_)
         else:
@@ -214,7 +227,7 @@ class _WalkEmbedding(EmbeddingMixin, RetrievalModel):
             self.walk_length,
             adj.shape[0],
         )
-        vectors = word2vec_vectors(
+        inp, out = word2vec_vectors(
             walks.astype(str).tolist(),
             adj.shape[0],
             vector_size=self.vector_size,
@@ -229,17 +242,33 @@ class _WalkEmbedding(EmbeddingMixin, RetrievalModel):
             seed=self.seed,
             workers=self.workers,
         )
-        if self.normalize:
-            vectors = l2_normalize(vectors)
+        first_item = self.n_users if self.graph == "bipartite" else 0
+        item_in = inp[first_item:]
+        items = out[first_item:] if self.score == "output" else item_in
         if self.graph == "bipartite":
-            users, items = vectors[: self.n_users], vectors[self.n_users :]
+            users = inp[: self.n_users]
         else:
-            items = vectors
-            users = mean_item_vectors(self.seen_, items)
-            if self.normalize:
-                users = l2_normalize(users)
+            users = mean_item_vectors(
+                self.seen_, l2_normalize(item_in) if self.normalize else item_in
+            )
+        if self.normalize:
+            users, items = l2_normalize(users), l2_normalize(items)
+        self.item_input_ = np.ascontiguousarray(item_in)  # (n_items, vector_size) for similar_items
         self.user_factors_ = np.ascontiguousarray(users)  # (n_users, vector_size)
         self.item_factors_ = np.ascontiguousarray(items)  # (n_items, vector_size)
+
+    def similar_items_idx(self, item_idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Cosine between item input vectors, the item itself excluded."""
+        return cosine_neighbours(self.item_input_, item_idx, k)
+
+    def _save_state(self):  # type: ignore[no-untyped-def]
+        arrays, state = super()._save_state()
+        arrays["item_input"] = self.item_input_
+        return arrays, state
+
+    def _load_state(self, arrays, state):  # type: ignore[no-untyped-def]
+        super()._load_state(arrays, state)
+        self.item_input_ = arrays["item_input"]
 
 
 _GRAPH_DOC = """
@@ -250,6 +279,7 @@ _GRAPH_DOC = """
     walks_per_node: walks started from every node with an edge.
     vector_size, window, negative, epochs, alpha, min_count: word2vec (skip-gram) settings.
     weighted: on the item graph, step with probability proportional to co-occurrence counts.
+    score: "output" (user input vector · item output vector) or "input" (module docstring).
     normalize: L2-normalise vectors so that scores are cosines.
     seed: seed of walks and word2vec; with ``workers=1`` a fit is reproducible.
     workers: word2vec threads.
@@ -305,7 +335,8 @@ class Node2Vec(_WalkEmbedding):
         alpha: float = 0.025,
         min_count: int = 1,
         weighted: bool = True,
-        normalize: bool = True,
+        score: str = "output",
+        normalize: bool = False,
         seed: int = 0,
         workers: int = 1,
     ) -> None:
@@ -320,6 +351,7 @@ class Node2Vec(_WalkEmbedding):
             alpha=alpha,
             min_count=min_count,
             weighted=weighted,
+            score=score,
             normalize=normalize,
             seed=seed,
             workers=workers,

@@ -6,8 +6,17 @@ consecutive interactions are more than ``session_gap`` apart, when timestamps ex
 vectors of their items, optionally recency-weighted: the j-th most recent item (j = 0 is
 the latest) gets weight ``recency_decay ** j``.
 
-Scoring is the dot product ``user · item``; with ``similarity="cosine"`` item vectors are
-L2-normalised first (and the user mean re-normalised), so the dot product is a cosine.
+Scores (``score``):
+
+* ``"output"`` (default): ``mean of the user's input vectors · the item's output vector``,
+  word2vec's own prediction of a context item from the user's items (negative sampling
+  only). The output vectors carry item frequency, which cosine on input vectors loses; on
+  ML-100K this is about 4x the Recall@10 of ``"input"`` (see docs/BENCHMARKS.md).
+* ``"input"``: ``user mean · item input vector``, as in the Item2Vec paper.
+
+With ``similarity="cosine"`` the vectors used are L2-normalised (and the user mean
+re-normalised), so the dot product is a cosine. ``similar_items`` is always the cosine
+between input vectors (``item_input_``), the paper's item-item similarity.
 
 Items seen fewer than ``min_count`` times are dropped by word2vec and get a zero vector:
 they score 0 for everyone and are never anyone's similar item (cosine 0). Keep
@@ -26,6 +35,7 @@ from recforge.data.interactions import Interactions
 from recforge.exceptions import ConfigError
 from recforge.models.base import EmbeddingMixin, RetrievalModel
 from recforge.models.registry import register
+from recforge.topk import topk
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +97,12 @@ def word2vec_vectors(
     sample: float,
     seed: int,
     workers: int,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Train gensim Word2Vec on sentences of tokens "0".."n_tokens-1".
 
-    Returns (n_tokens, vector_size) float32; tokens word2vec dropped (below min_count) are
-    zero rows.
+    Returns (input, output) vectors, each (n_tokens, vector_size) float32: word2vec's input
+    embeddings (``wv``) and its negative-sampling output embeddings (``syn1neg``; zeros
+    with hierarchical softmax). Tokens word2vec dropped (below min_count) are zero rows.
     """
     from gensim.models import Word2Vec
 
@@ -108,25 +119,24 @@ def word2vec_vectors(
         seed=int(seed),
         workers=int(workers),
     )
+    inp = np.zeros((n_tokens, vector_size), dtype=np.float32)
+    out = np.zeros((n_tokens, vector_size), dtype=np.float32)
     w2v.build_vocab(sentences)
     if not w2v.wv.key_to_index:  # every token below min_count
         log.warning("word2vec: no token reaches min_count=%d; every vector is zero", min_count)
-        return np.zeros((n_tokens, vector_size), dtype=np.float32)
+        return inp, out
     w2v.train(sentences, total_examples=w2v.corpus_count, epochs=w2v.epochs)
-    out = np.zeros((n_tokens, vector_size), dtype=np.float32)
     keys = w2v.wv.index_to_key
-    if keys:
-        rows = np.fromiter((int(k) for k in keys), dtype=np.int64, count=len(keys))
-        out[rows] = w2v.wv.vectors
+    rows = np.fromiter((int(k) for k in keys), dtype=np.int64, count=len(keys))
+    inp[rows] = w2v.wv.vectors
+    if not hs:
+        out[rows] = w2v.syn1neg
     dropped = n_tokens - len(keys)
     if dropped:
         log.info(
-            "word2vec: %d of %d tokens below min_count=%d get zero vectors",
-            dropped,
-            n_tokens,
-            min_count,
+            "word2vec: %d of %d tokens below min_count=%d get zeros", dropped, n_tokens, min_count
         )
-    return out
+    return inp, out
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -186,6 +196,30 @@ def _dedupe_max(
     return sp.csr_matrix((w, (key // shape[1], key % shape[1])), shape=shape)
 
 
+SCORES = ("output", "input")
+
+
+def check_score(score: str, hs: int, owner: str) -> None:
+    """``score`` is valid, and "output" has output vectors (negative sampling)."""
+    if score not in SCORES:
+        raise ConfigError(f"{owner}: score must be one of {SCORES}, got {score!r}.")
+    if score == "output" and hs:
+        raise ConfigError(
+            f"{owner}: score='output' needs negative sampling (hs=0); with hs=1 use score='input'."
+        )
+
+
+def cosine_neighbours(
+    vectors: np.ndarray, item_idx: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k rows of ``vectors`` (n, d) by cosine to rows ``item_idx``, each row itself excluded."""
+    v = l2_normalize(vectors)
+    item_idx = np.asarray(item_idx)
+    sims = v[item_idx] @ v.T  # (B, n)
+    sims[np.arange(len(item_idx)), item_idx] = -np.inf
+    return topk(sims, k)
+
+
 @register("item2vec")
 class Item2Vec(EmbeddingMixin, RetrievalModel):
     """Item embeddings from word2vec over item sequences; users are mean item vectors.
@@ -205,6 +239,7 @@ class Item2Vec(EmbeddingMixin, RetrievalModel):
         this (timestamp units); None keeps one sentence per user.
     recency_decay: user vector weight ``decay ** j`` of the j-th most recent item; 1.0 is a
         plain mean.
+    score: "output" (input mean · output vectors) or "input" (see module docstring).
     similarity: "dot" or "cosine" (L2-normalised vectors).
     seed: word2vec seed; with ``workers=1`` training is reproducible.
     workers: word2vec threads.
@@ -231,7 +266,8 @@ class Item2Vec(EmbeddingMixin, RetrievalModel):
         sample: float = 1e-3,
         session_gap: float | None = None,
         recency_decay: float = 1.0,
-        similarity: str = "cosine",
+        score: str = "output",
+        similarity: str = "dot",
         seed: int = 0,
         workers: int = 1,
     ) -> None:
@@ -246,11 +282,13 @@ class Item2Vec(EmbeddingMixin, RetrievalModel):
         self.sample = sample
         self.session_gap = session_gap
         self.recency_decay = recency_decay
+        self.score = score
         self.similarity = similarity
         self.seed = seed
         self.workers = workers
 
     def _check(self) -> None:
+        check_score(self.score, self.hs, "item2vec")
         if self.similarity not in SIMILARITIES:
             raise ConfigError(
                 f"item2vec: similarity must be one of {SIMILARITIES}, got {self.similarity!r}."
@@ -274,7 +312,7 @@ class Item2Vec(EmbeddingMixin, RetrievalModel):
         u = self.user_vocab_.index(frame["user"].to_numpy())
         i = self.item_vocab_.index(frame["item"].to_numpy())
         sentences = item_sentences(interactions, u, i, self.session_gap)
-        vectors = word2vec_vectors(
+        inp, out = word2vec_vectors(
             sentences,
             self.n_items,
             vector_size=self.vector_size,
@@ -289,13 +327,26 @@ class Item2Vec(EmbeddingMixin, RetrievalModel):
             seed=self.seed,
             workers=self.workers,
         )
-        if self.similarity == "cosine":
-            vectors = l2_normalize(vectors)
         weights = None
         if self.recency_decay < 1.0:
             weights = recency_weights(interactions, u, i, self.seen_.shape, self.recency_decay)
-        users = mean_item_vectors(self.seen_, vectors, weights)
-        if self.similarity == "cosine":
-            users = l2_normalize(users)
-        self.item_factors_ = vectors  # (n_items, vector_size)
-        self.user_factors_ = users  # (n_users, vector_size)
+        cosine = self.similarity == "cosine"
+        query = l2_normalize(inp) if cosine else inp
+        users = mean_item_vectors(self.seen_, query, weights)
+        items = out if self.score == "output" else inp
+        self.item_input_ = inp  # (n_items, vector_size) for similar_items
+        self.item_factors_ = l2_normalize(items) if cosine else items  # (n_items, vector_size)
+        self.user_factors_ = l2_normalize(users) if cosine else users  # (n_users, vector_size)
+
+    def similar_items_idx(self, item_idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Cosine between input vectors, the item itself excluded."""
+        return cosine_neighbours(self.item_input_, item_idx, k)
+
+    def _save_state(self):  # type: ignore[no-untyped-def]
+        arrays, state = super()._save_state()
+        arrays["item_input"] = self.item_input_
+        return arrays, state
+
+    def _load_state(self, arrays, state):  # type: ignore[no-untyped-def]
+        super()._load_state(arrays, state)
+        self.item_input_ = arrays["item_input"]

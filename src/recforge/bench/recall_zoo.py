@@ -1,0 +1,546 @@
+"""Every registered retrieval model on MovieLens 100K and Amazon Beauty, with implicit's
+ALS/BPR and gensim's Word2Vec run raw (outside our wrappers) on the same splits.
+
+Protocols:
+
+* **MovieLens 100K** (Cornac's README setting): ratings >= 4 are positives; the positive
+  rows are split 80/20 at random with ``numpy.random.default_rng(123)`` (the split of
+  ``recforge.bench.cf_ml100k``); test pairs with a user or item unseen in train are dropped
+  (Cornac's ``exclude_unknowns``). Full ranking over all train items, the user's train
+  items excluded; Recall@10/NDCG@10 for the comparison with Cornac's BPR (NDCG@10 0.1500,
+  Recall@10 0.1195) and Recall@20/NDCG@20.
+* **Amazon Beauty** (``Beauty.txt``, all interactions, file order = time): the last item
+  of each user is the test target (``leave_one_out(valid=False)``), the rest is train;
+  full ranking, the user's train items excluded; Recall@20 / NDCG@20.
+
+Hyperparameters are in ``PARAMS`` (one entry per dataset and model; a registered model
+without an entry runs with its defaults). BPR's and ALS's were chosen on a validation split
+of the ML-100K train rows (80/20, seed 124), never on the test split.
+
+Run it::
+
+    python -m recforge.bench.recall_zoo --docs docs/BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import platform
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recforge import metrics
+from recforge import models as registry
+from recforge.data.interactions import Interactions
+from recforge.exceptions import DataError
+
+log = logging.getLogger(__name__)
+
+SECTION = "## Recall"
+SUBSECTION = "### Recall model zoo"
+COMMAND = "python -m recforge.bench.recall_zoo --docs docs/BENCHMARKS.md"
+THREADS = 2
+CORNAC_BPR = {"ndcg@10": 0.1500, "recall@10": 0.1195}
+
+# Per dataset, per registered model: hyperparameters (C2's torch models add theirs here).
+PARAMS: dict[str, dict[str, dict[str, Any]]] = {
+    "ml-100k": {
+        "itemcf": {"similarity": "asymmetric_cosine", "k": 50, "shrink": 10.0, "iuf": True},
+        "usercf": {"similarity": "cosine", "k": 50, "iif": True},
+        "als": {
+            "factors": 64,
+            "regularization": 1.0,
+            "alpha": 5.0,
+            "iterations": 15,
+            "num_threads": THREADS,
+        },
+        "bpr": {
+            "factors": 128,
+            "learning_rate": 0.005,
+            "regularization": 0.01,
+            "iterations": 100,
+            "num_threads": THREADS,
+        },
+        "item2vec": {
+            "vector_size": 64,
+            "window": 20,
+            "epochs": 20,
+            "negative": 10,
+            "workers": THREADS,
+        },
+        "deepwalk": {
+            "walk_length": 20,
+            "walks_per_node": 10,
+            "vector_size": 64,
+            "epochs": 3,
+            "workers": THREADS,
+        },
+        "node2vec": {
+            "walk_length": 20,
+            "walks_per_node": 10,
+            "vector_size": 64,
+            "epochs": 3,
+            "p": 1.0,
+            "q": 0.5,
+            "workers": THREADS,
+        },
+        "ease": {"l2": 200.0},
+        "content": {
+            "text_columns": ["title"],
+            "token_columns": ["genres"],
+            "encoder": "tfidf",
+            "dim": 64,
+        },
+        # torch retrieval models (C2): chosen by a few ML-100K runs, see docs/BENCHMARKS.md
+        "lightgcn": {
+            "embedding_dim": 64,
+            "n_layers": 3,
+            "l2": 1e-4,
+            "epochs": 60,
+            "batch_size": 2048,
+            "lr": 5e-3,
+        },
+        "simplex": {
+            "embedding_dim": 64,
+            "n_negatives": 300,
+            "margin": 0.3,
+            "negative_weight": 5.0,
+            "gate": 0.5,
+            "epochs": 10,
+            "batch_size": 512,
+            "lr": 5e-3,
+        },
+        "dssm": {
+            "loss": "sampled_softmax",
+            "n_negatives": 256,
+            "epochs": 10,
+            "batch_size": 512,
+            "lr": 1e-3,
+        },
+        "youtube_dnn": {
+            "loss": "sampled_softmax",
+            "n_negatives": 256,
+            "epochs": 20,
+            "batch_size": 512,
+            "lr": 1e-3,
+        },
+        "fm_recall": {"loss": "bpr", "epochs": 30, "batch_size": 1024, "lr": 2e-3},
+    },
+    "beauty": {
+        "itemcf": {"similarity": "asymmetric_cosine", "k": 50, "shrink": 10.0, "iuf": True},
+        "usercf": {"similarity": "cosine", "k": 50, "iif": True},
+        "als": {
+            "factors": 64,
+            "regularization": 1.0,
+            "alpha": 5.0,
+            "iterations": 15,
+            "num_threads": THREADS,
+        },
+        "bpr": {
+            "factors": 128,
+            "learning_rate": 0.005,
+            "regularization": 0.01,
+            "iterations": 100,
+            "num_threads": THREADS,
+        },
+        "item2vec": {
+            "vector_size": 64,
+            "window": 5,
+            "epochs": 10,
+            "negative": 10,
+            "workers": THREADS,
+        },
+        "deepwalk": {
+            "walk_length": 10,
+            "walks_per_node": 5,
+            "vector_size": 64,
+            "epochs": 2,
+            "workers": THREADS,
+        },
+        "node2vec": {
+            "walk_length": 10,
+            "walks_per_node": 5,
+            "vector_size": 64,
+            "epochs": 2,
+            "p": 1.0,
+            "q": 0.5,
+            "workers": THREADS,
+        },
+        "ease": {"l2": 200.0},
+        "content": {
+            "text_columns": [],
+            "token_columns": ["attributes"],
+            "encoder": "tfidf",
+            "dim": 64,
+        },
+        # torch retrieval models (C2): fewer epochs / bigger batches for the larger catalogue
+        "lightgcn": {
+            "embedding_dim": 64,
+            "n_layers": 3,
+            "l2": 1e-4,
+            "epochs": 20,
+            "batch_size": 4096,
+            "lr": 5e-3,
+        },
+        "simplex": {
+            "n_negatives": 300,
+            "margin": 0.3,
+            "negative_weight": 5.0,
+            "epochs": 5,
+            "batch_size": 1024,
+            "lr": 5e-3,
+        },
+        "dssm": {"loss": "sampled_softmax", "epochs": 4, "batch_size": 1024, "lr": 2e-3},
+        "youtube_dnn": {"loss": "sampled_softmax", "epochs": 5, "batch_size": 1024, "lr": 2e-3},
+        "fm_recall": {"loss": "bpr", "epochs": 10, "batch_size": 4096, "lr": 5e-3},
+    },
+}
+
+
+# ---------------------------------------------------------------------------- data
+def load_ml100k(data_dir: Path) -> tuple[Interactions, Interactions]:
+    """(train, test) of ML-100K positives under the Cornac protocol (module docstring)."""
+    from recforge.bench.cf_ml100k import random_split
+    from recforge.data.readers.movielens import read_movielens_100k
+
+    data = read_movielens_100k(Path(data_dir) / "ml-100k").positives(4.0)
+    train, test = random_split(data, 0.2, 123)
+    return train, _known(train, test)
+
+
+def load_beauty(data_dir: Path) -> tuple[Interactions, Interactions]:
+    """(train, test) of Amazon Beauty, the last item of each user held out."""
+    from recforge.data.readers.sequences import read_sequences
+    from recforge.data.splits import leave_one_out
+
+    folder = Path(data_dir) / "amazon-beauty"
+    attrs = folder / "Beauty_item2attributes.json"
+    data = read_sequences(folder / "Beauty.txt", attrs if attrs.exists() else None)
+    train, test = leave_one_out(data, valid=False)
+    return train, _known(train, test)
+
+
+def _known(train: Interactions, test: Interactions) -> Interactions:
+    """Test rows whose user and item occur in train."""
+    keep = test.frame["user"].isin(set(train.frame["user"])) & test.frame["item"].isin(
+        set(train.frame["item"])
+    )
+    return test.subset(keep.to_numpy(), "test")
+
+
+DATASETS = {"ml-100k": load_ml100k, "beauty": load_beauty}
+
+
+# ---------------------------------------------------------------------------- evaluation
+def evaluate_model(
+    name: str, params: dict[str, Any], train: Interactions, test: Interactions
+) -> dict[str, Any]:
+    """Fit a registered model and score it with ``recforge.evaluation.full_ranking``."""
+    from recforge.evaluation import full_ranking
+
+    t0 = time.perf_counter()
+    model = registry.get(name, **params).fit(train)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = full_ranking(model, test, k=(10, 20), metrics=("recall", "ndcg"))
+    return {
+        **{k: float(v) for k, v in result.items() if "@" in k},
+        "fit_s": fit_s,
+        "eval_s": time.perf_counter() - t0,
+    }
+
+
+def _relevant(
+    train: Interactions, test: Interactions
+) -> tuple[Any, Any, np.ndarray, list[set[int]]]:
+    uv, iv = train.vocabs()
+    u = uv.index(test.frame["user"].to_numpy())
+    i = iv.index(test.frame["item"].to_numpy())
+    grouped = pd.DataFrame({"u": u, "i": i}).groupby("u")["i"].agg(set)
+    return uv, iv, grouped.index.to_numpy(np.int64), list(grouped.to_numpy())
+
+
+def _scores(ranked: Any, relevant: list[set[int]]) -> dict[str, float]:
+    out = {}
+    for k in (10, 20):
+        out[f"recall@{k}"] = metrics.recall_at_k(ranked, relevant, k)
+        out[f"ndcg@{k}"] = metrics.ndcg_at_k(ranked, relevant, k)
+    return out
+
+
+def evaluate_implicit_raw(
+    kind: str, params: dict[str, Any], train: Interactions, test: Interactions
+) -> dict[str, Any]:
+    """implicit's ALS or BPR used directly: fit on the train CSR, ``recommend`` with its own
+    seen-item filter, scored with ``recforge.metrics``."""
+    from implicit.cpu.als import AlternatingLeastSquares
+    from implicit.cpu.bpr import BayesianPersonalizedRanking
+    from threadpoolctl import threadpool_limits
+
+    uv, iv, users, relevant = _relevant(train, test)
+    csr = train.to_csr(uv, iv)
+    p = {
+        k: v
+        for k, v in params.items()
+        if k not in ("weight_col", "use_cg", "verify_negative_samples")
+    }
+    p["random_state"] = 0
+    cls = AlternatingLeastSquares if kind == "als" else BayesianPersonalizedRanking
+    t0 = time.perf_counter()
+    with threadpool_limits(1, "blas"):
+        est = cls(**p)
+        est.fit(csr, show_progress=False)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ranked, _ = est.recommend(users, csr[users], N=20, filter_already_liked_items=True)
+    return {
+        **_scores(np.asarray(ranked, dtype=np.int64), relevant),
+        "fit_s": fit_s,
+        "eval_s": time.perf_counter() - t0,
+    }
+
+
+def evaluate_gensim_raw(
+    params: dict[str, Any], train: Interactions, test: Interactions
+) -> dict[str, Any]:
+    """gensim Word2Vec used directly: sentences = each user's items in time order, queries
+    by ``KeyedVectors.most_similar(positive=user's items)`` (mean of unit vectors, cosine)."""
+    from gensim.models import Word2Vec
+
+    uv, iv, users, relevant = _relevant(train, test)
+    frame = train.frame.sort_values(["user", "timestamp"], kind="stable")
+    seqs = frame.groupby("user", sort=False)["item"].agg(lambda s: [str(x) for x in s])
+    w2v_params = {
+        "vector_size": params.get("vector_size", 64),
+        "window": params.get("window", 5),
+        "negative": params.get("negative", 5),
+        "epochs": params.get("epochs", 10),
+        "workers": params.get("workers", 1),
+    }
+    t0 = time.perf_counter()
+    w2v = Word2Vec(list(seqs.to_numpy()), min_count=1, sg=1, seed=0, **w2v_params)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    raw_users = uv.ids(users)
+    ranked = []
+    for u in raw_users:
+        history = list(dict.fromkeys(seqs[u]))
+        top = w2v.wv.most_similar(positive=history, topn=20)  # excludes the query items
+        ranked.append(iv.index([int(t) for t, _ in top]).tolist())
+    return {**_scores(ranked, relevant), "fit_s": fit_s, "eval_s": time.perf_counter() - t0}
+
+
+# ---------------------------------------------------------------------------- run
+def run(
+    data_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    datasets: Iterable[str] = ("ml-100k", "beauty"),
+    only: Iterable[str] | None = None,
+    peers: bool = True,
+) -> dict[str, Any]:
+    """Run the zoo; returns ``{"rows": [...], "markdown": str, ...}``.
+
+    datasets: any of "ml-100k", "beauty". only: restrict to these model names.
+    peers: include raw implicit ALS/BPR and gensim Word2Vec.
+    """
+    names = [n for n in registry.available("retrieval") if only is None or n in set(only)]
+    rows: list[dict[str, Any]] = []
+    for ds in datasets:
+        if ds not in DATASETS:
+            raise DataError(f"recall_zoo: unknown dataset {ds!r}; choose from {sorted(DATASETS)}.")
+        train, test = DATASETS[ds](Path(data_dir))
+        log.info("%s: %d train rows, %d test rows", ds, len(train), len(test))
+        ds_params = PARAMS.get(ds, {})
+        # (shown name, source, params, evaluate(params, train, test))
+        jobs: list[tuple[str, str, dict[str, Any], Callable[..., dict[str, Any]]]] = []
+        for name in names:
+            jobs.append((name, "recforge", ds_params.get(name, {}), partial(evaluate_model, name)))
+        if peers:
+            for kind in ("als", "bpr"):
+                p = dict(ds_params.get(kind, {}))
+                jobs.append(
+                    (f"implicit {kind} (raw)", "implicit", p, partial(evaluate_implicit_raw, kind))
+                )
+            p = dict(ds_params.get("item2vec", {}))
+            jobs.append(("gensim word2vec (raw)", "gensim", p, evaluate_gensim_raw))
+        for name, source, shown, evaluate in jobs:
+            row: dict[str, Any] = {"dataset": ds, "model": name, "source": source, "params": shown}
+            try:
+                row.update(evaluate(shown, train, test))
+            except Exception as e:  # noqa: BLE001 - one model failing must not lose the table
+                log.warning("%s on %s failed: %s\n%s", name, ds, e, traceback.format_exc())
+                row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+            rows.append(row)
+            log.info(
+                "%s %s: %s",
+                ds,
+                name,
+                {
+                    k: (round(v, 4) if isinstance(v, float) else v)
+                    for k, v in row.items()
+                    if k != "params"
+                },
+            )
+    result = {
+        "bench": "recall_zoo",
+        "date": _dt.date.today().isoformat(),
+        "rows": rows,
+        "environment": _environment(),
+        "cornac_bpr_ml100k": CORNAC_BPR,
+    }
+    result["markdown"] = to_markdown(result)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recall_zoo.json").write_text(
+            json.dumps({k: v for k, v in result.items() if k != "markdown"}, indent=2, default=str)
+        )
+        (out / "recall_zoo.md").write_text(result["markdown"])
+    return result
+
+
+def _environment() -> dict[str, str]:
+    import faiss
+    import gensim
+    import implicit
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "implicit": implicit.__version__,
+        "gensim": gensim.__version__,
+        "faiss": faiss.__version__,
+        "threads": str(THREADS),
+    }
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else "-"
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    env = ", ".join(f"{k} {v}" for k, v in result["environment"].items())
+    lines = [
+        SUBSECTION,
+        "",
+        f"Run on {result['date']} ({env}) with:",
+        "",
+        f"    {COMMAND}",
+        "",
+        "Full ranking over all train items, the user's train items excluded, binary-gain NDCG "
+        "(`recforge.evaluation.full_ranking`; the raw peers are scored with `recforge.metrics` "
+        "on the same split). ML-100K: ratings >= 4, random 80/20 split with seed 123, test "
+        "pairs with unseen users/items dropped (Cornac's protocol; Cornac's BPR: Recall@10 "
+        f"{CORNAC_BPR['recall@10']}, NDCG@10 {CORNAC_BPR['ndcg@10']}). Beauty: all "
+        "interactions, the last item of each user is the test target.",
+        "",
+    ]
+    for ds in dict.fromkeys(r["dataset"] for r in result["rows"]):
+        lines += [
+            f"**{ds}**",
+            "",
+            "| Model | Source | Recall@10 | NDCG@10 | Recall@20 | NDCG@20 | Fit (s) | Params |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in (r for r in result["rows"] if r["dataset"] == ds):
+            shown = (
+                ", ".join(
+                    f"{k}={v}"
+                    for k, v in r["params"].items()
+                    if k not in ("num_threads", "workers")
+                )
+                or "defaults"
+            )
+            if "error" in r:
+                lines.append(
+                    f"| {r['model']} | {r['source']} | error: {r['error']} | | | | | {shown} |"
+                )
+                continue
+            lines.append(
+                f"| {r['model']} | {r['source']} | {_fmt(r.get('recall@10'))} | {_fmt(r.get('ndcg@10'))} | "
+                f"{_fmt(r.get('recall@20'))} | {_fmt(r.get('ndcg@20'))} | {r['fit_s']:.1f} | {shown} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def update_docs(markdown: str, path: str | Path, section: str = SECTION) -> Path:
+    """Replace (or append) ``markdown``'s ``### `` subsection inside ``section`` of a
+    markdown file, creating the section if missing; everything else stays."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    lines = text.splitlines()
+    title = markdown.splitlines()[0].rstrip()
+    block = markdown.rstrip("\n").splitlines()
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == section), None)
+    if start is None:
+        lines += ["", section, "", *block]
+    else:
+        end = next(
+            (j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines)
+        )
+        sub = next((j for j in range(start + 1, end) if lines[j].rstrip() == title), None)
+        if sub is None:
+            insert = end
+            while insert > start + 1 and not lines[insert - 1].strip():
+                insert -= 1
+            lines[insert:insert] = ["", *block]
+        else:
+            sub_end = next(
+                (
+                    j
+                    for j in range(sub + 1, end)
+                    if lines[j].startswith("### ") or lines[j].startswith("## ")
+                ),
+                end,
+            )
+            tail_blank = [""] if sub_end < len(lines) else []
+            lines[sub:sub_end] = [*block, *tail_blank]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines).rstrip("\n") + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--data-dir", default=None, help="folder holding ml-100k/ and amazon-beauty/"
+    )
+    parser.add_argument("--out", default=None, help="folder for recall_zoo.json / .md")
+    parser.add_argument(
+        "--docs", default=None, help="markdown file to update, e.g. docs/BENCHMARKS.md"
+    )
+    parser.add_argument("--datasets", default="ml-100k,beauty")
+    parser.add_argument(
+        "--models", default=None, help="comma-separated model names (default: all retrieval)"
+    )
+    parser.add_argument("--no-peers", action="store_true", help="skip raw implicit / gensim")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from recforge.bench import resolve_data_dir
+
+    result = run(
+        resolve_data_dir(args.data_dir),
+        out=args.out,
+        datasets=args.datasets.split(","),
+        only=args.models.split(",") if args.models else None,
+        peers=not args.no_peers,
+    )
+    print(result["markdown"])
+    if args.docs:
+        print(f"updated {update_docs(result['markdown'], args.docs)}")
+
+
+if __name__ == "__main__":
+    main()
