@@ -18,6 +18,8 @@ from recforge.exceptions import ConfigError
 
 BENCHES: dict[str, str] = {
     "cf_ml100k": "recforge.bench.cf_ml100k:run",
+    "recall_zoo": "recforge.bench.recall_zoo:run",
+    "ann": "recforge.bench.ann:run",
     "ctr_quality": "recforge.bench.ctr_quality:run",
     "ctr_speed": "recforge.bench.ctr_speed:run",
 }
