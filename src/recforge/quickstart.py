@@ -1,12 +1,11 @@
-"""The quickstart (``make run`` / ``recforge quickstart``): the whole funnel on synthetic data.
+"""The quickstart (``make run`` / ``recforge quickstart``): recall and ranking on synthetic data.
 
 1. generate a synthetic log (users with drifting tastes, power-law items, side features);
 2. split it per user by time (the latest 20% of each user's clicks are the test);
 3. recall: fit MostPopular, ItemCF and ALS, evaluate full ranking (Recall/NDCG@K);
 4. rank: build an impression frame (clicks + popularity-sampled non-clicks with user, item
    and context features), train LR and DeepFM, evaluate AUC / GAUC / logloss;
-5. funnel: ItemCF's top-100 candidates re-ordered by DeepFM, against ItemCF alone;
-6. save every model as an artifact directory and write ``report.html`` / ``report.md``.
+5. save every model as an artifact directory and write ``report.html`` / ``report.md``.
 """
 
 from __future__ import annotations
@@ -17,9 +16,6 @@ import logging
 import time
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import pandas as pd
 
 from recforge import metrics as M
 from recforge import models
@@ -33,11 +29,17 @@ log = logging.getLogger(__name__)
 RECALL_MODELS: dict[str, dict[str, Any]] = {
     "most_popular": {},
     "itemcf": {"k": 100},
-    "als": {"factors": 64, "iterations": 15},
+    "als": {"factors": 32, "regularization": 0.1, "alpha": 10.0, "iterations": 15},
 }
 RANKERS: dict[str, dict[str, Any]] = {
     "lr": {"epochs": 2, "lr": 0.01, "batch_size": 4096},
-    "deepfm": {"epochs": 2, "lr": 0.003, "batch_size": 2048, "embedding_dim": 16, "hidden": (128, 64)},
+    "deepfm": {
+        "epochs": 2,
+        "lr": 0.003,
+        "batch_size": 2048,
+        "embedding_dim": 16,
+        "hidden": (128, 64),
+    },
 }
 
 
@@ -81,7 +83,7 @@ def run(
     te_frame = make_ctr_frame(_known(test, train), n_negatives=4, seed=2)
     n_valid = len(tr_frame) // 10  # the latest 10% of training impressions validate
     fit_frame, valid_frame = tr_frame.iloc[:-n_valid], tr_frame.iloc[-n_valid:]
-    rank_rows, curves, rankers = [], {}, {}
+    rank_rows, curves = [], {}
     for name, params in RANKERS.items():
         model = models.get(name, **params)
         t0 = time.perf_counter()
@@ -90,7 +92,6 @@ def run(
         m = evaluate_ranker(model, te_frame, label="label", group="user")
         m["fit_s"] = round(fit_s, 2)
         model.save(out / "models" / name, metrics=m)
-        rankers[name] = model
         p = model.predict_proba(te_frame)
         curves[name] = (
             M.roc_curve(te_frame["label"].to_numpy(), p),
@@ -101,24 +102,12 @@ def run(
             f"rank    {name:<14} auc={m['auc']:.4f} gauc={m['gauc']:.4f} logloss={m['logloss']:.4f} fit={fit_s:.1f}s"
         )
 
-    # ---- funnel: recall top-100 by ItemCF, re-ordered by DeepFM
-    funnel = (
-        _funnel(fitted.get("itemcf"), rankers.get("deepfm"), train, test)
-        if "itemcf" in fitted
-        else {}
-    )
-    if funnel:
-        echo(
-            f"funnel  itemcf@100 -> deepfm: ndcg@10 {funnel['recall_only_ndcg@10']:.4f} -> "
-            f"{funnel['ranked_ndcg@10']:.4f}"
-        )
 
     summary = {
         "output": str(out),
         "data": {"size": size, "rows": len(inter), "users": inter.n_users, "items": inter.n_items},
         "recall": recall_rows,
         "ranking": rank_rows,
-        "funnel": funnel,
         "seconds": round(time.perf_counter() - t_start, 1),
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
@@ -133,39 +122,6 @@ def _known(test: Interactions, train: Interactions) -> Interactions:
     f = test.frame
     keep = f["user"].isin(set(train.users)) & f["item"].isin(set(train.items))
     return test.subset(keep.to_numpy())
-
-
-def _funnel(
-    recall_model,
-    ranker,
-    train: Interactions,
-    test: Interactions,
-    n_users: int = 500,
-    n_cand: int = 100,
-):
-    """NDCG@10 of the recall channel's own order vs the ranker's order of its top candidates."""
-    if recall_model is None or ranker is None:
-        return {}
-    users = [u for u in pd.unique(test.frame["user"]) if u in recall_model.user_vocab_][:n_users]
-    cand, _ = recall_model.recommend(users, k=n_cand)
-    relevant = test.frame.groupby("user")["item"].agg(set)
-    uf, itf = train.user_features, train.item_features
-    rows = pd.DataFrame({"user": np.repeat(users, cand.shape[1]), "item": cand.ravel()})
-    rows = rows.join(uf, on="user").join(itf.drop(columns=["title"], errors="ignore"), on="item")
-    for col in train.context_columns:  # context at serving time: the user's most common one
-        mode = train.frame.groupby("user")[col].agg(lambda s: s.mode().iat[0])
-        rows[col] = rows["user"].map(mode)
-    scores = ranker.predict_proba(rows).reshape(cand.shape)
-    reranked = np.take_along_axis(cand, np.argsort(-scores, axis=1, kind="stable"), axis=1)
-    rel = [relevant[u] for u in users]
-    return {
-        "users": len(users),
-        "candidates": n_cand,
-        "recall_only_ndcg@10": M.ndcg_at_k(cand, rel, 10),
-        "ranked_ndcg@10": M.ndcg_at_k(reranked, rel, 10),
-        "recall_only_recall@10": M.recall_at_k(cand, rel, 10),
-        "ranked_recall@10": M.recall_at_k(reranked, rel, 10),
-    }
 
 
 def _report(out: Path, summary: dict[str, Any], scores: dict) -> Path:
@@ -186,24 +142,6 @@ def _report(out: Path, summary: dict[str, Any], scores: dict) -> Path:
         table("Ranking: each click + 4 popularity-sampled non-clicks", summary["ranking"]),
         *roc_pr_curves(scores),
     ]
-    if summary["funnel"]:
-        f = summary["funnel"]
-        sections.append(
-            Table(
-                "Funnel: ItemCF top-100 re-ranked by DeepFM (NDCG@10 / Recall@10)",
-                ["ndcg@10", "recall@10"],
-                {
-                    "itemcf order": {
-                        "ndcg@10": f["recall_only_ndcg@10"],
-                        "recall@10": f["recall_only_recall@10"],
-                    },
-                    "deepfm order": {
-                        "ndcg@10": f["ranked_ndcg@10"],
-                        "recall@10": f["ranked_recall@10"],
-                    },
-                },
-            )
-        )
     meta = {
         "dataset": f"synthetic ({d['size']}): {d['rows']:,} interactions, {d['users']:,} users, {d['items']:,} items",
         "split": "per-user temporal, latest 20% of each user's clicks as test",
