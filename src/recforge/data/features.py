@@ -247,7 +247,7 @@ class FeatureEncoder:
                 cat[:, j] = np.where(np.isnan(values), 0, b)
             else:
                 cat[:, j] = (
-                    self._vocabs[f.name].get_indexer(frame[f.name].to_numpy(dtype=object)) + 1
+                    _lookup(self._vocabs[f.name], frame[f.name]) + 1
                 )
         num_fields = self.fields_of(NUMERIC)
         num = np.zeros((n, len(num_fields)), dtype=np.float32)
@@ -279,6 +279,14 @@ class FeatureEncoder:
         enc._fields = [Field(**f) for f in data["fields"]]
         enc._vocabs = {k: pd.Index(v) for k, v in data["vocabs"].items()}
         return enc
+
+
+def _lookup(vocab: pd.Index, values: pd.Series) -> np.ndarray:
+    """Positions of ``values`` in ``vocab`` (-1 if absent). Integer columns against an
+    integer vocabulary use the native int64 hash table (several times faster than object)."""
+    if pd.api.types.is_integer_dtype(vocab.dtype) and pd.api.types.is_integer_dtype(values.dtype):
+        return vocab.get_indexer(values.to_numpy())
+    return vocab.get_indexer(values.to_numpy(dtype=object))
 
 
 def _flatten(col: pd.Series, name: str) -> tuple[np.ndarray, np.ndarray]:
