@@ -99,7 +99,7 @@ class LightGCN(TorchRetrievalModel):
         l2: float = 1e-4,
         n_negatives: int = 1,
         init_std: float = 0.1,
-        epochs: int = 100,
+        epochs: int = 60,
         batch_size: int = 2048,
         lr: float = 5e-3,
         optimizer: str = "adam",
