@@ -16,9 +16,12 @@ Losses (every logit is a dot product ``s = u . v``, divided by ``temperature``):
 * ``in_batch``: the other positives of the batch are the negatives; items appear in a
   batch with probability proportional to their frequency p, so logits are
   ``s / T - log p(item)`` (Yi et al. 2019, "Sampling-bias-corrected neural modeling").
-* ``infonce``: N uniformly drawn shared negatives, ``s / T``, no correction (uniform q is a
-  constant that cancels).
-* ``bpr``: ``-log sigmoid((s_pos - s_neg) / T)`` with one uniform negative per row.
+* ``infonce``: the in-batch negatives plus N uniformly drawn shared ones, ``s / T``, no
+  correction (``recforge.losses.infonce``).
+* ``bpr``: ``-log sigmoid((s_pos - s_neg) / T)`` with one uniform unseen negative per row.
+
+The softmax losses are ``recforge.losses.sampled_softmax`` / ``infonce``; this module only
+assembles their inputs (``retrieval_loss``), including mined hard negatives.
 """
 
 from __future__ import annotations
