@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from recforge import metrics as M
 from recforge import models
 from recforge.data.interactions import Interactions
 from recforge.data.splits import user_temporal_split
@@ -92,16 +91,11 @@ def run(
         m = evaluate_ranker(model, te_frame, label="label", group="user")
         m["fit_s"] = round(fit_s, 2)
         model.save(out / "models" / name, metrics=m)
-        p = model.predict_proba(te_frame)
-        curves[name] = (
-            M.roc_curve(te_frame["label"].to_numpy(), p),
-            M.pr_curve(te_frame["label"].to_numpy(), p),
-        )
+        curves[name] = (te_frame["label"].to_numpy(), model.predict_proba(te_frame))
         rank_rows.append({"model": name, **{k: m[k] for k in ("auc", "gauc", "logloss", "fit_s")}})
         echo(
             f"rank    {name:<14} auc={m['auc']:.4f} gauc={m['gauc']:.4f} logloss={m['logloss']:.4f} fit={fit_s:.1f}s"
         )
-
 
     summary = {
         "output": str(out),

@@ -1,0 +1,38 @@
+"""The quickstart runs end to end on tiny data and leaves a report and loadable models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from recforge import models
+from recforge import quickstart as qs
+
+
+def test_quickstart_tiny(tmp_path, monkeypatch):
+    monkeypatch.setitem(qs.RANKERS, "deepfm", {"epochs": 1, "embedding_dim": 4, "hidden": (16,)})
+    monkeypatch.setitem(qs.RANKERS, "lr", {"epochs": 1})
+    lines: list[str] = []
+    summary = qs.run(tmp_path, size="tiny", echo=lines.append)
+
+    assert {r["model"] for r in summary["recall"]} >= {"most_popular", "itemcf", "als"}
+    assert {r["model"] for r in summary["ranking"]} == {"lr", "deepfm"}
+    for row in summary["recall"]:
+        assert 0.0 <= row["recall@20"] <= 1.0
+    pop = next(r for r in summary["recall"] if r["model"] == "most_popular")
+    cf = next(r for r in summary["recall"] if r["model"] == "itemcf")
+    assert cf["recall@20"] > pop["recall@20"], "ItemCF should beat popularity on the synthetic tastes"
+    for row in summary["ranking"]:
+        assert 0.5 < row["auc"] <= 1.0
+
+    html = (tmp_path / "report.html").read_text()
+    assert "recforge quickstart" in html and "itemcf" in html and "<svg" in html
+    assert (tmp_path / "report.md").exists()
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["data"]["size"] == "tiny"
+
+    itemcf = models.load(tmp_path / "models" / "itemcf")
+    ids, scores = itemcf.recommend([itemcf.user_vocab_.raw_ids[0]], k=5)
+    assert ids.shape == (1, 5) and np.isfinite(scores).all()
+    assert any("done in" in line for line in lines)
