@@ -30,6 +30,16 @@ RECALL_MODELS: dict[str, dict[str, Any]] = {
     "itemcf": {"k": 100},
     "als": {"factors": 32, "regularization": 0.1, "alpha": 10.0, "iterations": 15},
 }
+RECALL_COLUMNS = (
+    "recall@10",
+    "recall@20",
+    "recall@50",
+    "ndcg@10",
+    "ndcg@20",
+    "hit_rate@20",
+    "coverage@20",
+    "fit_s",
+)
 RANKERS: dict[str, dict[str, Any]] = {
     "lr": {"epochs": 2, "lr": 0.01, "batch_size": 4096},
     "deepfm": {
@@ -70,9 +80,7 @@ def run(
         m["fit_s"] = round(fit_s, 2)
         model.save(out / "models" / name, metrics=m)
         fitted[name] = model
-        recall_rows.append(
-            {"model": name, **{k: v for k, v in m.items() if not k.startswith("n_")}}
-        )
+        recall_rows.append({"model": name, **{k: m[k] for k in RECALL_COLUMNS}})
         echo(
             f"recall  {name:<14} recall@20={m['recall@20']:.4f} ndcg@20={m['ndcg@20']:.4f} fit={fit_s:.1f}s"
         )
