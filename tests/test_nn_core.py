@@ -172,3 +172,27 @@ def test_dice_follows_the_din_formula():
     p = torch.sigmoid((x - rm) / torch.sqrt(rv + 1e-8))
     torch.testing.assert_close(dice(x), p * x + (1 - p) * dice.alpha * x, rtol=1e-4, atol=1e-5)
     assert dice(torch.randn(4, 5, 3)).shape == (4, 5, 3)
+
+
+def test_linear_column_equals_a_separate_linear_embedding():
+    torch.manual_seed(0)
+    both = FeatureEmbedding(FIELDS, 6, linear=True)
+    assert both.table.weight.shape == (12, 7)
+    with torch.no_grad():
+        both.linear_bias.fill_(0.25)
+    emb, first = both.forward_with_linear(_batch())
+    sep_emb = FeatureEmbedding(FIELDS, 6)
+    sep_lin = LinearEmbedding(FIELDS)
+    with torch.no_grad():
+        sep_emb.table.weight.copy_(both.table.weight[:, :6])
+        sep_emb.numeric_weight.copy_(both.numeric_weight[:, :6])
+        sep_lin.weights.table.weight.copy_(both.table.weight[:, 6:])
+        sep_lin.weights.numeric_weight.copy_(both.numeric_weight[:, 6:])
+        sep_lin.bias.fill_(0.25)
+    torch.testing.assert_close(emb, sep_emb(_batch()))
+    torch.testing.assert_close(both(_batch()), emb)
+    torch.testing.assert_close(first, sep_lin(_batch()))
+    (emb.sum() + first.sum()).backward()  # one table gets both terms' gradients
+    assert both.table.weight.grad[:, 6].abs().sum() > 0
+    with pytest.raises(ConfigError, match="linear=True"):
+        sep_emb.forward_with_linear(_batch())

@@ -229,3 +229,16 @@ def test_torch_ranker_early_stopping_and_sparse_optimizers():
         v["auc"] for v in h.valid
     )
     assert all(math.isfinite(v["logloss"]) for v in h.valid)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adagrad", "adam", "adamw"])
+def test_fused_optimizers_match_the_reference_update(opt, monkeypatch):
+    import recforge.train.trainer as trainer_mod
+
+    kw = dict(epochs=2, optimizer=opt, lr=0.05, weight_decay=0.01, momentum=0.9 * (opt == "sgd"))
+    fused, _ = fit(make_module(0), **kw)
+    assert trainer_mod._fusable(list(fused.parameters()))
+    monkeypatch.setattr(trainer_mod, "_fusable", lambda params: False)
+    plain, _ = fit(make_module(0), **kw)
+    for a, b in zip(fused.parameters(), plain.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -162,7 +162,7 @@ class FeatureEncoder:
                 mean, std = float(np.nanmean(values)), float(np.nanstd(values))
                 fields.append(Field(col, NUMERIC, mean=mean, std=std if std > 0 else 1.0))
             elif kind == CATEGORICAL:
-                vocabs[col] = self._vocab(frame[col].to_numpy(dtype=object))
+                vocabs[col] = self._vocab(_native_or_object(frame[col]))
                 fields.append(Field(col, CATEGORICAL, vocab_size=len(vocabs[col]) + 1))
         for col in columns:  # multi after categorical so that shared vocabularies exist
             if self._type_of(frame[col]) != MULTI:
@@ -221,8 +221,10 @@ class FeatureEncoder:
 
     def _vocab(self, values: np.ndarray) -> pd.Index:
         values = pd.Series(values).dropna()
-        counts = values.value_counts(sort=False)
+        counts = values.value_counts(sort=False)  # order of first appearance
         kept = counts.index[counts.to_numpy() >= self.min_count]
+        if kept.dtype.kind in "iu":  # plain integer column: no Python objects
+            return pd.Index(kept.to_numpy(dtype=np.int64))
         return pd.Index(list(kept))
 
     # ------------------------------------------------------------------ transform
@@ -246,9 +248,7 @@ class FeatureEncoder:
                 b = np.searchsorted(np.asarray(f.boundaries), values, side="right") + 1
                 cat[:, j] = np.where(np.isnan(values), 0, b)
             else:
-                cat[:, j] = (
-                    _lookup(self._vocabs[f.name], frame[f.name]) + 1
-                )
+                cat[:, j] = _lookup(self._vocabs[f.name], frame[f.name]) + 1
         num_fields = self.fields_of(NUMERIC)
         num = np.zeros((n, len(num_fields)), dtype=np.float32)
         for j, f in enumerate(num_fields):
@@ -279,6 +279,15 @@ class FeatureEncoder:
         enc._fields = [Field(**f) for f in data["fields"]]
         enc._vocabs = {k: pd.Index(v) for k, v in data["vocabs"].items()}
         return enc
+
+
+def _native_or_object(col: pd.Series) -> np.ndarray:
+    """A plain NumPy integer column as is (value counts on the int64 hash table, ~10x
+    faster and no per-row Python objects), anything else as an object array."""
+    dt = col.dtype
+    if isinstance(dt, np.dtype) and (dt.kind == "i" or (dt.kind == "u" and dt.itemsize < 8)):
+        return col.to_numpy()
+    return col.to_numpy(dtype=object)
 
 
 def _lookup(vocab: pd.Index, values: pd.Series) -> np.ndarray:

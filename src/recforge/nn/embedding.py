@@ -65,6 +65,11 @@ class FeatureEmbedding(nn.Module):
     pooling: "mean" or "sum" over the non-padding values of a multi-valued field.
     sparse: sparse gradients for the table (the Trainer then uses a sparse optimizer for it).
     init_std: std of the normal initialisation.
+    linear: also hold the first-order (``LinearEmbedding``) weights, as one extra column of
+        the same table (and of the numeric vectors) plus a bias, so that
+        ``forward_with_linear`` gets both terms from ONE lookup, one backward scatter and
+        one optimizer parameter instead of two tables.
+    linear_init_std: std of the normal initialisation of that column.
     """
 
     def __init__(
@@ -75,6 +80,8 @@ class FeatureEmbedding(nn.Module):
         pooling: str = "mean",
         sparse: bool = False,
         init_std: float = 1e-2,
+        linear: bool = False,
+        linear_init_std: float = 1e-4,
     ) -> None:
         super().__init__()
         if pooling not in ("mean", "sum"):
@@ -86,9 +93,16 @@ class FeatureEmbedding(nn.Module):
         self.n_categorical, self.n_numeric = len(layout.categorical), len(layout.numeric)
         self.multi_names = [m.name for m in layout.multi]
         self.multi_lens = [int(m.max_len) for m in layout.multi]
-        self.table = nn.Embedding(layout.n_rows, self.dim, sparse=sparse)
+        self.has_linear = bool(linear)
+        width = self.dim + 1 if linear else self.dim  # last column: first-order weights
+        self.table = nn.Embedding(layout.n_rows, width, sparse=sparse)
         nn.init.normal_(self.table.weight, std=init_std)
-        self.numeric_weight = nn.Parameter(torch.randn(self.n_numeric, self.dim) * init_std)
+        self.numeric_weight = nn.Parameter(torch.randn(self.n_numeric, width) * init_std)
+        if linear:
+            with torch.no_grad():
+                self.table.weight[:, self.dim].normal_(std=linear_init_std)
+                self.numeric_weight[:, self.dim].normal_(std=linear_init_std)
+            self.linear_bias = nn.Parameter(torch.zeros(()))
         cat_off = [layout.offsets[f.name] for f in layout.categorical]
         multi_off = [layout.offsets[m.name] for m in layout.multi for _ in range(int(m.max_len))]
         self.register_buffer(
@@ -102,30 +116,45 @@ class FeatureEmbedding(nn.Module):
 
     def forward(self, batch: dict) -> torch.Tensor:
         """batch -> (B, F, D)."""
+        out = self._embed(batch)
+        return out.split([self.dim, 1], dim=-1)[0] if self.has_linear else out
+
+    def forward_with_linear(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """batch -> ((B, F, D) field embeddings, (B,) first-order logits), from one lookup.
+        Needs ``linear=True``; the first-order term equals ``LinearEmbedding``'s."""
+        if not self.has_linear:
+            raise ConfigError("forward_with_linear needs FeatureEmbedding(..., linear=True).")
+        out = self._embed(batch)  # (B, F, D + 1)
+        # split, not two slices: its backward is one cat instead of two zero-filled copies
+        emb, first = out.split([self.dim, 1], dim=-1)  # (B, F, D), (B, F, 1)
+        return emb, first.sum(dim=(1, 2)) + self.linear_bias
+
+    def _embed(self, batch: dict) -> torch.Tensor:
+        """batch -> (B, F, W), W = D (+ 1 with the linear column)."""
         cat = batch["categorical"]  # (B, n_cat)
         parts_idx = [cat] + [batch["multi"][n] for n in self.multi_names]
         raw = torch.cat(parts_idx, dim=1) if len(parts_idx) > 1 else cat  # (B, n_cat + L)
         emb = F.embedding(
             raw + self.offsets, self.table.weight, sparse=self.table.sparse
-        )  # (B, n_cat + L, D)
+        )  # (B, n_cat + L, W)
         out = [emb[:, : self.n_categorical]]
         if self.n_numeric:
-            out.append(batch["numeric"].unsqueeze(-1) * self.numeric_weight)  # (B, n_num, D)
+            out.append(batch["numeric"].unsqueeze(-1) * self.numeric_weight)  # (B, n_num, W)
         used = emb[:, : self.n_categorical]
         if self.multi_names:
             start = self.n_categorical
             pooled = []
             for length in self.multi_lens:
-                e = emb[:, start : start + length]  # (B, L_f, D)
+                e = emb[:, start : start + length]  # (B, L_f, W)
                 mask = (
                     (raw[:, start : start + length] != 0).unsqueeze(-1).to(e.dtype)
                 )  # (B, L_f, 1)
-                s = (e * mask).sum(1)  # (B, D)
+                s = (e * mask).sum(1)  # (B, W)
                 if self.pooling == "mean":
                     s = s / mask.sum(1).clamp_min(1.0)
                 pooled.append(s)
                 start += length
-            out.append(torch.stack(pooled, 1))  # (B, n_multi, D)
+            out.append(torch.stack(pooled, 1))  # (B, n_multi, W)
             if self.training:
                 m = (raw[:, self.n_categorical :] != 0).unsqueeze(-1).to(emb.dtype)
                 used = torch.cat([used, emb[:, self.n_categorical :] * m], 1)

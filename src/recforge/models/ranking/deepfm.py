@@ -1,6 +1,8 @@
 """DeepFM (Guo et al., 2017): FM and an MLP over one shared field embedding.
 
 logit = linear(x) + FM(E) + MLP(flatten(E)), with E the (B, F, D) field embeddings.
+The first-order weights live in an extra column of the embedding table (one lookup per
+batch for both terms) unless a separate ``LinearEmbedding`` is passed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 from torch import nn
 
 from recforge.data.features import Field
+from recforge.exceptions import ConfigError
 from recforge.models.ranking.torch_base import TorchRanker
 from recforge.models.registry import register
 from recforge.nn.embedding import FeatureEmbedding, LinearEmbedding
@@ -23,7 +26,7 @@ class DeepFMModule(nn.Module):
     def __init__(
         self,
         embedding: FeatureEmbedding,
-        linear: LinearEmbedding,
+        linear: LinearEmbedding | None = None,
         *,
         hidden: Sequence[int],
         activation: str,
@@ -31,15 +34,22 @@ class DeepFMModule(nn.Module):
         norm: str | None,
     ) -> None:
         super().__init__()
+        if linear is None and not embedding.has_linear:
+            raise ConfigError(
+                "DeepFMModule needs a LinearEmbedding or FeatureEmbedding(..., linear=True)."
+            )
         self.embedding, self.linear = embedding, linear
         self.fm = FMInteraction()
         in_dim = embedding.n_fields * embedding.dim
         self.mlp = MLP(in_dim, hidden, activation=activation, dropout=dropout, norm=norm, out_dim=1)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        e = self.embedding(batch)  # (B, F, D)
+        if self.linear is None:
+            e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
+        else:
+            e, first = self.embedding(batch), self.linear(batch)
         deep = self.mlp(e.flatten(1)).squeeze(-1)  # (B,)
-        return self.linear(batch) + self.fm(e) + deep
+        return first + self.fm(e) + deep
 
 
 @register("deepfm")
@@ -70,9 +80,11 @@ class DeepFM(TorchRanker):
         self.norm = norm
 
     def build_module(self, fields: Sequence[Field]) -> nn.Module:
+        embedding = FeatureEmbedding(
+            fields, self.embedding_dim, sparse=self.sparse, linear=True
+        )  # first-order weights in the table's last column
         return DeepFMModule(
-            self.feature_embedding(fields),
-            self.linear_embedding(fields),
+            embedding,
             hidden=self.hidden,
             activation=self.activation,
             dropout=self.dropout,
