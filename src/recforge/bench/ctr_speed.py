@@ -17,7 +17,8 @@ Protocol:
 * every registered ranker: samples/s of one epoch on ``N_ZOO`` rows (smaller MLPs are the
   models' defaults; embedding 16, batch 4096).
 * inference: ``predict_proba`` of a 200-row frame (encoding included), 200 calls, p50/p99.
-* memory: peak RSS of a fresh process that builds 2,000,000 rows and trains DeepFM 1 epoch.
+* memory: peak RSS (``VmHWM``) of a fresh process that builds 2,000,000 rows and trains
+  DeepFM 1 epoch.
 
 Run it::
 
@@ -30,6 +31,7 @@ import argparse
 import datetime as _dt
 import json
 import logging
+import os
 import platform
 import resource
 import subprocess
@@ -206,8 +208,24 @@ def _rss_child(n: int) -> None:
     models.get("deepfm", embedding_dim=DIM, hidden=HIDDEN, epochs=1, batch_size=BATCH, lr=LR).fit(
         frame
     )
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"peak_rss_mib": round(peak_kib / 1024), "rows": n}))
+    print(json.dumps({"peak_rss_mib": round(_peak_rss_kib() / 1024), "rows": n}))
+
+
+def _peak_rss_kib() -> int:
+    """This process's peak resident set (KiB): ``VmHWM`` of its own address space.
+
+    Not ``getrusage().ru_maxrss``: on Linux that value survives ``execve`` and starts at the
+    peak of the address space the child was forked/vforked from, i.e. it reports the
+    *parent's* peak (here the benchmark process holding every earlier model and frame),
+    which made the figure look like it grew with the benchmark's size."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
 
 
 def bench_peak_rss(n: int = N_RSS) -> dict[str, Any]:
@@ -222,19 +240,30 @@ def bench_peak_rss(n: int = N_RSS) -> dict[str, Any]:
 
 
 def run(
-    data_dir: str | Path | None = None, out: str | Path | None = None, *, quick: bool = False
+    data_dir: str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    quick: bool = False,
+    train_rows: int | None = None,
+    test_rows: int | None = None,
+    zoo_rows: int | None = None,
+    rss_rows: int | None = None,
+    command: str = COMMAND,
 ) -> dict[str, Any]:
     """Run the whole benchmark; ``data_dir`` is unused (synthetic data). ``quick`` shrinks
-    every size 10x (a smoke run). Writes ``ctr_speed.json`` under ``out`` when given."""
+    every size 10x (a smoke run); ``*_rows`` override single sizes (same data shape, fewer
+    rows, for a slow machine). Writes ``ctr_speed.json`` under ``out`` when given."""
     torch.set_num_threads(THREADS)
     scale = 10 if quick else 1
-    data = criteo_like((N_TRAIN + N_TEST) // scale, seed=0)
-    n_train = N_TRAIN // scale
+    n_train = train_rows or N_TRAIN // scale
+    n_test = test_rows or N_TEST // scale
+    data = criteo_like(n_train + n_test, seed=0)
     train, test = (
         data.iloc[:n_train].reset_index(drop=True),
         data.iloc[n_train:].reset_index(drop=True),
     )
     result: dict[str, Any] = {
+        "command": command,
         "date": _dt.date.today().isoformat(),
         "threads": THREADS,
         "rows": {
@@ -243,6 +272,8 @@ def run(
             "click_rate": round(float(data["label"].mean()), 4),
         },
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpus": os.cpu_count(),
+        "load_average_start": round(os.getloadavg()[0], 1),
         "torch": torch.__version__,
     }
     ours_dense = bench_recforge_deepfm(train, test, sparse=False)
@@ -263,8 +294,11 @@ def run(
         "dense": round(ours_dense["samples_per_s"] / theirs["samples_per_s"], 2),
         "sparse": round(ours_sparse["samples_per_s"] / theirs["samples_per_s"], 2),
     }
-    result["zoo"] = bench_zoo(train.iloc[: N_ZOO // scale].reset_index(drop=True))
-    result["peak_rss"] = bench_peak_rss(N_RSS // scale)
+    zoo = train.iloc[: zoo_rows or N_ZOO // scale].reset_index(drop=True)
+    result["rows"]["zoo"] = len(zoo)
+    result["zoo"] = bench_zoo(zoo)
+    result["peak_rss"] = bench_peak_rss(rss_rows or N_RSS // scale)
+    result["load_average_end"] = round(os.getloadavg()[0], 1)
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "ctr_speed.json").write_text(json.dumps(result, indent=2))
@@ -276,8 +310,10 @@ def to_markdown(r: dict[str, Any]) -> str:
     lines = [
         SECTION,
         "",
-        f"Reproduce: `{COMMAND}` ({r['date']}; {r['threads']} torch threads; torch {r['torch']}; "
-        f"{r['machine']}).",
+        f"Reproduce: `{r.get('command', COMMAND)}` ({r['date']}; {r['threads']} torch threads; torch {r['torch']}; "
+        f"{r['machine']}, {r.get('cpus', '?')} CPUs, 1-min load average "
+        f"{r.get('load_average_start', '?')} at the start and {r.get('load_average_end', '?')} "
+        f"at the end).",
         "",
         f"Synthetic Criteo-shaped data (26 categorical fields, vocabularies 10-100k, 13 numeric; "
         f"{r['rows']['train']:,} train / {r['rows']['test']:,} test rows, click rate "
@@ -312,7 +348,8 @@ def to_markdown(r: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Every registered ranker, one epoch (model defaults, embedding 16, batch 4096):",
+        f"Every registered ranker, one epoch on {r['rows'].get('zoo', N_ZOO):,} rows (model "
+        f"defaults, embedding 16, batch 4096):",
         "",
     ]
     lines += ["| model | samples/s |", "|---|---:|"]
@@ -342,9 +379,24 @@ def main() -> None:
         "--docs", default=None, help="update this markdown file's '## Ranking speed' section"
     )
     p.add_argument("--quick", action="store_true", help="10x smaller sizes (smoke run)")
+    for name, default in (
+        ("train", N_TRAIN),
+        ("test", N_TEST),
+        ("zoo", N_ZOO),
+        ("rss", N_RSS),
+    ):
+        p.add_argument(f"--{name}-rows", type=int, default=None, help=f"default {default:,}")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    r = run(out=a.out, quick=a.quick)
+    r = run(
+        out=a.out,
+        quick=a.quick,
+        train_rows=a.train_rows,
+        test_rows=a.test_rows,
+        zoo_rows=a.zoo_rows,
+        rss_rows=a.rss_rows,
+        command="python -m recforge.bench.ctr_speed " + " ".join(sys.argv[1:]),
+    )
     print(json.dumps(r, indent=2))
     if a.docs:
         write_docs(a.docs, r)
