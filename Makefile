@@ -30,6 +30,7 @@ lint: $(STAMP)
 # Peers for side-by-side benchmarks (deepctr-torch without deps so torch stays on the CPU wheel).
 $(VENV)/.bench: $(STAMP)
 	$(BIN)/pip install -q --no-deps 'deepctr-torch==0.3.0'
+	$(BIN)/pip install -q 'requests>=2,<3'
 	touch $(VENV)/.bench
 
 bench: $(VENV)/.bench
