@@ -48,7 +48,7 @@ def test_flat_is_exact(vectors):
     "kind,params,threshold",
     [
         ("ivf_flat", {"nlist": 64, "nprobe": 8}, 0.95),
-        ("hnsw", {"hnsw_m": 32, "ef_search": 256}, 0.95),
+        ("hnsw", {"hnsw_m": 32, "ef_search": 256, "mips": True}, 0.95),
         ("hnsw", {"hnsw_m": 32, "ef_search": 256, "metric": "l2"}, 0.95),
     ],
 )

@@ -7,7 +7,7 @@
 ``ivf_flat``   inverted lists over ``nlist`` k-means cells, ``nprobe`` cells searched
 ``ivf_pq``     IVF with product-quantised residuals: ``m`` sub-quantisers of ``nbits`` bits
 ``hnsw``       HNSW graph (``hnsw_m`` links per node, ``ef_construction``, ``ef_search``);
-               for ``ip`` it searches L2 over the MIPS-to-L2 reduction (``mips=True``)
+               ``mips=True`` searches ``ip`` as L2 over the MIPS-to-L2 reduction
 =============  ==============================================================================
 
 ``AnnIndex.search(queries, k) -> (idx, scores)``: idx (n, k) int64 row numbers of the
@@ -67,7 +67,10 @@ class IndexConfig:
     train_size: int | None = 100_000  # vectors sampled to train IVF/PQ; None: all
     seed: int = 0  # training sample and k-means seed
     refine: int = 0  # ivf_pq: re-rank refine * k PQ candidates with exact vectors (0: off)
-    mips: bool = True  # hnsw + ip: search an L2 graph over the MIPS-to-L2 reduction (more recall)
+    # hnsw + ip: search an L2 graph over the MIPS-to-L2 reduction. Off by default: on ALS
+    # item vectors (Amazon Beauty) recall@10 at ef_search=128 was 0.54 with it, 0.9995 without;
+    # it helped only on synthetic clustered vectors (docs/BENCHMARKS.md).
+    mips: bool = False
 
     def check(self) -> IndexConfig:
         if self.kind not in KINDS:
@@ -469,6 +472,6 @@ def _relevant_params(kind: str, params: dict[str, Any]) -> str:
         "flat": (),
         "ivf_flat": ("nlist", "nprobe"),
         "ivf_pq": ("nlist", "nprobe", "m", "nbits", "refine"),
-        "hnsw": ("hnsw_m", "ef_construction", "ef_search"),
+        "hnsw": ("hnsw_m", "ef_construction", "ef_search", "mips"),
     }[kind]
     return ", ".join(f"{p}={params[p]}" for p in keep)
