@@ -305,11 +305,12 @@ def run(
     return result
 
 
-def to_markdown(r: dict[str, Any]) -> str:
+def to_markdown(r: dict[str, Any], note: str | None = None) -> str:
     d = r["deepfm"]
-    lines = [
-        SECTION,
-        "",
+    lines = [SECTION, ""]
+    if note:
+        lines += [note, ""]
+    lines += [
         f"Reproduce: `{r.get('command', COMMAND)}` ({r['date']}; {r['threads']} torch threads; torch {r['torch']}; "
         f"{r['machine']}, {r.get('cpus', '?')} CPUs, 1-min load average "
         f"{r.get('load_average_start', '?')} at the start and {r.get('load_average_end', '?')} "
@@ -358,15 +359,16 @@ def to_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_docs(path: str | Path, r: dict[str, Any]) -> None:
-    """Replace (or append) this benchmark's section of the docs file."""
+def write_docs(path: str | Path, r: dict[str, Any], note: str | None = None) -> None:
+    """Replace (or append) this benchmark's section of the docs file (``note``: a paragraph
+    printed under the heading, e.g. about the machine)."""
     path = Path(path)
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = to_markdown(r)
+    section = to_markdown(r, note)
     if SECTION in text:
         start = text.index(SECTION)
         nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + (text[nxt + 1 :] if nxt != -1 else "")
+        text = text[:start] + section + ("\n" + text[nxt + 1 :] if nxt != -1 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
