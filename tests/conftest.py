@@ -27,7 +27,9 @@ def data_dir() -> Path | None:
 def real_data() -> Path:
     d = data_dir()
     if d is None:
-        pytest.skip("real datasets not found: set RECFORGE_DATA_DIR or place them in ../shared/data")
+        pytest.skip(
+            "real datasets not found: set RECFORGE_DATA_DIR or place them in ../shared/data"
+        )
     return d
 
 
@@ -44,18 +46,25 @@ def make_tiny_interactions(n_users: int = 60, n_items: int = 40, seed: int = 0) 
             items = np.append(items, rng.integers(0, n_items))
         for t, i in enumerate(items):
             rows.append((f"u{u}", int(i) * 10 + 7, float(t + u * 100), 1.0 + (t % 5)))
-    df = pd.DataFrame(rows, columns=["user", "item", "timestamp", "rating"]).drop_duplicates(["user", "item"])
+    df = pd.DataFrame(rows, columns=["user", "item", "timestamp", "rating"]).drop_duplicates(
+        ["user", "item"]
+    )
     item_ids = np.arange(n_items) * 10 + 7
     item_features = pd.DataFrame(
         {
             "category": [f"c{i % 4}" for i in range(n_items)],
             "price": rng.random(n_items).round(3),
-            "title": [f"item {i} {'red' if i < n_items // 2 else 'blue'} thing" for i in range(n_items)],
+            "title": [
+                f"item {i} {'red' if i < n_items // 2 else 'blue'} thing" for i in range(n_items)
+            ],
         },
         index=pd.Index(item_ids, name="item"),
     )
     user_features = pd.DataFrame(
-        {"gender": ["m" if u % 3 else "f" for u in range(n_users)], "age": rng.integers(18, 60, n_users)},
+        {
+            "gender": ["m" if u % 3 else "f" for u in range(n_users)],
+            "age": rng.integers(18, 60, n_users),
+        },
         index=pd.Index([f"u{u}" for u in range(n_users)], name="user"),
     )
     return Interactions(df.reset_index(drop=True), user_features, item_features, name="tiny")
@@ -68,8 +77,15 @@ def make_tiny_ctr(n: int = 400, seed: int = 0) -> pd.DataFrame:
     cat = rng.choice(["a", "b", "c", "d"], n)
     uid = rng.integers(0, 30, n)
     num = rng.normal(size=n)
-    tags = [list(rng.choice(["x", "y", "z", "w"], rng.integers(0, 3), replace=False)) for _ in range(n)]
-    logit = 1.5 * (cat == "a") - 1.0 * (cat == "d") + 0.8 * num + 0.7 * np.array(["x" in t for t in tags])
+    tags = [
+        list(rng.choice(["x", "y", "z", "w"], rng.integers(0, 3), replace=False)) for _ in range(n)
+    ]
+    logit = (
+        1.5 * (cat == "a")
+        - 1.0 * (cat == "d")
+        + 0.8 * num
+        + 0.7 * np.array(["x" in t for t in tags])
+    )
     label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
     return pd.DataFrame({"cat": cat, "uid": uid, "num": num, "tags": tags, "label": label})
 

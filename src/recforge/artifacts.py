@@ -54,13 +54,16 @@ def versions() -> dict[str, str]:
     """Versions of recforge and the libraries whose formats matter."""
     import recforge
 
-    out = {"recforge": recforge.__version__, "python": platform.python_version(), "numpy": np.__version__}
+    out = {
+        "recforge": recforge.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+    from contextlib import suppress
     from importlib.metadata import PackageNotFoundError, version
 
-    try:  # metadata only: importing torch here would cost seconds on every save
+    with suppress(PackageNotFoundError):  # metadata only: importing torch costs seconds
         out["torch"] = version("torch")
-    except PackageNotFoundError:  # pragma: no cover - torch is a dependency
-        pass
     return out
 
 

@@ -2,9 +2,9 @@
 
 1. generate a synthetic log (users with drifting tastes, power-law items, side features);
 2. split it per user by time (the latest 20% of each user's clicks are the test);
-3. recall: fit MostPopular, ItemCF and ALS, evaluate full ranking (Recall/NDCG@K);
+3. recall: fit MostPopular, ItemCF, ALS and EASE, evaluate full ranking (Recall/NDCG@K);
 4. rank: build an impression frame (clicks + popularity-sampled non-clicks with user, item
-   and context features), train LR and DeepFM, evaluate AUC / GAUC / logloss;
+   and context features), train LR, DeepFM, DCNv2 and LightGBM, evaluate AUC / GAUC / logloss;
 5. save every model as an artifact directory and write ``report.html`` / ``report.md``.
 """
 
@@ -29,6 +29,7 @@ RECALL_MODELS: dict[str, dict[str, Any]] = {
     "most_popular": {},
     "itemcf": {"k": 100},
     "als": {"factors": 32, "regularization": 0.1, "alpha": 10.0, "iterations": 15},
+    "ease": {"l2": 200.0},
 }
 RECALL_COLUMNS = (
     "recall@10",
@@ -49,6 +50,14 @@ RANKERS: dict[str, dict[str, Any]] = {
         "embedding_dim": 16,
         "hidden": (128, 64),
     },
+    "dcnv2": {
+        "epochs": 2,
+        "lr": 0.003,
+        "batch_size": 2048,
+        "embedding_dim": 16,
+        "hidden": (128, 64),
+    },
+    "lightgbm": {"n_estimators": 200},
 }
 
 

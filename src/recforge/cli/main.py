@@ -92,8 +92,8 @@ def main(verbose: int) -> None:
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the synthetic data.")
 def quickstart(out: str | None, size: str, seed: int) -> None:
-    """Generate synthetic data, train recall channels (MostPopular, ItemCF, ALS) and rankers
-    (LR, DeepFM), evaluate them, save the models and write report.html / report.md."""
+    """Generate synthetic data, train recall channels (MostPopular, ItemCF, ALS, EASE) and
+    rankers (LR, DeepFM, DCNv2, LightGBM), evaluate them, save the models and write report.html / report.md."""
     from recforge import quickstart as qs
 
     _check_size(size)

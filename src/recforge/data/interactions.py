@@ -84,9 +84,7 @@ class Interactions:
         mapping = {k: v for k, v in mapping.items() if k is not None}
         missing = [k for k in mapping if k not in df.columns]
         if missing:
-            raise DataError(
-                f"{name}: column(s) {missing} not found; found {list(df.columns)}."
-            )
+            raise DataError(f"{name}: column(s) {missing} not found; found {list(df.columns)}.")
         frame = df.rename(columns=mapping).reset_index(drop=True)
         return cls(frame, user_features, item_features, name=name)
 
@@ -127,7 +125,10 @@ class Interactions:
 
     def subset(self, mask_or_index: Any, name: str | None = None) -> Interactions:
         """Rows selected by a boolean mask or positional index; feature tables are shared."""
-        if isinstance(mask_or_index, np.ndarray | pd.Series) and np.asarray(mask_or_index).dtype == bool:
+        if (
+            isinstance(mask_or_index, np.ndarray | pd.Series)
+            and np.asarray(mask_or_index).dtype == bool
+        ):
             frame = self.frame.loc[np.asarray(mask_or_index)]
         else:
             frame = self.frame.iloc[np.asarray(mask_or_index)]
@@ -147,7 +148,9 @@ class Interactions:
         """
         if threshold is not None:
             if not self.has("rating"):
-                raise DataError(f"{self.name}: positives(threshold=...) needs a rating column.", column="rating")
+                raise DataError(
+                    f"{self.name}: positives(threshold=...) needs a rating column.", column="rating"
+                )
             return self.subset(self.frame["rating"].to_numpy() >= threshold, f"{self.name}+")
         if self.has("label"):
             return self.subset(self.frame["label"].to_numpy() > 0, f"{self.name}+")
@@ -157,7 +160,9 @@ class Interactions:
         """Rows sorted by (user, timestamp), stable; requires a timestamp column."""
         if not self.has("timestamp"):
             raise DataError(f"{self.name}: no timestamp column to sort by.", column="timestamp")
-        order = np.lexsort((self.frame["timestamp"].to_numpy(), self.frame["user"].astype(str).to_numpy()))
+        order = np.lexsort(
+            (self.frame["timestamp"].to_numpy(), self.frame["user"].astype(str).to_numpy())
+        )
         return self.subset(order)
 
     def user_sequences(self) -> Mapping[Any, list]:

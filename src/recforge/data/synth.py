@@ -472,7 +472,9 @@ def _draw(
         # log weight = log target - log proposal, target = pa * exp(util), with
         # util = affinity + device_bias[device, category] - beta * log relative price
         if n_uni == 0:  # q = pa * (s0 / Z + s1 * p_cat / Z_cat): pa cancels
-            with np.errstate(divide="ignore", invalid="ignore"):  # empty categories: 0/0, never drawn
+            with np.errstate(
+                divide="ignore", invalid="ignore"
+            ):  # empty categories: 0/0, never drawn
                 log_q = np.log(share[0] / world.z_pop + share[1] * p_cat / world.z_cat)  # (Sc, C)
             logw = affinity + bias - price - np.take(log_q, slot_cat)
         else:

@@ -26,11 +26,15 @@ class IdVocab:
 
     def __init__(self, ids: Iterable[Any], kind: str = "item") -> None:
         self.kind = kind
-        values = pd.unique(pd.Series(list(ids) if not isinstance(ids, pd.Series | np.ndarray) else ids))
+        values = pd.unique(
+            pd.Series(list(ids) if not isinstance(ids, pd.Series | np.ndarray) else ids)
+        )
         self._ids = np.asarray(values)
         self._index = pd.Index(self._ids)
         if self._index.hasnans:
-            raise DataError(f"{kind} ids contain a missing value (NaN/None); drop or fill it first.")
+            raise DataError(
+                f"{kind} ids contain a missing value (NaN/None); drop or fill it first."
+            )
 
     def __len__(self) -> int:
         return len(self._ids)

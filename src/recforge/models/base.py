@@ -122,11 +122,15 @@ class BaseModel:
         try:
             model = cls(**art.manifest.get("params", {}))
         except TypeError as e:
-            raise ArtifactError(f"{path}/manifest.json: params do not fit {cls.__name__}: {e}") from None
+            raise ArtifactError(
+                f"{path}/manifest.json: params do not fit {cls.__name__}: {e}"
+            ) from None
         try:
             model._load_state(art.arrays, art.state)
         except KeyError as e:
-            raise ArtifactError(f"{path}: state entry {e} is missing; the directory is incomplete.") from None
+            raise ArtifactError(
+                f"{path}: state entry {e} is missing; the directory is incomplete."
+            ) from None
         model.metrics_ = art.manifest.get("metrics", {})
         return model
 
@@ -209,7 +213,9 @@ class RetrievalModel(BaseModel):
         self._check_fitted("recommend")
         user_ids = _as_list(user_ids)
         user_idx = self.user_vocab_.index(user_ids)
-        idx, scores = self.recommend_idx(user_idx, k=k, exclude_seen=exclude_seen, batch_size=batch_size)
+        idx, scores = self.recommend_idx(
+            user_idx, k=k, exclude_seen=exclude_seen, batch_size=batch_size
+        )
         return self.item_vocab_.ids(idx), scores
 
     def recommend_idx(
@@ -311,7 +317,9 @@ class Ranker(BaseModel):
     kind = "ranker"
     _fitted_attr = "encoder_"
 
-    def fit(self, frame: pd.DataFrame, label: str = "label", valid: pd.DataFrame | None = None) -> Ranker:
+    def fit(
+        self, frame: pd.DataFrame, label: str = "label", valid: pd.DataFrame | None = None
+    ) -> Ranker:
         raise NotImplementedError
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:

@@ -29,7 +29,9 @@ def register(name: str):
 
     def deco(cls: T) -> T:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ConfigError(f"model name {name!r} is registered twice ({_REGISTRY[name]} and {cls}).")
+            raise ConfigError(
+                f"model name {name!r} is registered twice ({_REGISTRY[name]} and {cls})."
+            )
         cls.name = name
         _REGISTRY[name] = cls
         return cls
@@ -58,7 +60,9 @@ def get_class(name: str) -> type:
     _load_all()
     if name not in _REGISTRY:
         names = sorted(_REGISTRY)
-        raise ConfigError(f"unknown model {name!r}{suggest(name, names)}. Available: {', '.join(names)}.")
+        raise ConfigError(
+            f"unknown model {name!r}{suggest(name, names)}. Available: {', '.join(names)}."
+        )
     return _REGISTRY[name]
 
 
@@ -83,7 +87,9 @@ def from_config(config: dict[str, Any] | str | Path):
         config = config["model"]
     extra = set(config) - {"name", "params"}
     if extra or "name" not in config:
-        raise ConfigError(f"model config needs 'name' and optional 'params'; got keys {sorted(config)}.")
+        raise ConfigError(
+            f"model config needs 'name' and optional 'params'; got keys {sorted(config)}."
+        )
     return get(config["name"], **(config.get("params") or {}))
 
 
