@@ -41,9 +41,9 @@ def check_keys(given: Mapping[str, Any], valid: list[str], where: str) -> None:
 def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str | None = None) -> T:
     """Build dataclass ``cls`` from ``data``; nested dataclass fields are built recursively."""
     where = where or cls.__name__
-    data = dict(data or {})
-    if not isinstance(data, dict):
+    if data is not None and not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}.")
+    data = dict(data or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     check_keys(data, list(fields), where)
     hints = typing.get_type_hints(cls)

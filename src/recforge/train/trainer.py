@@ -261,8 +261,12 @@ class Trainer:
                             f"metrics {sorted(metrics)}; set monitor to one of them."
                         )
                     value = metrics[cfg.monitor]
-                    better = hist.best_value is None or (
-                        math.isfinite(value) and monitor_sign * (value - hist.best_value) > 0
+                    # a non-finite best (NaN AUC of a single-class epoch) loses to any
+                    # finite value
+                    better = (
+                        hist.best_value is None
+                        or (math.isfinite(value) and not math.isfinite(hist.best_value))
+                        or (math.isfinite(value) and monitor_sign * (value - hist.best_value) > 0)
                     )
                     if better:
                         hist.best_value, hist.best_epoch, bad_epochs = value, epoch, 0
