@@ -50,3 +50,20 @@ def test_early_stopping_ignores_a_nan_first_epoch():
     assert hist.best_epoch == 2 and hist.best_value == 0.7
     assert hist.stopped_early and len(hist.valid) == 5
     torch.testing.assert_close(m.weight, snapshots[2])
+
+
+def test_gbdt_lr_predicts_an_empty_frame():
+    # LightGBM's predict(pred_leaf=True) raised ZeroDivisionError on 0 rows
+    import numpy as np
+    import pandas as pd
+
+    from recforge import models
+
+    rng = np.random.default_rng(0)
+    fr = pd.DataFrame(
+        {"u": rng.integers(0, 10, 200), "x": rng.random(200), "label": rng.integers(0, 2, 200)}
+    )
+    m = models.get("gbdt_lr", n_estimators=5, num_leaves=4, min_child_samples=5).fit(fr)
+    p = m.predict_proba(fr.iloc[:0].drop(columns="label"))
+    assert p.shape == (0,)
+    assert m.predict_proba(fr.iloc[:3]).shape == (3,)

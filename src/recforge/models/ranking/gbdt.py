@@ -275,6 +275,8 @@ class GBDTLR(_LightGBMRanker):
 
     def _leaf_onehot(self, x: sp.csr_matrix) -> sp.csr_matrix:
         """Leaf index of every tree, one-hot: (n, n_leaves_) with one 1 per tree."""
+        if x.shape[0] == 0:  # LightGBM's pred_leaf divides by the row count
+            return sp.csr_matrix((0, self.n_leaves_))
         leaf = np.asarray(self.booster_.predict(x, pred_leaf=True), dtype=np.int64)  # (n, n_trees)
         leaf = leaf.reshape(x.shape[0], -1)
         cols = (leaf + self.leaf_offsets_[None, :]).ravel()
