@@ -97,3 +97,18 @@ def test_ranker_contract(name, ctr, tmp_path):
     path = model.save(tmp_path / name)
     loaded = models.load(path)
     np.testing.assert_allclose(loaded.predict_proba(test), p, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        '["not", "an", "object"]',
+        '{"name": "x", "kind": "retrieval", "format_version": "1", "files": {}}',
+    ],
+)
+def test_malformed_manifest_is_an_artifact_error(tmp_path, manifest):
+    from recforge.exceptions import ArtifactError
+
+    (tmp_path / "manifest.json").write_text(manifest)
+    with pytest.raises(ArtifactError, match="manifest.json"):
+        models.load(tmp_path)

@@ -118,9 +118,13 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         manifest = json.loads(mfile.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{mfile}: corrupt JSON ({e}).") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{mfile}: expected a JSON object, got {type(manifest).__name__}.")
     for key in ("name", "kind", "format_version", "files"):
         if key not in manifest:
             raise ArtifactError(f"{mfile}: field {key!r} is missing.")
+    if not isinstance(manifest["format_version"], int) or not isinstance(manifest["files"], dict):
+        raise ArtifactError(f"{mfile}: 'format_version' must be an integer and 'files' an object.")
     if manifest["format_version"] > FORMAT_VERSION:
         raise ArtifactError(
             f"{mfile}: format version {manifest['format_version']} is newer than this "

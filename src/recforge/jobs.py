@@ -333,11 +333,7 @@ def positives(inter: Interactions, threshold: float | None) -> Interactions:
     every row."""
     if threshold is not None and inter.has("rating"):
         return inter.positives(threshold)
-    if inter.has("label"):
-        # not inter.positives(): with a rating column present it would apply its default
-        # rating threshold although the job set none
-        return inter.subset(inter.frame["label"].to_numpy() > 0, f"{inter.name}+")
-    return inter
+    return inter.positives()  # label > 0 when there is a label, else every row
 
 
 def _has_both_labels(inter: Interactions) -> bool:
