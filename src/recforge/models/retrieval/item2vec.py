@@ -29,6 +29,7 @@ import logging
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from recforge.data.interactions import Interactions
@@ -77,8 +78,9 @@ def item_sentences(
 def _timestamps(interactions: Interactions) -> np.ndarray:
     """The timestamp column as float64 seconds (datetimes converted)."""
     col = interactions.frame["timestamp"]
-    if np.issubdtype(col.dtype, np.datetime64):
-        return col.astype("int64").to_numpy(dtype=np.float64) / 1e9
+    if pd.api.types.is_datetime64_any_dtype(col):  # any resolution (pandas 3: us) -> seconds
+        epoch = pd.Timestamp(0, tz=col.dt.tz)
+        return (col - epoch).dt.total_seconds().to_numpy(dtype=np.float64)
     return col.to_numpy(dtype=np.float64)
 
 

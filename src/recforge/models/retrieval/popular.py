@@ -6,8 +6,10 @@ The baseline every recall channel has to beat, and the fallback for cold-start u
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from recforge.data.interactions import Interactions
+from recforge.exceptions import DataError
 from recforge.models.base import RetrievalModel
 from recforge.models.registry import register
 from recforge.topk import topk
@@ -20,8 +22,9 @@ class MostPopular(RetrievalModel):
     Parameters
     ----------
     weight_col: column whose values are summed instead of counting rows (e.g. "weight").
-    half_life: if set (same unit as ``timestamp``), an interaction's weight halves every
-        ``half_life`` before the latest timestamp, so recent popularity counts more.
+    half_life: if set (same unit as a numeric ``timestamp``; seconds for datetime
+        timestamps), an interaction's weight halves every ``half_life`` before the latest
+        timestamp, so recent popularity counts more.
     """
 
     def __init__(self, *, weight_col: str | None = None, half_life: float | None = None) -> None:
@@ -34,7 +37,18 @@ class MostPopular(RetrievalModel):
         if self.weight_col is not None:
             w = frame[self.weight_col].to_numpy(dtype=np.float64)
         if self.half_life is not None:
-            ts = frame["timestamp"].to_numpy(dtype=np.float64)
+            if not interactions.has("timestamp"):
+                raise DataError(
+                    "most_popular: half_life needs a timestamp column; drop half_life or "
+                    "pass timestamps.",
+                    column="timestamp",
+                )
+            col = frame["timestamp"]
+            if pd.api.types.is_datetime64_any_dtype(col):  # any resolution -> seconds
+                epoch = pd.Timestamp(0, tz=col.dt.tz)
+                ts = (col - epoch).dt.total_seconds().to_numpy(dtype=np.float64)
+            else:
+                ts = col.to_numpy(dtype=np.float64)
             w = w * np.power(0.5, (ts.max() - ts) / float(self.half_life))
         items = self.item_vocab_.index(frame["item"].to_numpy())
         self.item_scores_ = np.bincount(items, weights=w, minlength=self.n_items).astype(np.float32)

@@ -1,0 +1,61 @@
+"""Regression tests from the review of retrieval models, indexes and the recall pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recforge import models
+from recforge.data.interactions import Interactions
+from recforge.exceptions import DataError
+
+
+def _dated() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "user": ["a", "a", "b", "c"],
+            "item": ["x", "y", "y", "z"],
+            "timestamp": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-05"]),
+        }
+    )
+
+
+def test_most_popular_half_life_on_datetime_timestamps_is_in_seconds():
+    df = _dated()
+    model = models.get("most_popular", half_life=86_400.0).fit(Interactions(df))
+    # latest is 2024-01-05: x is 4 days old, y 3 and 2 days old, z 0 days old
+    expected = {"x": 0.5**4, "y": 0.5**3 + 0.5**2, "z": 1.0}
+    got = dict(zip(model.item_vocab_.raw_ids, model.item_scores_))
+    for item, value in expected.items():
+        assert got[item] == pytest.approx(value, rel=1e-6)
+    # the same data with numeric seconds gives the same scores
+    secs = df.assign(timestamp=(df["timestamp"] - pd.Timestamp(0)).dt.total_seconds())
+    numeric = models.get("most_popular", half_life=86_400.0).fit(Interactions(secs))
+    np.testing.assert_allclose(numeric.item_scores_, model.item_scores_, rtol=1e-6)
+
+
+def test_most_popular_half_life_without_timestamp_names_the_column():
+    df = _dated().drop(columns="timestamp")
+    with pytest.raises(DataError, match="timestamp"):
+        models.get("most_popular", half_life=1.0).fit(Interactions(df))
+
+
+def test_item2vec_session_gap_on_datetime_timestamps_is_in_seconds():
+    from recforge.models.retrieval.item2vec import item_sentences
+
+    df = pd.DataFrame(
+        {
+            "user": ["a", "a", "a"],
+            "item": ["x", "y", "z"],
+            # 1 hour, then 3 hours apart
+            "timestamp": pd.to_datetime(
+                ["2024-01-01 00:00", "2024-01-01 01:00", "2024-01-01 04:00"]
+            ),
+        }
+    )
+    data = Interactions(df)
+    u = np.zeros(3, dtype=np.int64)
+    i = np.arange(3, dtype=np.int64)
+    # a 2-hour session gap splits before z only
+    assert item_sentences(data, u, i, session_gap=7_200.0) == [["0", "1"], ["2"]]
