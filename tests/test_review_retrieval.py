@@ -59,3 +59,16 @@ def test_item2vec_session_gap_on_datetime_timestamps_is_in_seconds():
     i = np.arange(3, dtype=np.int64)
     # a 2-hour session gap splits before z only
     assert item_sentences(data, u, i, session_gap=7_200.0) == [["0", "1"], ["2"]]
+
+
+def test_evaluate_recall_with_no_candidate_for_anyone():
+    from recforge.pipeline import RecallPipeline, evaluate_recall
+    from tests.conftest import make_tiny_interactions
+
+    pipe = RecallPipeline.from_config(
+        {"channels": [{"name": "cf", "model": "itemcf", "quota": 5}], "fallback": None}
+    ).fit(make_tiny_interactions())
+    cold = Interactions(pd.DataFrame({"user": ["new1", "new2"], "item": [7, 17]}))
+    out = evaluate_recall(pipe, cold, ks=(5,))
+    assert out["recall@5"] == 0.0 and out["channel_recall@5/cf"] == 0.0
+    assert out["n_users"] == 2

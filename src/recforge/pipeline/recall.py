@@ -466,7 +466,7 @@ def evaluate_recall(
     frame = result.frame
     hits = frame.merge(pairs.assign(_hit=True), on=["user", "item"], how="left")
     hits = hits[hits["_hit"].fillna(False).astype(bool)]
-    user_pos = hits["user_pos"].to_numpy()
+    user_pos = hits["user_pos"].to_numpy(dtype=np.int64)  # object dtype when empty
     out: dict[str, Any] = {"n_users": len(users), "n_relevant": int(n_rel.sum())}
 
     def mean_recall(mask: np.ndarray) -> float:
