@@ -72,3 +72,23 @@ def test_evaluate_recall_with_no_candidate_for_anyone():
     out = evaluate_recall(pipe, cold, ks=(5,))
     assert out["recall@5"] == 0.0 and out["channel_recall@5/cf"] == 0.0
     assert out["n_users"] == 2
+
+
+@pytest.mark.parametrize("name", ["dssm", "fm_recall"])
+def test_side_feature_tables_with_repeated_ids_keep_the_first_row(name):
+    """Like the content model: a repeated id in a feature table uses its first row."""
+    import torch
+
+    from tests.conftest import make_tiny_interactions
+
+    torch.set_num_threads(1)
+    data = make_tiny_interactions()
+    dup = Interactions(
+        data.frame,
+        pd.concat([data.user_features, data.user_features.iloc[:1]]),
+        pd.concat([data.item_features, data.item_features.iloc[:2]]),
+    )
+    params = models.get_class(name).smoke_params
+    a = models.get(name, **params).fit(dup)
+    b = models.get(name, **params).fit(data)
+    np.testing.assert_allclose(a.item_factors_, b.item_factors_, rtol=1e-5, atol=1e-6)

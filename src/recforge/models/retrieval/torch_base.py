@@ -108,7 +108,8 @@ def encode_side_table(
     where: str,
 ) -> tuple[FeatureEncoder, EncodedFeatures] | None:
     """Fit a ``FeatureEncoder`` on a side table aligned to ``raw_ids`` (rows missing from
-    the table get unknown/zero features) and encode it: (encoder, (len(raw_ids) rows)).
+    the table get unknown/zero features, a repeated id uses its first row) and encode it:
+    (encoder, (len(raw_ids) rows)).
 
     columns: the table's columns to use (None = all). Returns None when there is no table
     or no column.
@@ -121,6 +122,7 @@ def encode_side_table(
             )
     if table is None or (columns is not None and len(columns) == 0) or table.shape[1] == 0:
         return None
+    table = table[~table.index.duplicated(keep="first")]  # a repeated id: its first row
     frame = table.reindex(raw_ids).reset_index(drop=True)
     if columns is not None:
         frame = frame[list(columns)]
