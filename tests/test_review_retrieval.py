@@ -92,3 +92,38 @@ def test_side_feature_tables_with_repeated_ids_keep_the_first_row(name):
     a = models.get(name, **params).fit(dup)
     b = models.get(name, **params).fit(data)
     np.testing.assert_allclose(a.item_factors_, b.item_factors_, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["deepwalk", "node2vec"])
+def test_item_graph_with_an_isolated_last_item(name):
+    """An item nobody else's history shares, last in the vocabulary: a zero-degree last row
+    of the weighted item graph (np.add.reduceat used to index past the edge array)."""
+    from tests.conftest import make_tiny_interactions
+
+    data = make_tiny_interactions()
+    lonely = pd.DataFrame(
+        {"user": ["lonely"], "item": [99_999], "timestamp": [1e7], "rating": [1.0]}
+    )
+    extended = Interactions(pd.concat([data.frame, lonely], ignore_index=True))
+    model = models.get(
+        name, graph="item", vector_size=8, epochs=1, walk_length=5, walks_per_node=2
+    ).fit(extended)
+    assert model.item_vocab_.raw_ids[-1] == 99_999
+    np.testing.assert_array_equal(model.item_factors_[-1], 0.0)  # never walked: zero vector
+    ids, _ = model.recommend(["lonely", "u0"], k=3)
+    assert ids.shape == (2, 3)
+
+
+def test_weighted_walk_steps_follow_edge_weights():
+    import scipy.sparse as sp
+
+    from recforge.models.retrieval.graph import random_walks
+
+    # node 0 -> 1 (weight 1) or 2 (weight 3); node 3 isolated and last
+    adj = sp.csr_matrix(
+        np.array([[0, 1, 3, 0], [1, 0, 0, 0], [3, 0, 0, 0], [0, 0, 0, 0]], dtype=np.float32)
+    )
+    walks = random_walks(adj, walk_length=2, walks_per_node=4000, weighted=True, seed=0)
+    assert 3 not in walks
+    nxt = walks[walks[:, 0] == 0, 1]
+    assert abs((nxt == 2).mean() - 0.75) < 0.03

@@ -83,7 +83,8 @@ class _Sampler:
             data = adj.data.astype(np.float64)
             self.cum = np.cumsum(data)  # (nnz,)
             self.row_start = np.r_[0.0, self.cum][self.indptr[:-1]]  # cum weight before row
-            self.row_sum = np.add.reduceat(data, self.indptr[:-1]) if data.size else np.zeros(0)
+            # from the same cumulative sums (reduceat fails on a trailing empty row)
+            self.row_sum = np.r_[0.0, self.cum][self.indptr[1:]] - self.row_start
             self.row_sum[self.deg == 0] = 0.0
         n = len(self.deg)
         # sorted (row * n + col) keys for edge-membership tests
