@@ -127,3 +127,22 @@ def test_weighted_walk_steps_follow_edge_weights():
     assert 3 not in walks
     nxt = walks[walks[:, 0] == 0, 1]
     assert abs((nxt == 2).mean() - 0.75) < 0.03
+
+
+def test_pipeline_with_prefitted_channels_is_not_fitted_until_fallback_and_index_are():
+    from recforge.exceptions import NotFittedError
+    from recforge.pipeline import RecallPipeline
+    from recforge.pipeline.recall import Channel
+    from tests.conftest import make_tiny_interactions
+
+    data = make_tiny_interactions()
+    als = models.get("als", factors=8, iterations=2, num_threads=1).fit(data)
+    # the default fallback is a fresh (unfitted) most_popular; the index is not built yet
+    pipe = RecallPipeline([Channel("als", als, quota=5, index={"kind": "flat"})])
+    assert not pipe.is_fitted
+    with pytest.raises(NotFittedError):
+        pipe.recommend(["u0", "someone-new"])
+    pipe.fit(data)
+    assert pipe.is_fitted and pipe.channels[0].ann_ is not None
+    result = pipe.recommend(["u0", "someone-new"], k=5)
+    assert [len(x) for x in result.items()] == [5, 5]

@@ -210,7 +210,12 @@ class RecallPipeline:
 
     @property
     def is_fitted(self) -> bool:
-        return all(getattr(c.model, "is_fitted", False) for c in self.channels)
+        """Every channel's model (and its index, when it has one) and the fallback."""
+        channels = all(
+            getattr(c.model, "is_fitted", False) and (c.index is None or c.ann_ is not None)
+            for c in self.channels
+        )
+        return channels and (self.fallback is None or getattr(self.fallback, "is_fitted", False))
 
     def fit(self, interactions: Interactions) -> RecallPipeline:
         """Fit every channel's model (and build its index), and the fallback; returns self."""
