@@ -6,8 +6,8 @@ Each item's document is its text columns (e.g. ``title``) joined, plus one token
 ``interactions.item_features`` (indexed by raw item id). Encoders:
 
 * ``"tfidf"``: scikit-learn ``TfidfVectorizer`` (unigrams and bigrams, sublinear tf), then
-  ``TruncatedSVD`` down to ``dim`` dense components when the vocabulary is larger than
-  ``dim`` (LSA), else the dense tf-idf rows themselves.
+  ``TruncatedSVD`` down to ``dim`` dense components when both the vocabulary and the
+  number of items with text exceed ``dim`` (LSA), else the dense tf-idf rows themselves.
 * ``"sentence_transformers"``: a sentence-embedding model already on disk
   (``encoder_model``, a local path or a cached hub name; loaded with ``HF_HUB_OFFLINE=1``,
   never downloaded). An optional extra: ``sentence_transformers`` is not a dependency.
@@ -83,9 +83,11 @@ def _tokens(col: str, value: Any) -> str:
 
 
 def tfidf_vectors(docs: list[str], dim: int, seed: int) -> np.ndarray:
-    """TF-IDF (+ TruncatedSVD to ``dim`` when the vocabulary is larger) rows for ``docs``.
+    """TF-IDF (+ TruncatedSVD to ``dim`` when the vocabulary and the non-empty docs both
+    outnumber ``dim``) rows for ``docs``.
 
-    Returns (len(docs), d) float32, d = min(dim, vocabulary size); empty docs -> zero rows.
+    Returns (len(docs), d) float32: d = dim after SVD, else the vocabulary size (which may
+    exceed ``dim`` when there are ``dim`` or fewer non-empty docs); empty docs -> zero rows.
     """
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -139,7 +141,8 @@ class ContentBased(EmbeddingMixin, RetrievalModel):
     token_columns: categorical (or list-valued) item_features columns added as tokens.
     encoder: "auto", "tfidf" or "sentence_transformers" (see module docstring).
     encoder_model: sentence-transformers model name or local path.
-    dim: TF-IDF is reduced to this many SVD components when its vocabulary is larger.
+    dim: TF-IDF is reduced to this many SVD components when its vocabulary and the number
+        of items with text both exceed it (else the raw tf-idf columns are kept).
     seed: SVD seed.
     """
 
