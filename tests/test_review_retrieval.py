@@ -146,3 +146,27 @@ def test_pipeline_with_prefitted_channels_is_not_fitted_until_fallback_and_index
     assert pipe.is_fitted and pipe.channels[0].ann_ is not None
     result = pipe.recommend(["u0", "someone-new"], k=5)
     assert [len(x) for x in result.items()] == [5, 5]
+
+
+def test_ann_recommender_searches_in_bounded_user_batches(monkeypatch):
+    """The over-fetch is k + the most items a user in the batch has seen: over every user
+    at once, one heavy user made the whole (n_users, fetch) search blow up."""
+    from recforge.index import faiss_index
+    from tests.conftest import make_tiny_interactions
+
+    data = make_tiny_interactions()
+    model = models.get("als", factors=8, iterations=2, num_threads=1).fit(data)
+    ann = faiss_index.AnnRecommender(model, {"kind": "flat"})
+    users = np.arange(model.n_users)
+    expected = ann.recommend_idx(users, k=7)
+    exact = model.recommend_idx(users, k=7)
+    np.testing.assert_array_equal(expected[0], exact[0])
+
+    monkeypatch.setattr(faiss_index, "_USER_BATCH", 16)
+    shapes = []
+    search = ann.index.search
+    monkeypatch.setattr(ann.index, "search", lambda q, k: shapes.append(q.shape) or search(q, k))
+    got = ann.recommend_idx(users, k=7)
+    assert max(s[0] for s in shapes) <= 16 and sum(s[0] for s in shapes) == model.n_users
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])

@@ -49,6 +49,7 @@ KINDS = ("flat", "ivf_flat", "ivf_pq", "hnsw")
 METRICS = ("ip", "l2")
 INDEX_FILE = "index.faiss"
 CONFIG_FILE = "index.json"
+_USER_BATCH = 1024  # users per search in AnnRecommender.recommend_idx
 
 
 @dataclass
@@ -322,8 +323,16 @@ class AnnRecommender:
         """Top k internal item indices per internal user index: ((B, k) int64, (B, k) float32).
 
         Slots the index could not fill (after removing seen items) hold -1 and -inf.
+        Users are searched ``_USER_BATCH`` at a time (each batch over-fetches by its own
+        largest seen count).
         """
         user_idx = np.asarray(user_idx, dtype=np.int64)
+        if len(user_idx) > _USER_BATCH:
+            parts = [
+                self.recommend_idx(user_idx[s : s + _USER_BATCH], k, exclude_seen)
+                for s in range(0, len(user_idx), _USER_BATCH)
+            ]
+            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         k = min(int(k), self.model.n_items)
         seen = self.model.seen_[user_idx]
         n_seen = np.diff(seen.indptr)
