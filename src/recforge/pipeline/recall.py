@@ -70,7 +70,8 @@ class ChannelConfig:
     name: str  # unique channel name (letters, digits, _ . -); names provenance columns
     model: str  # registered retrieval model name, e.g. "als"
     params: dict[str, Any] = field(default_factory=dict)  # the model's hyperparameters
-    quota: int = 100  # candidates this channel contributes per user
+    quota: int = 100  # top items asked of this channel per user (at most this many
+    # merged candidates: items another channel already gave are not replaced)
     weight: float = 1.0  # weight of its normalised scores under merge="weighted"
     index: dict[str, Any] | None = None  # IndexConfig fields: serve through a Faiss index
 
