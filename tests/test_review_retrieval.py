@@ -170,3 +170,14 @@ def test_ann_recommender_searches_in_bounded_user_batches(monkeypatch):
     assert max(s[0] for s in shapes) <= 16 and sum(s[0] for s in shapes) == model.n_users
     np.testing.assert_array_equal(got[0], expected[0])
     np.testing.assert_array_equal(got[1], expected[1])
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_knn_search_never_returns_the_excluded_row(metric):
+    from recforge.models.retrieval.knn import knn_search
+
+    v = np.random.default_rng(0).normal(size=(5, 3))
+    idx, vals = knn_search(v, v, k=10, metric=metric, exclude=np.arange(5))
+    assert idx.shape == (5, 4)
+    assert not (idx == np.arange(5)[:, None]).any()
+    assert np.isfinite(vals).all()

@@ -378,8 +378,9 @@ def knn_search(
         similarities, descending (cosine distance, as scikit-learn reports it, is 1 - value).
     exclude: (Q,) index into ``vectors`` to leave out per query (e.g. the query item
         itself when searching an item against all items); -1 leaves nothing out.
-    Returns (idx (Q, k') int64, values (Q, k') float32), k' = min(k, N), best first;
-    ties go to the lower index.
+    Returns (idx (Q, k') int64, values (Q, k') float32), k' = min(k, N) (min(k, N - 1) when
+    ``exclude`` leaves a row out, so that it never fills the last slot), best first; ties
+    go to the lower index.
     """
     _check_choice("knn_search", "metric", metric, METRICS)
     q = np.asarray(queries, dtype=np.float64)
@@ -400,7 +401,7 @@ def knn_search(
     v_sq = (v * v).sum(axis=1)
     # at most ~budget cells of (batch, N) scores at a time
     batch_size = max(1, min(batch_size, _BLOCK_BUDGET // max(len(v), 1)))
-    k_out = min(k, len(v))
+    k_out = min(k, len(v) - (1 if exclude is not None and (exclude >= 0).any() else 0))
     out_idx = np.empty((len(q), k_out), dtype=np.int64)
     out_val = np.empty((len(q), k_out), dtype=np.float32)
     for start in range(0, len(q), batch_size):
