@@ -168,3 +168,19 @@ def test_evaluate_recall_reports_unique_contributions(fitted, split):
             <= out["recall@10"]
         )
     assert sum(out[f"unique_hits/{n}"] for n in ("als", "i2v", "pop")) <= out["n_relevant"]
+
+
+def test_personalised_fallback_gives_cold_users_a_global_list_not_another_users():
+    import numpy as np
+
+    from recforge.pipeline.recall import RecallPipeline
+    from tests.conftest import make_tiny_interactions
+
+    data = make_tiny_interactions()
+    pipe = RecallPipeline.from_config(
+        {"channels": [{"name": "cf", "model": "itemcf", "quota": 1}], "fallback": "itemcf", "k": 8}
+    ).fit(data)
+    got = pipe.recommend(["never-seen-user"], k=8).items()[0]
+    counts = data.frame["item"].value_counts(sort=False)
+    order = np.lexsort((np.arange(len(counts)), -counts.to_numpy()))  # popularity, first seen
+    assert list(got) == list(counts.index[order][:8])

@@ -52,6 +52,7 @@ from recforge.config import check_keys, from_dict, load_yaml
 from recforge.data.interactions import Interactions
 from recforge.exceptions import ArtifactError, ConfigError, DataError, NotFittedError
 from recforge.index.faiss_index import AnnIndex, AnnRecommender, IndexConfig
+from recforge.topk import topk
 
 log = logging.getLogger(__name__)
 
@@ -279,8 +280,14 @@ class RecallPipeline:
             idx, scores = fb.recommend_idx(u[known], k=k, exclude_seen=True)
             parts.append(_rows(known, idx, scores, fb.item_vocab_, src, 0.0))
         if len(cold):
-            # nothing seen to exclude: the same global list for every cold user
-            idx, scores = fb.recommend_idx(np.zeros(1, dtype=np.int64), k=k, exclude_seen=False)
+            # the same global list for every cold user: the fallback's own scores when it is
+            # user-independent (MostPopular), else training popularity (a personalised
+            # fallback has no list for a user it never saw)
+            if hasattr(fb, "item_scores_"):
+                glob = np.asarray(fb.item_scores_, dtype=np.float32)
+            else:
+                glob = np.asarray(fb.seen_.sum(axis=0), dtype=np.float32).ravel()
+            idx, scores = topk(glob[None, :], k)
             idx, scores = np.repeat(idx, len(cold), 0), np.repeat(scores, len(cold), 0)
             parts.append(_rows(cold, idx, scores, fb.item_vocab_, src, 0.0))
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
