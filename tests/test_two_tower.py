@@ -238,3 +238,24 @@ def test_without_features_and_bad_params(data):
         DSSM(loss="softmax").fit(data)
     with pytest.raises(DataError, match="nope"):
         DSSM(**{**FAST, "epochs": 1}, user_feature_cols=["nope"]).fit(data)
+
+
+def test_hard_negatives_that_can_never_run_are_warned_about(caplog):
+    import logging
+
+    from recforge import models
+    from tests.conftest import make_tiny_interactions
+
+    model = models.get(
+        "dssm",
+        embedding_dim=4,
+        hidden=[8],
+        epochs=2,
+        batch_size=64,
+        n_negatives=8,
+        hard_negatives=4,
+        hard_negative_every=5,
+    )
+    with caplog.at_level(logging.WARNING, logger="recforge.models.retrieval.two_tower"):
+        model.fit(make_tiny_interactions())
+    assert any("hard_negatives=4 has no effect" in r.getMessage() for r in caplog.records)

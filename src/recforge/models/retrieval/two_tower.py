@@ -184,6 +184,15 @@ class _TwoTower(TorchRetrievalModel):
         in_batch_log_q = np.log(np.maximum(counts, 0.5) / counts.sum()).astype(np.float32)
         hist = self.history_
         state: dict[str, Any] = {"pool": None}
+        if self.hard_negatives and self.epochs <= max(1, int(self.hard_negative_every)):
+            log.warning(
+                "%s: hard_negatives=%d has no effect: mining starts at epoch hard_negative_every=%d "
+                "but training runs %d epochs; lower hard_negative_every or raise epochs.",
+                type(self).__name__,
+                self.hard_negatives,
+                self.hard_negative_every,
+                self.epochs,
+            )
 
         def batches(epoch: int) -> EpochBatches:
             every = max(1, int(self.hard_negative_every))
