@@ -154,7 +154,12 @@ def full_ranking(
     novelty_sum = dict.fromkeys(ks, 0.0)
     novelty_n = dict.fromkeys(ks, 0)
 
-    for start in range(0, len(users), batch_size):
+    starts = range(0, len(users), batch_size)
+    if len(starts) > 20:  # long evaluations show a bar on an interactive terminal
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="full ranking", unit="batch", leave=False, disable=None)
+    for start in starts:
         batch = users[start : start + batch_size]
         idx = _top_items(
             model, batch, kmax, exclude_seen, extra, batch_size
