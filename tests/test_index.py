@@ -134,3 +134,16 @@ def test_ann_bench_table(vectors):
     assert table.loc[0, "recall@10"] == 1.0
     assert {"qps", "p50_ms", "p99_ms", "build_s"} <= set(table.columns)
     assert (table["p99_ms"] >= table["p50_ms"]).all()
+
+
+def test_ivf_pq_on_too_few_vectors_is_a_config_error():
+    import numpy as np
+    import pytest
+
+    from recforge.exceptions import ConfigError
+    from recforge.index import build_index
+
+    x = np.random.default_rng(0).normal(size=(100, 16)).astype(np.float32)
+    with pytest.raises(ConfigError, match="lower nbits"):
+        build_index(x, kind="ivf_pq", nlist=4, m=4, nbits=8)
+    build_index(x, kind="ivf_pq", nlist=4, m=4, nbits=6)  # 64 centroids <= 100 vectors

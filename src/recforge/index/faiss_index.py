@@ -259,6 +259,12 @@ def build_index(vectors: np.ndarray, config: IndexConfig | None = None, **params
                     f"build_index: ivf_pq needs m dividing the dimension {d}; m={m} does not."
                 )
             config.m = m
+            if n < (1 << int(config.nbits)):
+                raise ConfigError(
+                    f"build_index: ivf_pq with nbits={config.nbits} trains {1 << int(config.nbits)} "
+                    f"centroids per sub-quantizer but there are only {n} vectors; lower nbits "
+                    f"(e.g. {max(1, n.bit_length() - 1)}) or use ivf_flat / hnsw."
+                )
             index = faiss.IndexIVFPQ(quantizer, d, nlist, m, int(config.nbits), fmetric)
         index.cp.seed = int(config.seed)
         if config.kind == "ivf_pq" and config.refine > 0:
