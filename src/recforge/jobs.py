@@ -377,32 +377,22 @@ def run_train(job: TrainJob, progress: bool = True) -> dict[str, Any]:
     Returns {"output": model dir, "model": name, "kind", "metrics": {...,"fit_seconds"},
     "skipped_rows": malformed log rows skipped (``data.skip_bad_rows``)}.
     """
-    from recforge.evaluation import evaluate_ranker, full_ranking
-
     cls = models.get_class(job.model.name)
     model = models.get(job.model.name, **job.model.params)
     inter = load_data(job.data)
     skipped = int(inter.meta.get("skipped_rows", 0) or 0)
     train, valid, test = split_data(inter, job.split)
     out = Path(job.output or f"runs/{_stamp()}-{job.model.name}")
+    thr = job.data.positive_threshold
     t0 = time.perf_counter()
     if cls.kind == "retrieval":
-        model.fit(positives(train, job.data.positive_threshold))
-        fit_s = time.perf_counter() - t0
-        metrics = full_ranking(
-            model, positives(test, job.data.positive_threshold), k=tuple(job.evaluate.k)
-        )
+        model.fit(positives(train, thr))
     else:
-        thr = job.data.positive_threshold
         n_neg = job.evaluate.n_negatives
-        tr = ranking_frame(train, thr, n_neg, seed=1)
         va = ranking_frame(valid, thr, n_neg, seed=2) if valid is not None else None
-        te = ranking_frame(test, thr, n_neg, seed=3)
-        model.fit(tr, label="label", valid=va)
-        fit_s = time.perf_counter() - t0
-        metrics = evaluate_ranker(
-            model, te, label="label", group="user" if "user" in te.columns else None
-        )
+        model.fit(ranking_frame(train, thr, n_neg, seed=1), label="label", valid=va)
+    fit_s = time.perf_counter() - t0
+    metrics = evaluate_model(model, job, test)
     metrics["fit_seconds"] = round(fit_s, 3)
     model.save(out, metrics=metrics)
     (out / "job.json").write_text(json.dumps(asdict(job), indent=2))
@@ -413,6 +403,18 @@ def run_train(job: TrainJob, progress: bool = True) -> dict[str, Any]:
         "metrics": metrics,
         "skipped_rows": skipped,
     }
+
+
+def evaluate_model(model: Any, job: TrainJob, test: Interactions) -> dict[str, Any]:
+    """The job's test metrics for a fitted model: full ranking of the positive test rows for
+    a retrieval model; AUC/GAUC/logloss on the labelled test frame for a ranker."""
+    from recforge.evaluation import evaluate_ranker, full_ranking
+
+    thr = job.data.positive_threshold
+    if model.kind == "retrieval":
+        return full_ranking(model, positives(test, thr), k=tuple(job.evaluate.k))
+    frame = ranking_frame(test, thr, job.evaluate.n_negatives, seed=3)
+    return evaluate_ranker(model, frame, group="user" if "user" in frame.columns else None)
 
 
 def _stamp() -> str:

@@ -306,9 +306,8 @@ def train(ctx: click.Context, config_path: str, out: str | None) -> None:
 def evaluate(model_dir: str, config_path: str | None) -> None:
     """Evaluate a saved model on the test split of its job (or of --config)."""
     from recforge import models as registry
-    from recforge.evaluation import evaluate_ranker, full_ranking
     from recforge.exceptions import ConfigError
-    from recforge.jobs import TrainJob, load_data, positives, ranking_frame, split_data
+    from recforge.jobs import TrainJob, evaluate_model, load_data, split_data
 
     if config_path:
         job = TrainJob.from_yaml(config_path)
@@ -321,12 +320,7 @@ def evaluate(model_dir: str, config_path: str | None) -> None:
         job = TrainJob.from_dict(json.loads(saved.read_text()), where=str(saved))
     model = registry.load(model_dir)
     _, _, test = split_data(load_data(job.data), job.split)
-    thr = job.data.positive_threshold
-    if model.kind == "retrieval":
-        metrics = full_ranking(model, positives(test, thr), k=tuple(job.evaluate.k))
-    else:
-        frame = ranking_frame(test, thr, job.evaluate.n_negatives, seed=3)
-        metrics = evaluate_ranker(model, frame, group="user" if "user" in frame.columns else None)
+    metrics = evaluate_model(model, job, test)
     _print_metrics(metrics)
 
 
