@@ -79,6 +79,34 @@ def test_retrieval_contract(name, data, tmp_path):
         np.testing.assert_array_equal(sim_ids, loaded.similar_items([data.items[0]], k=4)[0])
 
 
+HISTORY = [n for n in RETRIEVAL if models.get_class(n).supports_history]
+
+
+def test_history_models_are_the_ones_serving_relies_on():
+    assert {"itemcf", "ease", "item2vec"} <= set(HISTORY)
+
+
+@pytest.mark.parametrize("name", HISTORY)
+def test_recommend_from_history_contract(name, data):
+    """A training user's own history, given at request time, gives that user's recommend()
+    (same scores, same order); unknown items are ignored; a new history changes the answer."""
+    model = build(name).fit(data)
+    frame = data.frame.sort_values(["user", "timestamp"], kind="stable")
+    for user in ["u0", "u3"]:
+        hist = frame.loc[frame["user"] == user, "item"].tolist()
+        ids, scores = model.recommend(user, k=5)
+        h_ids, h_scores = model.recommend_from_history([*hist, "no-such-item"], k=5)
+        assert h_ids.shape == (5,)
+        np.testing.assert_allclose(h_scores, scores[0], rtol=1e-4, atol=1e-5)
+        assert not set(h_ids) & set(hist)
+    other = frame.loc[frame["user"] == "u1", "item"].tolist()[:3]
+    assert list(model.recommend_from_history(other, k=5)[0]) != list(h_ids)
+    excl = model.recommend_from_history(other, k=5, exclude=[h_ids[0]])[0]
+    assert h_ids[0] not in excl
+    empty_ids, _ = model.recommend_from_history([], k=3)  # a brand-new user: no error
+    assert empty_ids.shape == (3,)
+
+
 @pytest.mark.parametrize("name", RANKERS)
 def test_ranker_contract(name, ctr, tmp_path):
     train, test = ctr

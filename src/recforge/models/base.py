@@ -237,6 +237,63 @@ class RetrievalModel(BaseModel):
             out_val[start : start + len(batch)] = v
         return out_idx, out_val
 
+    # ------------------------------------------------------------------ request-time history
+    # Models that can score from a history given at request time (not only the training
+    # matrix) set ``supports_history = True`` and implement ``score_history``.
+    supports_history: ClassVar[bool] = False
+
+    def score_history(self, item_idx: np.ndarray) -> np.ndarray:
+        """Scores of every item for one user given as internal item indices, oldest first
+        (unknown items already dropped; may be empty): (n_items,) float32."""
+        raise NotImplementedError(f"{type(self).__name__} cannot score a request-time history.")
+
+    def recommend_from_history(
+        self, item_ids: Any, k: int = 10, exclude: Any = None, exclude_history: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items for a user given as raw item ids (oldest first), e.g. what the user did
+        in this session, whether or not the user was in the training data.
+
+        Unknown item ids are ignored. Items in the history (``exclude_history``) and in
+        ``exclude`` (raw ids) are left out. Returns (item_ids (k',), scores (k',) float32),
+        k' = min(k, n_items); slots with nothing left to recommend have score -inf.
+        """
+        self._check_fitted("recommend_from_history")
+        _check_k(k)
+        hist = self.item_vocab_.index(_as_list(item_ids), unknown="mask")
+        hist = hist[hist >= 0]
+        excl = (
+            self.item_vocab_.index(_as_list(exclude), unknown="mask")
+            if exclude is not None
+            else None
+        )
+        idx, scores = self.recommend_from_history_idx(
+            hist, k, exclude_idx=excl, exclude_history=exclude_history
+        )
+        return self.item_vocab_.ids(idx), scores
+
+    def recommend_from_history_idx(
+        self,
+        hist_idx: np.ndarray,
+        k: int,
+        exclude_idx: np.ndarray | None = None,
+        exclude_history: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``recommend_from_history`` in internal indices: (idx (k',), scores (k',))."""
+        if not self.supports_history:
+            raise NotImplementedError(
+                f"{type(self).__name__} cannot score a request-time history; use recommend() "
+                f"for users seen in training."
+            )
+        hist_idx = np.asarray(hist_idx, dtype=np.int64)
+        scores = np.array(self.score_history(hist_idx), dtype=np.float32, copy=True).ravel()
+        if exclude_history and len(hist_idx):
+            scores[hist_idx] = -np.inf
+        if exclude_idx is not None:
+            exclude_idx = np.asarray(exclude_idx, dtype=np.int64)
+            scores[exclude_idx[exclude_idx >= 0]] = -np.inf
+        idx, vals = topk(scores[None, :], min(k, self.n_items))
+        return idx[0], vals[0]
+
     def similar_items(self, item_ids: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The k items most similar to each item (the item itself excluded)."""
         self._check_fitted("similar_items")

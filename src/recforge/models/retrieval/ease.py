@@ -51,6 +51,8 @@ class EASE(RetrievalModel):
     max_items: refuse to fit above this many items (B is dense, n_items^2 floats).
     """
 
+    supports_history = True
+
     smoke_params: ClassVar[dict[str, Any]] = {"l2": 10.0}
 
     def __init__(
@@ -89,6 +91,11 @@ class EASE(RetrievalModel):
     def score_users(self, user_idx: np.ndarray) -> np.ndarray:
         """(B, n_items) float32 scores ``X[user_idx] @ B``."""
         return np.asarray(self._input()[np.asarray(user_idx)] @ self.weights_, dtype=np.float32)
+
+    def score_history(self, item_idx: np.ndarray) -> np.ndarray:
+        """(n_items,) float32: the sum of the rows of B of the distinct history items."""
+        rows = self.weights_[np.unique(np.asarray(item_idx, dtype=np.int64))]
+        return rows.sum(axis=0, dtype=np.float32)
 
     def similar_items_idx(self, item_idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Items that item i predicts most strongly: the top of row ``B[i]``."""

@@ -253,6 +253,7 @@ class Item2Vec(EmbeddingMixin, RetrievalModel):
         "workers": 1,
         "seed": 0,
     }
+    supports_history = True
 
     def __init__(
         self,
@@ -339,6 +340,23 @@ class Item2Vec(EmbeddingMixin, RetrievalModel):
         self.item_input_ = inp  # (n_items, vector_size) for similar_items
         self.item_factors_ = l2_normalize(items) if cosine else items  # (n_items, vector_size)
         self.user_factors_ = l2_normalize(users) if cosine else users  # (n_users, vector_size)
+
+    def score_history(self, item_idx: np.ndarray) -> np.ndarray:
+        """(n_items,) float32: the user vector of ``fit`` (recency-weighted mean of the history's
+        input vectors, the latest occurrence of a repeated item counting) times the item vectors."""
+        item_idx = np.asarray(item_idx, dtype=np.int64)
+        if len(item_idx) == 0:
+            return np.zeros(self.n_items, dtype=np.float32)
+        cosine = self.similarity == "cosine"
+        query = self.item_input_[item_idx]
+        query = l2_normalize(query) if cosine else query
+        age = len(item_idx) - 1 - np.arange(len(item_idx))  # 0 for the latest item
+        _, last = np.unique(item_idx[::-1], return_index=True)  # latest occurrence of each item
+        keep = len(item_idx) - 1 - last
+        w = np.power(float(self.recency_decay), age[keep].astype(np.float64))
+        user = (w[:, None] * query[keep]).sum(axis=0) / w.sum()
+        user = l2_normalize(user[None, :])[0] if cosine else user
+        return (self.item_factors_ @ user.astype(np.float32)).astype(np.float32)
 
     def similar_items_idx(self, item_idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Cosine between input vectors, the item itself excluded."""

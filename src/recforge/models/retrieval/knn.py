@@ -203,6 +203,7 @@ class ItemCF(RetrievalModel):
 
     smoke_params: ClassVar[dict[str, Any]] = {"k": 10}
     _fitted_attr = "similarity_"
+    supports_history = True
 
     def __init__(
         self,
@@ -256,6 +257,12 @@ class ItemCF(RetrievalModel):
         self._check_fitted("score_users")
         rows = self.user_items_[np.asarray(user_idx, dtype=np.int64)]
         return np.asarray((rows @ self.similarity_).toarray(), dtype=np.float32)
+
+    def score_history(self, item_idx: np.ndarray) -> np.ndarray:
+        """(n_items,) float32: each distinct history item votes for its neighbours (weight 1)."""
+        self._check_fitted("score_history")
+        rows = self.similarity_[np.unique(np.asarray(item_idx, dtype=np.int64))]
+        return np.asarray(rows.sum(axis=0), dtype=np.float32).ravel()
 
     def similar_items_idx(self, item_idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k most similar items by row of S (only the kept neighbours score above 0)."""
