@@ -77,6 +77,7 @@ def test_retrieval_contract(name, data, tmp_path):
     np.testing.assert_allclose(scores, scores2, rtol=1e-5, atol=1e-6)
     if sim_ids is not None:
         np.testing.assert_array_equal(sim_ids, loaded.similar_items([data.items[0]], k=4)[0])
+    assert_incomplete_content_is_an_artifact_error(path, tmp_path)
 
 
 HISTORY = [n for n in RETRIEVAL if models.get_class(n).supports_history]
@@ -125,6 +126,41 @@ def test_ranker_contract(name, ctr, tmp_path):
     path = model.save(tmp_path / name)
     loaded = models.load(path)
     np.testing.assert_allclose(loaded.predict_proba(test), p, rtol=1e-5, atol=1e-6)
+    assert_incomplete_content_is_an_artifact_error(path, tmp_path)
+
+
+def assert_incomplete_content_is_an_artifact_error(path, tmp_path):
+    """A directory re-signed with valid checksums but missing a tensor or a state entry
+    (written by other code, or edited) loads as an ArtifactError, never a raw KeyError,
+    RuntimeError or TypeError."""
+    import json
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from recforge.artifacts import sha256_file
+    from recforge.exceptions import ArtifactError
+
+    arrays = load_file(str(path / "weights.safetensors"))
+    state = json.loads((path / "state.json").read_text())
+    cases = [("array", k) for k in dict.fromkeys([min(arrays), max(arrays)] if arrays else [])]
+    cases += [("state", k) for k in dict.fromkeys([min(state), max(state)])]
+    for what, key in cases:
+        bad = tmp_path / f"bad-{what}-{key.replace('/', '_')}"
+        shutil.copytree(path, bad)
+        if what == "array":
+            save_file(
+                {k: v for k, v in arrays.items() if k != key}, str(bad / "weights.safetensors")
+            )
+        else:
+            (bad / "state.json").write_text(
+                json.dumps({k: v for k, v in state.items() if k != key})
+            )
+        manifest = json.loads((bad / "manifest.json").read_text())
+        manifest["files"] = {f: sha256_file(bad / f) for f in manifest["files"]}
+        (bad / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ArtifactError, match=str(bad)):
+            models.load(bad)
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,9 @@
 indexed vectors (-1 in slots the index could not fill), scores (n, k) float32, higher is
 better: the inner product for ``metric="ip"``, the negative squared L2 distance for
 ``metric="l2"``. ``save(dir)`` writes ``index.faiss`` (Faiss's own binary format, via
-``faiss.write_index``) and ``index.json`` (the ``IndexConfig`` and the vector count);
-``AnnIndex.load(dir)`` reads them back. No pickle.
+``faiss.write_index``) and ``index.json`` (the ``IndexConfig``, the vector count and the
+sha256 of index.faiss), atomically; ``AnnIndex.load(dir)`` verifies and reads them back
+(``verify_index(dir)`` verifies only). No pickle.
 
 ``AnnRecommender(model, config)`` puts a fitted ``EmbeddingMixin`` model behind an index:
 queries are the model's user vectors, results are over-fetched by the largest number of
@@ -40,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recforge.artifacts import atomic_dir, checksums, read_json, verify_files
 from recforge.config import from_dict, suggest
 from recforge.exceptions import ArtifactError, ConfigError, DataError, NotFittedError
 
@@ -49,6 +51,7 @@ KINDS = ("flat", "ivf_flat", "ivf_pq", "hnsw")
 METRICS = ("ip", "l2")
 INDEX_FILE = "index.faiss"
 CONFIG_FILE = "index.json"
+INDEX_FORMAT_VERSION = 1  # index.json with "files" checksums
 _USER_BATCH = 1024  # users per search in AnnRecommender.recommend_idx
 
 
@@ -161,32 +164,27 @@ class AnnIndex:
         return idx.astype(np.int64), scores
 
     def save(self, path: str | Path) -> Path:
-        """Write ``path/index.faiss`` (Faiss binary) and ``path/index.json``; returns path."""
+        """Write ``path/index.faiss`` (Faiss binary) and ``path/index.json`` (config, vector
+        count, sha256 of index.faiss) atomically; returns path."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        _faiss().write_index(self.index, str(path / INDEX_FILE))
         meta = {
+            "format_version": INDEX_FORMAT_VERSION,
             "config": dataclasses.asdict(self.config),
             "ntotal": self.ntotal,
             "dim": self.dim,
             "mips_norm": self.mips_norm,
         }
-        (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        with atomic_dir(path, replaces=(CONFIG_FILE,)) as tmp:
+            _faiss().write_index(self.index, str(tmp / INDEX_FILE))
+            meta["files"] = checksums(tmp, [INDEX_FILE])
+            (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> AnnIndex:
-        """Read an index directory written by ``save``."""
+        """Read an index directory written by ``save`` (verified first: ``verify_index``)."""
         path = Path(path)
-        for f in (INDEX_FILE, CONFIG_FILE):
-            if not (path / f).exists():
-                raise ArtifactError(
-                    f"{path / f}: missing; {path} is not an index directory written by AnnIndex.save."
-                )
-        try:
-            meta = json.loads((path / CONFIG_FILE).read_text())
-        except json.JSONDecodeError as e:
-            raise ArtifactError(f"{path / CONFIG_FILE}: corrupt JSON ({e}).") from None
+        meta = verify_index(path)
         config = from_dict(IndexConfig, meta.get("config"), where=str(path / CONFIG_FILE)).check()
         try:
             index = _faiss().read_index(str(path / INDEX_FILE))
@@ -197,6 +195,31 @@ class AnnIndex:
                 f"{path}: index holds {index.ntotal} vectors, {CONFIG_FILE} says {meta['ntotal']}."
             )
         return cls(index, config, meta.get("mips_norm"))
+
+
+def verify_index(path: str | Path) -> dict[str, Any]:
+    """Check an index directory without reading the index into Faiss; returns index.json.
+
+    ``index.json`` must be a JSON object of a known format version whose ``files`` lists the
+    sha256 of ``index.faiss``, and the file must match it. Raises ``ArtifactError`` naming
+    the file.
+    """
+    path = Path(path)
+    mfile = path / CONFIG_FILE
+    for f in (INDEX_FILE, CONFIG_FILE):
+        if not (path / f).exists():
+            raise ArtifactError(
+                f"{path / f}: missing; {path} is not an index directory written by AnnIndex.save."
+            )
+    meta = read_json(mfile)
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > INDEX_FORMAT_VERSION:
+        raise ArtifactError(
+            f"{mfile}: format version {version!r} unknown to this recforge (it reads "
+            f"{INDEX_FORMAT_VERSION}); an index saved before checksums: build it again."
+        )
+    verify_files(path, meta.get("files"), required=[INDEX_FILE], where=mfile)
+    return meta
 
 
 def _default_nlist(n: int) -> int:
@@ -387,10 +410,12 @@ class AnnRecommender:
         return self.model.item_vocab_.ids(idx), scores
 
     def save(self, path: str | Path) -> Path:
-        """``path/model`` (the model directory) and ``path/index`` (the Faiss index)."""
+        """``path/model`` (the model directory) and ``path/index`` (the Faiss index), written
+        together atomically; returns path."""
         path = Path(path)
-        self.model.save(path / "model")
-        self.index.save(path / "index")
+        with atomic_dir(path, replaces=("model", "index")) as tmp:
+            self.model.save(tmp / "model")
+            self.index.save(tmp / "index")
         return path
 
     @classmethod

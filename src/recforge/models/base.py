@@ -28,7 +28,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recforge.artifacts import pack_sparse, read_artifact, unpack_sparse, write_artifact
+from recforge.artifacts import (
+    MANIFEST,
+    STATE,
+    WEIGHTS,
+    pack_sparse,
+    read_artifact,
+    unpack_sparse,
+    write_artifact,
+)
 from recforge.config import suggest
 from recforge.data.interactions import Interactions
 from recforge.data.vocab import IdVocab
@@ -112,7 +120,14 @@ class BaseModel:
 
     @classmethod
     def load(cls, path: str | Path) -> BaseModel:
-        """Read a model directory written by ``save``."""
+        """Read a model directory written by ``save``.
+
+        Everything that can go wrong with the directory is an ``ArtifactError`` naming the
+        file: a failed check (``recforge.artifacts.verify_artifact``), params in
+        ``manifest.json`` that the class refuses, or weights/state that do not fit the
+        params (a missing or misshapen tensor, a corrupt state entry).
+        """
+        path = Path(path)
         art = read_artifact(path)
         if cls.name and art.manifest["name"] != cls.name:
             raise ArtifactError(
@@ -121,18 +136,31 @@ class BaseModel:
             )
         try:
             model = cls(**art.manifest.get("params", {}))
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise ArtifactError(
-                f"{path}/manifest.json: params do not fit {cls.__name__}: {e}"
+                f"{path / MANIFEST}: params do not fit {cls.__name__}: {e}"
             ) from None
         try:
             model._load_state(art.arrays, art.state)
+            model._check_loaded()
+        except ArtifactError as e:  # from a helper such as unpack_sparse: add the file
+            raise ArtifactError(f"{path / WEIGHTS}: {e}") from None
         except KeyError as e:
             raise ArtifactError(
-                f"{path}: state entry {e} is missing; the directory is incomplete."
+                f"{path}: entry {e} is missing from {WEIGHTS} or {STATE}; the directory is "
+                f"incomplete or was written by different code."
+            ) from None
+        except (TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            raise ArtifactError(
+                f"{path}: {WEIGHTS} / {STATE} do not fit the {cls.__name__} described by "
+                f"{MANIFEST} ({type(e).__name__}: {e})."
             ) from None
         model.metrics_ = art.manifest.get("metrics", {})
         return model
+
+    def _check_loaded(self) -> None:
+        """After ``_load_state``: raise (ValueError) if the restored state is inconsistent.
+        Subclasses extend; ``RetrievalModel`` scores one user and checks the shape."""
 
 
 def _jsonable_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -195,6 +223,22 @@ class RetrievalModel(BaseModel):
     def score_users(self, user_idx: np.ndarray) -> np.ndarray:
         """Scores of every item for internal user indices: (len(user_idx), n_items) float32."""
         raise NotImplementedError
+
+    def _check_loaded(self) -> None:
+        """The restored state fits together: ``seen`` is (n_users, n_items) and scoring the
+        last user gives one score per item (catches factors or tensors of another size)."""
+        super()._check_loaded()
+        if self.seen_.shape != (self.n_users, self.n_items):
+            raise ValueError(
+                f"seen matrix is {self.seen_.shape}, vocabularies say "
+                f"({self.n_users}, {self.n_items})"
+            )
+        if self.n_users:
+            scores = np.asarray(self.score_users(np.array([self.n_users - 1])))
+            if scores.shape != (1, self.n_items):
+                raise ValueError(
+                    f"scoring one user gave shape {scores.shape}, expected (1, {self.n_items})"
+                )
 
     # ------------------------------------------------------------------ recommend
     def recommend(

@@ -32,7 +32,8 @@ fallback, ``<name>_rank`` (0-based rank in that channel, NaN if absent) and
 ``<name>_score`` (raw channel score).
 
 ``save(dir)`` writes ``recall.json`` (the config) plus each channel's model directory and
-Faiss index under ``channels/<name>/`` and the fallback under ``fallback/``.
+Faiss index under ``channels/<name>/`` and the fallback under ``fallback/``, atomically;
+``RecallPipeline.verify(dir)`` checks every file's checksum without building the models.
 """
 
 from __future__ import annotations
@@ -48,10 +49,11 @@ import numpy as np
 import pandas as pd
 
 from recforge import models
+from recforge.artifacts import atomic_dir, read_json, verify_artifact
 from recforge.config import check_keys, from_dict, load_yaml
 from recforge.data.interactions import Interactions
 from recforge.exceptions import ArtifactError, ConfigError, DataError, NotFittedError
-from recforge.index.faiss_index import AnnIndex, AnnRecommender, IndexConfig
+from recforge.index.faiss_index import AnnIndex, AnnRecommender, IndexConfig, verify_index
 from recforge.topk import topk
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,9 @@ MERGES = ("quota", "weighted")
 MANIFEST = "recall.json"
 FORMAT_VERSION = 1
 FALLBACK = "fallback"
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# A channel name is a directory name under channels/: letters, digits, "_", "-" and inner
+# dots; never "." or ".." or hidden (no leading dot), no separators, at most 64 characters.
+_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
 
 
 # ---------------------------------------------------------------------------- configs
@@ -169,10 +173,10 @@ class RecallPipeline:
             raise ConfigError("RecallPipeline needs at least one channel.")
         names = [c.name for c in channels]
         for c in channels:
-            if not isinstance(c.name, str) or not _NAME.match(c.name) or c.name == FALLBACK:
+            if not _safe_channel_name(c.name):
                 raise ConfigError(
-                    f"recall channel name {c.name!r} must use letters, digits, '_', '.', '-' "
-                    f"and not be {FALLBACK!r}."
+                    f"recall channel name {c.name!r} must be 1-64 letters, digits, '_', '-' "
+                    f"or '.' (not first), and not be {FALLBACK!r}: it names a directory."
                 )
             if int(c.quota) < 1:
                 raise ConfigError(
@@ -365,36 +369,46 @@ class RecallPipeline:
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write the artifact directory (module docstring); returns its path."""
+        """Write the artifact directory (module docstring) atomically; returns its path."""
         if not self.is_fitted:
             raise NotFittedError(self, "save")
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        for c in self.channels:
-            c.model.save(path / "channels" / c.name / "model")
-            if c.ann_ is not None:
-                c.ann_.index.save(path / "channels" / c.name / "index")
-        if self.fallback is not None:
-            self.fallback.save(path / FALLBACK)
-        manifest = {"format": "recforge.recall", "format_version": FORMAT_VERSION, **self.config()}
-        (path / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        with atomic_dir(path, replaces=(MANIFEST,)) as tmp:
+            for c in self.channels:
+                c.model.save(tmp / "channels" / c.name / "model")
+                if c.ann_ is not None:
+                    c.ann_.index.save(tmp / "channels" / c.name / "index")
+            if self.fallback is not None:
+                self.fallback.save(tmp / FALLBACK)
+            manifest = {
+                "format": "recforge.recall",
+                "format_version": FORMAT_VERSION,
+                **self.config(),
+            }
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return path
+
+    @staticmethod
+    def verify(path: str | Path) -> dict[str, Any]:
+        """Check a saved pipeline without building any model: ``recall.json``, then every
+        channel's model directory (``verify_artifact``) and index (``verify_index``), and
+        the fallback. Returns the manifest; raises ``ArtifactError`` naming the file."""
+        path = Path(path)
+        manifest = _read_manifest(path)
+        for c in manifest["channels"]:
+            cdir = path / "channels" / c["name"]
+            verify_artifact(cdir / "model")
+            if c.get("index") is not None:
+                verify_index(cdir / "index")
+        if manifest.get("fallback"):
+            verify_artifact(path / FALLBACK)
+        return manifest
 
     @classmethod
     def load(cls, path: str | Path) -> RecallPipeline:
         """Read a directory written by ``save``."""
         path = Path(path)
-        mfile = path / MANIFEST
-        if not mfile.exists():
-            raise ArtifactError(f"{mfile}: missing; {path} is not a recall pipeline directory.")
-        try:
-            manifest = json.loads(mfile.read_text())
-        except json.JSONDecodeError as e:
-            raise ArtifactError(f"{mfile}: corrupt JSON ({e}).") from None
-        if manifest.get("format_version", 0) > FORMAT_VERSION:
-            raise ArtifactError(
-                f"{mfile}: format version {manifest['format_version']} is newer than this recforge."
-            )
+        manifest = _read_manifest(path)
         channels = []
         for c in manifest["channels"]:
             cdir = path / "channels" / c["name"]
@@ -405,6 +419,35 @@ class RecallPipeline:
             channels.append(ch)
         fallback = models.load(path / FALLBACK) if manifest.get("fallback") else None
         return cls(channels, fallback=fallback, merge=manifest["merge"], k=manifest.get("k"))
+
+
+def _safe_channel_name(name: Any) -> bool:
+    return isinstance(name, str) and bool(_NAME.match(name)) and name != FALLBACK
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """``recall.json``, checked for format version, channel entries and safe names."""
+    mfile = path / MANIFEST
+    if not mfile.exists():
+        raise ArtifactError(f"{mfile}: missing; {path} is not a recall pipeline directory.")
+    manifest = read_json(mfile)
+    version = manifest.get("format_version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ArtifactError(f"{mfile}: format version {version!r} is newer than this recforge.")
+    channels = manifest.get("channels")
+    if not isinstance(channels, list) or not channels:
+        raise ArtifactError(f"{mfile}: 'channels' must be a non-empty list.")
+    for i, c in enumerate(channels):
+        if not isinstance(c, dict) or not {"name", "quota", "weight"} <= set(c):
+            raise ArtifactError(f"{mfile}: channels[{i}] needs 'name', 'quota' and 'weight'.")
+        if not _safe_channel_name(c["name"]):
+            raise ArtifactError(
+                f"{mfile}: channels[{i}] name {c['name']!r} is not a safe directory name; "
+                f"the file was edited."
+            )
+    if "merge" not in manifest:
+        raise ArtifactError(f"{mfile}: field 'merge' is missing.")
+    return manifest
 
 
 def _index_dict(c: Channel) -> dict[str, Any]:
