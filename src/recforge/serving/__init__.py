@@ -1,0 +1,1 @@
+"""The online service: bundle loading, the recommender core, the model repository, feedback."""

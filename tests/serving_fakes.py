@@ -1,0 +1,77 @@
+"""A fake loader for the version manager (as TF Serving tests its manager): a version directory
+holds ``fake.json`` describing how the fake servable behaves, so that tests can make versions
+that load, fail, score NaN, take long, or change their schema, without training anything."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from recforge.exceptions import ArtifactError
+from recforge.serving.repository import MARKER
+
+SCHEMA = {"user_id": "str", "item_id": "int", "context": []}
+
+
+def write_fake(path: Path, version: int, *, complete: bool = True, **behaviour: Any) -> Path:
+    """A fake version directory; ``behaviour``: fail (message), nan (bool), warmup_s, load_s,
+    schema (dict), padding (bytes of size on disk)."""
+    path.mkdir(parents=True, exist_ok=True)
+    spec = {"version": version, **behaviour}
+    (path / "fake.json").write_text(json.dumps(spec))
+    if behaviour.get("padding"):
+        (path / "pad.bin").write_bytes(b"\0" * int(behaviour["padding"]))
+    if complete:
+        (path / MARKER).write_text("{}")
+    return path
+
+
+class FakeServable:
+    """Answers with its own version on every item, so that a mixed response shows."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.version = int(spec["version"])
+        self.spec = spec
+
+    def recommend(self, user: str, k: int = 3, **_: Any) -> dict[str, Any]:
+        first = self.version
+        time.sleep(self.spec.get("request_s", 0.0))
+        return {
+            "version": self.version,
+            "items": [(f"{first}-{i}", float(first)) for i in range(k)],
+        }
+
+    def info(self) -> dict[str, Any]:
+        return {"version": self.version, "schema": self.spec.get("schema", SCHEMA)}
+
+    def warmup(self) -> list[float]:
+        time.sleep(self.spec.get("warmup_s", 0.0))
+        return [float("nan")] if self.spec.get("nan") else [1.0, 0.5]
+
+
+class FakeLoader:
+    """Loads ``fake.json``; counts loads so tests can see what was tried."""
+
+    def __init__(self) -> None:
+        self.loaded: list[int] = []
+
+    def load(self, path: Path) -> FakeServable:
+        f = path / "fake.json"
+        if not f.exists():
+            raise ArtifactError(f"{f}: missing from the version directory.")
+        spec = json.loads(f.read_text())
+        time.sleep(spec.get("load_s", 0.0))
+        if spec.get("fail"):
+            raise ArtifactError(f"{path}: {spec['fail']}")
+        if path.name.isdigit():  # a published copy: the directory is the version
+            spec["version"] = int(path.name)
+        self.loaded.append(int(spec["version"]))
+        return FakeServable(spec)
+
+    def schema(self, servable: FakeServable) -> dict[str, Any]:
+        return servable.info()["schema"]
+
+    def warmup(self, servable: FakeServable) -> list[float]:
+        return servable.warmup()
