@@ -242,7 +242,7 @@ class VersionManager:
     sizes plus the candidate's may not exceed it (``None``: no limit). ``warmup_budget_s``:
     the warm-up call's latency budget. ``schemas``: per name, the schema a version must have
     (otherwise: the schema of the version serving now, if any). ``on_event``: called with
-    ``(event, name, version, reason)`` for metrics (``loaded``, ``failed``, ``unloaded``).
+    ``(event, record)`` for metrics (``loaded``, ``failed``, ``unloaded``).
     """
 
     def __init__(
@@ -256,7 +256,7 @@ class VersionManager:
         memory_budget_bytes: int | None = None,
         warmup_budget_s: float = 2.0,
         schemas: Mapping[str, dict[str, Any]] | None = None,
-        on_event: Callable[[str, str, int, str | None], None] | None = None,
+        on_event: Callable[[str, VersionRecord], None] | None = None,
     ) -> None:
         for n in names or []:
             if not NAME_RE.match(n):
@@ -599,7 +599,7 @@ class VersionManager:
             self._schemas.setdefault(dv.name, schema)
             self._rebuild_route(dv.name)
         log.info("%s version %d available (%.3f s)", dv.name, dv.version, rec.load_seconds)
-        self._emit("loaded", rec, None)
+        self._emit("loaded", rec)
         return rec
 
     def _expected_schema(self, name: str) -> dict[str, Any] | None:
@@ -612,7 +612,7 @@ class VersionManager:
             rec.reason = reason
             rec.servable = None
         log.warning("%s version %d failed: %s", rec.name, rec.version, reason)
-        self._emit("failed", rec, reason)
+        self._emit("failed", rec)
         return rec
 
     def _begin_unload(self, rec: VersionRecord) -> None:
@@ -633,7 +633,7 @@ class VersionManager:
             if recs.get(rec.version) is rec:  # reference (a request that used get())
                 del recs[rec.version]
         log.info("%s version %d unloaded", rec.name, rec.version)
-        self._emit("unloaded", rec, None)
+        self._emit("unloaded", rec)
 
     def _rebuild_route(self, name: str) -> None:
         """Called with ``_lock`` held."""
@@ -645,10 +645,10 @@ class VersionManager:
         routes[name] = _Route(default, avail, by_label)
         self._routes = routes
 
-    def _emit(self, event: str, rec: VersionRecord, reason: str | None) -> None:
+    def _emit(self, event: str, rec: VersionRecord) -> None:
         if self._on_event is not None:
             try:
-                self._on_event(event, rec.name, rec.version, reason)
+                self._on_event(event, rec)
             except Exception:  # metrics must never break a load
                 log.exception("version event hook failed")
 

@@ -1,0 +1,113 @@
+"""Prometheus metrics shared by REST and gRPC: one registry per server (tests build several).
+
+Names (all prefixed ``recforge_``):
+
+- ``requests_total{endpoint,protocol,status}`` and ``request_seconds{endpoint,protocol}``
+- ``stage_seconds{stage,model,version}``: time per funnel stage from the core's trace
+- ``model_versions_loaded{model}``, ``model_load_failures_total{model}``,
+  ``model_load_seconds{model}``
+- ``feedback_events_total{result}`` (stored, duplicate), ``feedback_queue_depth``,
+  ``feedback_commit_seconds`` and ``feedback_commit_events`` (events per transaction)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class ServingMetrics:
+    """Every metric the server exports, on its own registry."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "recforge_requests_total",
+            "Requests answered, by endpoint, protocol and status code",
+            ["endpoint", "protocol", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "recforge_request_seconds",
+            "Request latency, by endpoint and protocol",
+            ["endpoint", "protocol"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            "recforge_stage_seconds",
+            "Time per funnel stage, by model and version",
+            ["stage", "model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.versions_loaded = Gauge(
+            "recforge_model_versions_loaded", "Versions available, by model", ["model"], registry=r
+        )
+        self.load_failures = Counter(
+            "recforge_model_load_failures_total",
+            "Versions that failed the load gate, by model",
+            ["model"],
+            registry=r,
+        )
+        self.load_seconds = Histogram(
+            "recforge_model_load_seconds",
+            "Time to load and gate a version",
+            ["model"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.feedback_events = Counter(
+            "recforge_feedback_events_total",
+            "Feedback events acknowledged, stored or duplicate (idempotency key seen)",
+            ["result"],
+            registry=r,
+        )
+        self.feedback_queue_depth = Gauge(
+            "recforge_feedback_queue_depth", "Feedback events waiting for a commit", registry=r
+        )
+        self.feedback_commit_seconds = Histogram(
+            "recforge_feedback_commit_seconds",
+            "Time of one feedback transaction (write + COMMIT)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.feedback_commit_events = Histogram(
+            "recforge_feedback_commit_events",
+            "Events per feedback transaction (the group size)",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
+            registry=r,
+        )
+
+    def on_version_event(self, event: str, rec) -> None:
+        """The version manager's ``on_event`` hook (``rec``: its VersionRecord)."""
+        if event == "loaded":
+            self.versions_loaded.labels(rec.name).inc()
+            self.load_seconds.labels(rec.name).observe(rec.load_seconds or 0.0)
+        elif event == "unloaded":
+            self.versions_loaded.labels(rec.name).dec()
+        elif event == "failed":
+            self.load_failures.labels(rec.name).inc()
+
+    def on_commit(self, n_events: int, seconds: float) -> None:
+        """The feedback writer's ``on_commit`` hook."""
+        self.feedback_commit_seconds.observe(seconds)
+        self.feedback_commit_events.observe(n_events)
+
+    def track_queue_depth(self, depth: Callable[[], int]) -> None:
+        self.feedback_queue_depth.set_function(lambda: float(depth()))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
