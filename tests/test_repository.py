@@ -36,7 +36,7 @@ def test_source_scan_integer_versions_and_completion(tmp_path):
     write_fake(tmp_path / "m" / "1", 1)
     write_fake(tmp_path / "m" / "2", 2, complete=False)
     write_fake(tmp_path / "m" / "latest", 9)  # not an integer: ignored
-    write_fake(tmp_path / "m" / ".incoming-3-77", 3)  # publish's temp dir: ignored
+    write_fake(tmp_path / "m" / ".3.tmp-77ab", 3)  # publish's temp dir: ignored
     (tmp_path / ".hidden").mkdir()
     scan = VersionSource(tmp_path).scan()
     assert set(scan) == {"m"}
@@ -218,7 +218,9 @@ def test_concurrent_publishers_get_distinct_versions(tmp_path):
     for t in threads:
         t.join()
     assert sorted(int(p.name) for p in out) == [1, 2, 3, 4, 5, 6]
-    assert not [p for p in (tmp_path / "root" / "m").iterdir() if p.name.startswith(".incoming")]
+    assert not [
+        p for p in (tmp_path / "root" / "m").iterdir() if p.name.startswith(".") and p.is_dir()
+    ]
 
 
 def test_publish_refuses_bad_destination(tmp_path):

@@ -8,9 +8,9 @@ Layout::
 **Only complete versions.** A version directory is picked up only once it holds the marker
 file ``READY``; until then it is listed as ``incomplete`` and never loaded, so a copy still in
 progress (``cp -r``, ``rsync``) is never half-read. ``recforge models publish`` goes further: it
-copies into a hidden ``.incoming-*`` directory beside the versions, fsyncs every file, writes
-``READY`` last and renames the directory into place (one atomic ``rename``), so a scanner sees
-either nothing or a complete version. Anyone copying by hand writes ``READY`` last.
+copies into a hidden ``.<version>.tmp-*`` directory beside the versions, writes ``READY`` last,
+fsyncs every file and renames the directory into place (one atomic ``rename``), so a scanner
+sees either nothing or a complete version. Anyone copying by hand writes ``READY`` last.
 
 **Gate before traffic.** A version loads beside the one serving; it serves only after
 (1) its loader verified and loaded every part (for a bundle: every file checksummed, no path
@@ -51,12 +51,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from recforge.artifacts import atomic_dir
 from recforge.exceptions import ConfigError, RecforgeError
 
 log = logging.getLogger(__name__)
 
 MARKER = "READY"
-INCOMING_PREFIX = ".incoming-"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 LABELS = ("stable", "canary")
 
@@ -93,7 +93,7 @@ class VersionSource:
 
     def scan(self) -> dict[str, dict[int, DiskVersion]]:
         """{name: {version: DiskVersion}} for every valid name; non-integer and hidden
-        directories (``.incoming-*``) are skipped."""
+        directories (publish's ``.<version>.tmp-*``) are skipped."""
         if not self.root.is_dir():
             raise ConfigError(
                 f"model root {self.root}: not a directory; create it or fix --models."
@@ -703,8 +703,8 @@ def publish(
 ) -> Path:
     """Copy a bundle/model/run directory into ``dest`` (``ROOT/NAME``) as the next version.
 
-    The copy goes to a hidden ``.incoming-*`` directory, every file is fsynced, ``READY`` is
-    written last and the directory renamed into place; a lock file serialises publishers.
+    The copy goes to a hidden temporary directory, ``READY`` is written last, every file is
+    fsynced and the directory renamed into place; a lock file serialises publishers.
     ``verify(src)`` (e.g. ``load_bundle``) runs first so that a broken artifact is refused
     here rather than failed later by the server. Returns the new version's directory.
     """
@@ -717,42 +717,13 @@ def publish(
         verify(src)
     dest.mkdir(parents=True, exist_ok=True)
     with open(dest / ".publish.lock", "w") as lockf:
-        fcntl.flock(lockf, fcntl.LOCK_EX)
+        fcntl.flock(lockf, fcntl.LOCK_EX)  # one publisher picks a version number at a time
         existing = [int(p.name) for p in dest.iterdir() if p.is_dir() and p.name.isdigit()]
         version = max(existing, default=0) + 1
-        tmp = dest / f"{INCOMING_PREFIX}{version}-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        try:
-            shutil.copytree(src, tmp, symlinks=False, ignore=shutil.ignore_patterns(MARKER))
-            for root, _dirs, files in os.walk(tmp):
-                for f in files:
-                    _fsync_file(Path(root) / f)
+        final = dest / str(version)
+        with atomic_dir(final, replaces=()) as tmp:  # hidden temp dir, synced, renamed
+            shutil.copytree(src, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MARKER))
             marker = {"source": str(src.resolve()), "published": time.time(), "version": version}
-            (tmp / MARKER).write_text(json.dumps(marker))
-            _fsync_file(tmp / MARKER)
-            _fsync_dir(tmp)
-            final = dest / str(version)
-            os.rename(tmp, final)
-            _fsync_dir(dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            (tmp / MARKER).write_text(json.dumps(marker))  # last
     log.info("published %s as %s", src, final)
     return final
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
