@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests && $(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks && $(BIN)/ruff format --check src tests benchmarks
 
 # Peers for side-by-side benchmarks (deepctr-torch without deps so torch stays on the CPU wheel).
 $(VENV)/.bench: $(STAMP)
@@ -33,8 +33,9 @@ $(VENV)/.bench: $(STAMP)
 	$(BIN)/pip install -q 'requests>=2,<3'
 	touch $(VENV)/.bench
 
+# Benchmarks live in benchmarks/ (repository tools, not the installed package).
 bench: $(VENV)/.bench
-	$(BIN)/recforge bench all
+	$(BIN)/python -m benchmarks all
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -251,8 +251,8 @@ def test_dense_and_sparse_row_pruning_agree():
 
 # ---------------------------------------------------------------------------- benchmark
 def test_bench_registry_and_data_dir_errors(tmp_path, monkeypatch):
-    from recforge.bench import BENCHES, get_bench, resolve_data_dir, run_bench
-    from recforge.bench.cf_ml100k import run
+    from benchmarks import BENCHES, get_bench, resolve_data_dir, run_bench
+    from benchmarks.cf_ml100k import run
 
     assert get_bench("cf_ml100k") is run and "cf_ml100k" in BENCHES
     with pytest.raises(ConfigError, match="did you mean 'cf_ml100k'"):
@@ -265,7 +265,7 @@ def test_bench_registry_and_data_dir_errors(tmp_path, monkeypatch):
 
 
 def test_update_docs_replaces_only_its_section(tmp_path):
-    from recforge.bench.cf_ml100k import SECTION, update_docs
+    from benchmarks.cf_ml100k import SECTION, update_docs
 
     doc = tmp_path / "B.md"
     doc.write_text(
@@ -288,7 +288,7 @@ def test_update_docs_replaces_only_its_section(tmp_path):
 def test_itemcf_on_ml100k_holds_up_against_implicit_cosine(real_data):
     from implicit.nearest_neighbours import CosineRecommender
 
-    from recforge.bench import cf_ml100k as bench
+    from benchmarks import cf_ml100k as bench
 
     train, test = bench.random_split(bench.load_positives(real_data))
     assert (len(train), len(test)) == (44300, 11075)

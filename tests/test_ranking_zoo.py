@@ -152,7 +152,7 @@ def test_compositions_follow_their_formulas(ctr):
 def test_ctr_quality_split_and_docs_section(tmp_path):
     import pandas as pd
 
-    from recforge.bench import ctr_quality as cq
+    from benchmarks import ctr_quality as cq
 
     frame = pd.DataFrame({"label": np.arange(100) % 2, "x": np.arange(100)})
     train, valid, test = cq.split(frame)

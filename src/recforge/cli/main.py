@@ -9,7 +9,7 @@ recforge evaluate --model runs/itemcf
 recforge recommend --model runs/itemcf --user u12 -k 10
 recforge index build --model runs/als --kind hnsw --out runs/als-hnsw
 recforge index bench --model runs/als | --synthetic 100000,64
-recforge bench all
+recforge bench [NAME | all]                 the repository's benchmarks (in a checkout)
 
 Every mistake recforge can name (a missing file, a bad config key or value, a malformed
 log line, an unknown id, a corrupt model directory) prints one ``error: ...`` line on
@@ -23,6 +23,7 @@ import logging
 import sys
 import traceback
 from pathlib import Path
+from types import ModuleType
 from typing import NoReturn
 
 import click
@@ -399,29 +400,56 @@ main.add_command(index_group)
 
 # ---------------------------------------------------------------------------- bench
 @main.command()
-@click.argument("name", default="all")
+@click.argument("name", required=False)
 @click.option(
     "--data-dir",
     type=click.Path(),
     default=None,
     help="Folder of real datasets (default $RECFORGE_DATA_DIR or ../shared/data).",
 )
-def bench(name: str, data_dir: str | None) -> None:
-    """Run a benchmark against peer libraries (NAME, or `all`); see docs/BENCHMARKS.md."""
-    from recforge.bench import BENCHES, run_bench
-    from recforge.config import suggest
-    from recforge.exceptions import ConfigError
+def bench(name: str | None, data_dir: str | None) -> None:
+    """List the repository's benchmarks, or run one (NAME) or all (`all`).
 
-    if name != "all" and name not in BENCHES:
-        raise ConfigError(
-            f"unknown benchmark {name!r}{suggest(name, list(BENCHES))}. "
-            f"Available: {', '.join(BENCHES)}, all."
+    Benchmarks are tools of the recforge repository (its benchmarks/ folder), not part of
+    the installed library: run this inside a checkout (or `python -m benchmarks`).
+    Results and commands: docs/BENCHMARKS.md.
+    """
+    bm = _benchmarks_package()
+    if bm is None:
+        raise click.ClickException(
+            "no benchmarks/ folder here: benchmarks live in the recforge repository, not in "
+            "the installed package. Run `recforge bench` from a checkout's root (or `make bench`)."
         )
-    names = list(BENCHES) if name == "all" else [name]
+    if name is None:
+        click.echo(bm.listing())
+        click.echo("Usage: recforge bench NAME | recforge bench all")
+        return
+    names = list(bm.BENCHES) if name == "all" else [name]
+    if name != "all":
+        bm.get_bench(name)  # an unknown name fails here, before any work
     for n in names:
         click.echo(f"== bench {n}")
-        result = run_bench(n, data_dir=data_dir)
-        click.echo(json.dumps(result, indent=2, default=str)[:4000])
+        click.echo(bm.format_result(bm.run_bench(n, data_dir=data_dir)))
+
+
+def _benchmarks_package() -> ModuleType | None:
+    """The repository's ``benchmarks`` package, found in the working directory or beside
+    the source tree of an editable install; None when neither has one."""
+    import importlib
+    import sys
+
+    import recforge
+
+    for root in (Path.cwd(), Path(recforge.__file__).resolve().parents[2]):
+        pkg = root / "benchmarks"
+        if not (pkg / "__init__.py").is_file():
+            continue
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        module = importlib.import_module("benchmarks")
+        if Path(module.__file__).resolve().parent == pkg.resolve():
+            return module
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

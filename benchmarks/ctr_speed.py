@@ -22,7 +22,7 @@ Protocol:
 
 Run it::
 
-    python -m recforge.bench.ctr_speed --docs docs/BENCHMARKS.md
+    python -m benchmarks.ctr_speed --docs docs/BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -44,13 +44,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks import REPO
+
 log = logging.getLogger(__name__)
 
 N_TRAIN, N_TEST, N_ZOO, N_RSS = 300_000, 50_000, 50_000, 2_000_000
 THREADS = 2
 DIM, HIDDEN, BATCH, LR = 16, (400, 400, 400), 4096, 1e-3
 SECTION = "## Ranking speed"
-COMMAND = "python -m recforge.bench.ctr_speed --docs docs/BENCHMARKS.md"
+COMMAND = "python -m benchmarks.ctr_speed --docs docs/BENCHMARKS.md"
 N_CAT, N_NUM = 26, 13
 
 
@@ -229,9 +231,11 @@ def _peak_rss_kib() -> int:
 
 
 def bench_peak_rss(n: int = N_RSS) -> dict[str, Any]:
-    code = f"from recforge.bench.ctr_speed import _rss_child; _rss_child({n})"
+    code = f"from benchmarks.ctr_speed import _rss_child; _rss_child({n})"
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=REPO
+    )
     if res.returncode != 0:
         return {"error": res.stderr[-500:]}
     out = json.loads(res.stdout.strip().splitlines()[-1])
@@ -397,7 +401,7 @@ def main() -> None:
         test_rows=a.test_rows,
         zoo_rows=a.zoo_rows,
         rss_rows=a.rss_rows,
-        command="python -m recforge.bench.ctr_speed " + " ".join(sys.argv[1:]),
+        command="python -m benchmarks.ctr_speed " + " ".join(sys.argv[1:]),
     )
     print(json.dumps(r, indent=2))
     if a.docs:

@@ -5,7 +5,7 @@ Protocols:
 
 * **MovieLens 100K** (Cornac's README setting): ratings >= 4 are positives; the positive
   rows are split 80/20 at random with ``numpy.random.default_rng(123)`` (the split of
-  ``recforge.bench.cf_ml100k``); test pairs with a user or item unseen in train are dropped
+  ``benchmarks.cf_ml100k``); test pairs with a user or item unseen in train are dropped
   (Cornac's ``exclude_unknowns``). Full ranking over all train items, the user's train
   items excluded; Recall@10/NDCG@10 for the comparison with Cornac's BPR (NDCG@10 0.1500,
   Recall@10 0.1195) and Recall@20/NDCG@20.
@@ -20,7 +20,7 @@ seed 124), never on the test split. ``--models`` runs a subset.
 
 Run it::
 
-    python -m recforge.bench.recall_zoo --docs docs/BENCHMARKS.md
+    python -m benchmarks.recall_zoo --docs docs/BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 SECTION = "## Recall"
 SUBSECTION = "### Recall model zoo"
-COMMAND = "python -m recforge.bench.recall_zoo --docs docs/BENCHMARKS.md"
+COMMAND = "python -m benchmarks.recall_zoo --docs docs/BENCHMARKS.md"
 THREADS = 2
 CORNAC_BPR = {"ndcg@10": 0.1500, "recall@10": 0.1195}
 
@@ -90,7 +90,7 @@ _USERCF = {"similarity": "cosine", "k": 50, "iif": True}
 
 # Per dataset, per registered model: hyperparameters (C2's torch models add theirs here).
 # ALS and BPR: chosen on a validation split of the ML-100K train rows (80/20, seed 124);
-# itemcf/usercf: recforge.bench.cf_ml100k's validated settings; the rest fixed by hand.
+# itemcf/usercf: benchmarks.cf_ml100k's validated settings; the rest fixed by hand.
 PARAMS: dict[str, dict[str, dict[str, Any]]] = {
     "ml-100k": {
         "most_popular": {},
@@ -187,7 +187,7 @@ PARAMS["beauty"].update(
 # ---------------------------------------------------------------------------- data
 def load_ml100k(data_dir: Path) -> tuple[Interactions, Interactions]:
     """(train, test) of ML-100K positives under the Cornac protocol (module docstring)."""
-    from recforge.bench.cf_ml100k import random_split
+    from benchmarks.cf_ml100k import random_split
     from recforge.data.readers.movielens import read_movielens_100k
 
     data = read_movielens_100k(Path(data_dir) / "ml-100k").positives(4.0)
@@ -585,7 +585,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from recforge.bench import resolve_data_dir
+    from benchmarks import resolve_data_dir
 
     result = run(
         resolve_data_dir(args.data_dir),

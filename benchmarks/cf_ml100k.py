@@ -20,7 +20,7 @@ and trained on, so Cornac's BPR figures are context, not a like-for-like compari
 
 Run it::
 
-    python -m recforge.bench.cf_ml100k --data-dir ../shared/data --docs docs/BENCHMARKS.md
+    python -m benchmarks.cf_ml100k --data-dir ../shared/data --docs docs/BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ TEST_FRAC = 0.2
 THRESHOLD = 4.0
 KS = (10, 20)
 SECTION = "## Recall baselines on MovieLens 100K"
-COMMAND = "python -m recforge.bench.cf_ml100k --data-dir ../shared/data --docs docs/BENCHMARKS.md"
+COMMAND = "python -m benchmarks.cf_ml100k --data-dir ../shared/data --docs docs/BENCHMARKS.md"
 
 # Validation grids (small on purpose: every fit takes well under a second on ML-100K).
 ITEMCF_GRID: dict[str, list[Any]] = {
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-tune", action="store_true", help="use the committed TUNED parameters")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from recforge.bench import resolve_data_dir
+    from benchmarks import resolve_data_dir
 
     result = run(resolve_data_dir(args.data_dir), out=args.out, tune_params=not args.no_tune)
     print(result["markdown"])

@@ -26,7 +26,7 @@ Protocol
 
 Run it::
 
-    python -m recforge.bench.ctr_quality --data-dir ../shared/data --docs docs/BENCHMARKS.md
+    python -m benchmarks.ctr_quality --data-dir ../shared/data --docs docs/BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ EPOCHS = 8
 PATIENCE = 2
 THREADS = 1
 SECTION = "## Ranking quality"
-COMMAND = "python -m recforge.bench.ctr_quality --data-dir ../shared/data --docs docs/BENCHMARKS.md"
+COMMAND = "python -m benchmarks.ctr_quality --data-dir ../shared/data --docs docs/BENCHMARKS.md"
 FRAPPE_FIELDS = (
     "user",
     "item",
@@ -330,13 +330,13 @@ def run(
     """Run the benchmark; returns ``{"datasets": {name: {"rows": [...], ...}}, "markdown": str, ...}``.
 
     data_dir: folder holding ``frappe-partial/`` and ``ml-100k/`` (default: see
-        ``recforge.bench.resolve_data_dir``).
+        ``benchmarks.resolve_data_dir``).
     datasets: which of "frappe", "ml100k" to run.
     model_names: registered rankers to run (default: all).
     peers: train DeepCTR-Torch's models side by side.
     out: folder to write ``ctr_quality.json`` and ``ctr_quality.md`` into.
     """
-    from recforge.bench import resolve_data_dir
+    from benchmarks import resolve_data_dir
 
     data_dir = resolve_data_dir(data_dir)
     torch.set_num_threads(THREADS)

@@ -11,7 +11,7 @@
 
 Faiss uses ``THREADS`` OpenMP threads. Run it::
 
-    python -m recforge.bench.ann --docs docs/BENCHMARKS.md
+    python -m benchmarks.ann --docs docs/BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recforge.bench.recall_zoo import SECTION, update_docs
+from benchmarks import REPO
+from benchmarks.recall_zoo import SECTION, update_docs
 
 log = logging.getLogger(__name__)
 
 SUBSECTION = "### ANN indexes and full-ranking memory"
-COMMAND = "python -m recforge.bench.ann --docs docs/BENCHMARKS.md"
+COMMAND = "python -m benchmarks.ann --docs docs/BENCHMARKS.md"
 THREADS = 2
 N_VECTORS, DIM, N_CLUSTERS, N_QUERIES = 1_000_000, 64, 1_000, 1_000
 
@@ -114,7 +115,7 @@ def bench_synthetic() -> dict[str, Any]:
 
 
 def bench_model_vectors(data_dir: Path) -> dict[str, Any]:
-    from recforge.bench.recall_zoo import load_beauty
+    from benchmarks.recall_zoo import load_beauty
     from recforge.index import ann_bench
     from recforge.models.retrieval.mf import ALS
 
@@ -196,8 +197,10 @@ def full_ranking_scale(
 
 def bench_full_ranking() -> dict[str, Any]:
     """``full_ranking_scale`` in a fresh Python process (so peak RSS is its own)."""
-    code = "import json, recforge.bench.ann as a; print(json.dumps(a.full_ranking_scale()))"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    code = "import json, benchmarks.ann as a; print(json.dumps(a.full_ranking_scale()))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=REPO
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"full_ranking_scale failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -305,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parts", default="synthetic,model,full_ranking")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from recforge.bench import resolve_data_dir
+    from benchmarks import resolve_data_dir
 
     result = run(resolve_data_dir(args.data_dir), out=args.out, parts=tuple(args.parts.split(",")))
     print(result["markdown"])

@@ -1,0 +1,151 @@
+"""Benchmarks of this repository (not part of the installed library).
+
+Each benchmark is a module here with ``run(data_dir, out=None) -> dict`` (its result, with a
+``"markdown"`` summary where it has one), registered in ``BENCHES`` as ``"module:function"``
+and imported only when run, so peers needed by one benchmark do not slow down the others.
+Each also runs alone and updates its section of ``docs/BENCHMARKS.md``:
+``python -m benchmarks.NAME --docs docs/BENCHMARKS.md``.
+
+From the repository root:
+
+    python -m benchmarks            # list them
+    python -m benchmarks NAME|all   # run one or all (``make bench`` runs all)
+
+``recforge bench`` does the same when run inside a checkout.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from recforge.config import suggest
+from recforge.exceptions import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]  # the repository root (children run from here)
+
+BENCHES: dict[str, str] = {
+    "cf_ml100k": "benchmarks.cf_ml100k:run",
+    "recall_zoo": "benchmarks.recall_zoo:run",
+    "ann": "benchmarks.ann:run",
+    "ctr_quality": "benchmarks.ctr_quality:run",
+    "ctr_speed": "benchmarks.ctr_speed:run",
+}
+
+
+def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
+    """``data_dir``, else ``RECFORGE_DATA_DIR``, else ``../shared/data`` from the working
+    directory; raises ConfigError naming what was tried when none exists."""
+    tried = []
+    for cand in (
+        data_dir,
+        os.environ.get("RECFORGE_DATA_DIR"),
+        Path.cwd().parent / "shared" / "data",
+    ):
+        if cand is None or cand == "":
+            continue
+        path = Path(cand)
+        if path.is_dir():
+            return path
+        tried.append(str(path))
+    raise ConfigError(
+        f"benchmark data directory not found (tried: {', '.join(tried) or 'nothing'}); "
+        f"pass --data-dir or set RECFORGE_DATA_DIR to the folder holding ml-100k/ etc."
+    )
+
+
+def _check_name(name: str) -> None:
+    if name not in BENCHES:
+        names = sorted(BENCHES)
+        raise ConfigError(
+            f"unknown benchmark {name!r}{suggest(name, names)}. Available: {', '.join(names)}, all."
+        )
+
+
+def get_bench(name: str) -> Callable[..., dict[str, Any]]:
+    """The run function of benchmark ``name``."""
+    _check_name(name)
+    module, _, func = BENCHES[name].partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def describe() -> dict[str, str]:
+    """``{name: first paragraph of the module docstring, cut to 100 characters}``, read without importing the modules
+    (some import torch and peers, which takes seconds)."""
+    out = {}
+    for name, target in BENCHES.items():
+        module = target.partition(":")[0]
+        path = REPO / (module.replace(".", "/") + ".py")
+        doc = ast.get_docstring(ast.parse(path.read_text())) if path.exists() else None
+        para = " ".join((doc or "").strip().split("\n\n")[0].split())
+        out[name] = para if len(para) <= 100 else para[:97].rsplit(" ", 1)[0] + "..."
+    return out
+
+
+def listing() -> str:
+    """The benchmarks, one a line, and how to run them."""
+    desc = describe()
+    width = max(map(len, desc))
+    lines = ["Benchmarks (results and commands: docs/BENCHMARKS.md):", ""]
+    lines += [f"  {n:<{width}}  {d}" for n, d in desc.items()]
+    lines += ["", "Run one by name, or 'all' (about an hour on 2 cores)."]
+    return "\n".join(lines)
+
+
+def run_bench(
+    name: str, data_dir: str | Path | None = None, out: str | Path | None = None
+) -> dict[str, Any]:
+    """Run benchmark ``name`` (or every one with ``"all"``); returns its result dict, or
+    ``{bench_name: result}`` for ``"all"``. ``out``: folder where each bench writes files."""
+    if name == "all":
+        return {n: run_bench(n, data_dir, out) for n in BENCHES}
+    fn = get_bench(name)
+    return fn(resolve_data_dir(data_dir), out=out)
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """A result for a terminal: its ``markdown`` summary where it has one (the tables that
+    go into docs/BENCHMARKS.md), else its fields as indented ``key: value`` lines."""
+    if isinstance(result.get("markdown"), str):
+        return result["markdown"].strip()
+    lines: list[str] = []
+
+    def walk(obj: Any, indent: int) -> None:
+        pad = "  " * indent
+        for key, value in obj.items():
+            if isinstance(value, dict):
+                lines.append(f"{pad}{key}:")
+                walk(value, indent + 1)
+            elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                lines.append(f"{pad}{key}:")
+                for v in value:
+                    lines.append(f"{pad}  - " + ", ".join(f"{k}={_short(x)}" for k, x in v.items()))
+            else:
+                lines.append(f"{pad}{key}: {_short(value)}")
+
+    walk(result, 0)
+    return "\n".join(lines)
+
+
+def _short(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    text = x if isinstance(x, str) else json.dumps(x, default=str)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+__all__ = [
+    "BENCHES",
+    "REPO",
+    "describe",
+    "format_result",
+    "get_bench",
+    "listing",
+    "resolve_data_dir",
+    "run_bench",
+]
