@@ -74,7 +74,7 @@ _W2V = {
     "epochs": 10,
     "negative": 10,
     "sample": 0.0,
-    "workers": THREADS,
+    "num_threads": THREADS,
 }
 _WALKS = {
     "walk_length": 20,
@@ -82,7 +82,7 @@ _WALKS = {
     "vector_size": 64,
     "window": 5,
     "epochs": 3,
-    "workers": THREADS,
+    "num_threads": THREADS,
 }
 _WALKS_BIG = {**_WALKS, "walk_length": 10, "walks_per_node": 5, "epochs": 2}
 _ITEMCF = {"similarity": "asymmetric_cosine", "k": 50, "shrink": 10.0, "iuf": True}
@@ -302,7 +302,7 @@ def evaluate_gensim_raw(
         "window": params.get("window", 5),
         "negative": params.get("negative", 5),
         "epochs": params.get("epochs", 10),
-        "workers": params.get("workers", 1),
+        "workers": params.get("num_threads", 1),
     }
     t0 = time.perf_counter()
     w2v = Word2Vec(list(seqs.to_numpy()), min_count=1, sg=1, seed=0, **w2v_params)
@@ -484,11 +484,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         ]
         for r in (r for r in result["rows"] if r["dataset"] == ds):
             shown = (
-                ", ".join(
-                    f"{k}={v}"
-                    for k, v in r["params"].items()
-                    if k not in ("num_threads", "workers")
-                )
+                ", ".join(f"{k}={v}" for k, v in r["params"].items() if k != "num_threads")
                 or "defaults"
             )
             if r.get("skipped"):

@@ -11,6 +11,9 @@ import pytest
 
 from recforge.data import Interactions
 
+# Tests run two workers side by side on small data: one thread each (recforge.threads).
+os.environ.setdefault("RECFORGE_THREADS", "1")
+
 
 def data_dir() -> Path | None:
     """RECFORGE_DATA_DIR, else ../shared/data next to the repo; None if neither exists."""

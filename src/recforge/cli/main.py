@@ -65,8 +65,17 @@ def fail(ctx: click.Context, e: BaseException, message: str | None = None) -> No
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar="RECFORGE_THREADS",
+    show_envvar=True,
+    help="Threads for training and scoring (models whose num_threads is unset). "
+    "Default: the cores not busy with other work.",
+)
 @click.version_option(package_name="recforge")
-def main(verbose: int) -> None:
+def main(verbose: int, threads: int | None) -> None:
     """recforge: interaction logs in, recommendations out.
 
     Start with `recforge quickstart`, which generates data, trains recall and ranking
@@ -75,6 +84,10 @@ def main(verbose: int) -> None:
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if threads is not None:
+        from recforge.threads import set_default_threads
+
+        set_default_threads(threads)
 
 
 # ---------------------------------------------------------------------------- quickstart

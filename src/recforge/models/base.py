@@ -56,12 +56,20 @@ class BaseModel:
     # ------------------------------------------------------------------ parameters
     @classmethod
     def param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [
-            p.name
-            for p in sig.parameters.values()
-            if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
+        """The ``__init__`` keyword names; where an ``__init__`` takes ``**shared`` and hands
+        them to its base (``TorchRanker``, ``TorchRetrievalModel``), the base's names follow."""
+        names: list[str] = []
+        for klass in cls.__mro__:
+            if "__init__" not in vars(klass) or klass is object:
+                continue
+            sig = inspect.signature(vars(klass)["__init__"])
+            for p in sig.parameters.values():
+                named = p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+                if named and p.name != "self" and p.name not in names:
+                    names.append(p.name)
+            if not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+                break
+        return names
 
     def get_params(self) -> dict[str, Any]:
         """Hyperparameters as given to ``__init__``."""

@@ -36,8 +36,8 @@ class TrainConfig:
     mode: str = "max"  # "max" if a larger monitor value is better, else "min"
     checkpoint_dir: str | None = None  # write a checkpoint each epoch; resume from it if present
     seed: int = 0  # seeds torch (init, dropout) and numpy
-    num_threads: int | None = None  # torch intra-op threads; None leaves torch's setting
-    progress: bool = False  # show a tqdm bar with the live loss
+    num_threads: int | None = None  # torch intra-op threads; None: recforge.threads default
+    progress: bool | None = None  # a bar per epoch with the loss; None: only on a terminal
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:

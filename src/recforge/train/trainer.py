@@ -30,6 +30,8 @@ import torch
 from torch import nn
 
 from recforge.exceptions import ConfigError, TrainingError
+from recforge.progress import show_progress
+from recforge.threads import set_torch_threads
 from recforge.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -170,8 +172,7 @@ class Trainer:
         """Train ``module``; returns the ``History``. The module ends in eval mode, holding
         the best weights when early stopping monitored a ``valid_fn``."""
         cfg = self.config
-        if cfg.num_threads:
-            torch.set_num_threads(int(cfg.num_threads))
+        set_torch_threads(cfg.num_threads)
         seed_everything(cfg.seed)
         opts = self._optimizers(module)
         base_lrs = [[g["lr"] for g in o.param_groups] for o in opts]
@@ -188,6 +189,8 @@ class Trainer:
         step = hist.steps
         total_steps: int | None = None
         monitor_sign = 1.0 if cfg.mode == "max" else -1.0
+        bar = None  # one tqdm bar over every epoch's batches, when progress is shown
+        last_valid: dict[str, float] = {}
 
         for epoch in range(start_epoch, cfg.epochs):
             if hist.stopped_early:
@@ -197,11 +200,13 @@ class Trainer:
             n_batches = len(it) if hasattr(it, "__len__") else None  # type: ignore[arg-type]
             if n_batches is not None:
                 total_steps = n_batches * cfg.epochs
-            bar = None
-            if cfg.progress:
+            if bar is None and show_progress(cfg.progress):
                 from tqdm.auto import tqdm
 
-                bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+                total = None if n_batches is None else n_batches * (cfg.epochs - start_epoch)
+                bar = tqdm(total=total, unit="batch", leave=False, dynamic_ncols=True)
+            if bar is not None:
+                bar.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
             loss_sum, n_seen = 0.0, 0
             for i, batch in enumerate(it):
                 epoch_pos = epoch + (i / n_batches if n_batches else 0.0)
@@ -239,9 +244,7 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     if i % 20 == 0:
-                        bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}")
-            if bar is not None:
-                bar.close()
+                        bar.set_postfix_str(_postfix(loss_sum / n_seen, last_valid), refresh=False)
             if n_seen == 0:
                 raise TrainingError(f"epoch {epoch + 1}: batches({epoch}) yielded no batch.")
             hist.train_loss.append(loss_sum / n_seen)
@@ -253,6 +256,7 @@ class Trainer:
                 with torch.no_grad():
                     metrics = {k: float(v) for k, v in valid_fn(module).items()}
                 hist.valid.append(metrics)
+                last_valid = metrics
                 msg += " " + " ".join(f"{k} {v:.5f}" for k, v in metrics.items())
                 if cfg.patience:
                     if cfg.monitor not in metrics:
@@ -276,12 +280,21 @@ class Trainer:
                         if bad_epochs >= cfg.patience:
                             hist.stopped_early = True
             log.info(msg)
+            if bar is not None:
+                bar.set_postfix_str(_postfix(hist.train_loss[-1], last_valid))
             if ckpt is not None:
                 _save_checkpoint(ckpt, epoch + 1, module, opts, hist, best_state, bad_epochs)
+        if bar is not None:
+            bar.close()
         if best_state is not None:
             module.load_state_dict(best_state)
         module.eval()
         return hist
+
+
+def _postfix(loss: float, valid: dict[str, float]) -> str:
+    """The bar's live text: the running loss and the last epoch's validation metrics."""
+    return " ".join([f"loss {loss:.4f}", *(f"{k} {v:.4f}" for k, v in valid.items())])
 
 
 # ---------------------------------------------------------------------- checkpoints

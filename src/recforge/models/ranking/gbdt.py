@@ -26,6 +26,7 @@ from recforge.exceptions import ConfigError, DataError
 from recforge.metrics import auc, log_loss
 from recforge.models.base import Ranker
 from recforge.models.registry import register
+from recforge.threads import resolve_threads
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class _LightGBMRanker(Ranker):
         early_stopping_rounds: int = 30,
         min_count: int = 1,
         seed: int = 0,
-        num_threads: int = 1,
+        num_threads: int | None = None,
     ) -> None:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -120,7 +121,7 @@ class _LightGBMRanker(Ranker):
             "feature_fraction": self.colsample_bytree,
             "lambda_l2": self.reg_lambda,
             "seed": self.seed,
-            "num_threads": self.num_threads,
+            "num_threads": resolve_threads(self.num_threads),
             "deterministic": True,
             "force_row_wise": True,
             "verbosity": -1,
@@ -192,7 +193,8 @@ class LightGBMRanker(_LightGBMRanker):
     Parameters follow LightGBM's scikit-learn names: n_estimators (max boosting rounds),
     learning_rate, num_leaves, max_depth, min_child_samples, subsample (bagging fraction),
     colsample_bytree (feature fraction), reg_lambda (L2 on leaf values); min_count is the
-    encoder's rare-value threshold.
+    encoder's rare-value threshold; num_threads: LightGBM's threads (None: the
+    ``recforge.threads`` default; training is deterministic with any count).
     """
 
     smoke_params = {"n_estimators": 10, "num_leaves": 7, "min_child_samples": 5}
@@ -235,7 +237,7 @@ class GBDTLR(_LightGBMRanker):
         C: float = 0.1,
         lr_max_iter: int = 200,
         seed: int = 0,
-        num_threads: int = 1,
+        num_threads: int | None = None,
     ) -> None:
         super().__init__(
             n_estimators=n_estimators,

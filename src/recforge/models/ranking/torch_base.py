@@ -15,7 +15,7 @@ A model subclasses ``TorchRanker`` and
           def build_module(self, fields):
               return DeepFMModule(fields, dim=self.embedding_dim, ...)
 
-  ``param_names()`` is the model's own names followed by ``TorchRanker``'s, so
+  ``param_names()`` (``BaseModel``) is the model's own names followed by ``TorchRanker``'s, so
   ``get_params()``, the registry's unknown-parameter check and save/load see all of them;
   a misspelt keyword is still a ``TypeError`` (``TorchRanker.__init__`` has no ``**``).
 * implements ``build_module(fields) -> nn.Module`` whose ``forward(batch) -> (B,) logits``
@@ -44,6 +44,7 @@ from recforge.exceptions import ConfigError, DataError
 from recforge.models.base import Ranker
 from recforge.nn.embedding import FeatureEmbedding, LinearEmbedding
 from recforge.nn.inputs import Batch, take, to_tensors
+from recforge.threads import ensure_torch_threads, set_torch_threads
 from recforge.train import History, TrainConfig, Trainer, seed_everything
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ class TorchRanker(Ranker):
 
     embedding_dim: field embedding size.
     epochs, batch_size, lr, optimizer, weight_decay, l2, schedule, warmup_steps, clip_norm,
-        patience, monitor, seed, num_threads, progress, checkpoint_dir: see ``TrainConfig``.
+        patience, monitor, seed, checkpoint_dir: see ``TrainConfig``.
+    num_threads: torch threads while training (None: the ``recforge.threads`` default).
+    progress: a progress bar per epoch (None: only in an interactive terminal).
     sparse: sparse gradients for the embedding table (SparseAdam/Adagrad on touched rows).
     loss: "bce", "weighted_bce" (positives weighted by ``pos_weight``) or "focal"
         (``focal_gamma``, ``focal_alpha``).
@@ -98,7 +101,7 @@ class TorchRanker(Ranker):
         max_len: int = 8,
         encoder_options: dict[str, Any] | None = None,
         num_threads: int | None = None,
-        progress: bool = False,
+        progress: bool | None = None,
         checkpoint_dir: str | None = None,
     ) -> None:
         self.embedding_dim = embedding_dim
@@ -127,14 +130,6 @@ class TorchRanker(Ranker):
         self.num_threads = num_threads
         self.progress = progress
         self.checkpoint_dir = checkpoint_dir
-
-    # ------------------------------------------------------------------ parameters
-    @classmethod
-    def param_names(cls) -> list[str]:
-        """The subclass's own keyword-only names, then the shared ones."""
-        own = Ranker.param_names.__func__(cls)  # type: ignore[attr-defined]
-        shared = Ranker.param_names.__func__(TorchRanker)  # type: ignore[attr-defined]
-        return own + [n for n in shared if n not in own]
 
     # ------------------------------------------------------------------ to implement
     def build_module(self, fields: Sequence[Field]) -> nn.Module:
@@ -223,8 +218,7 @@ class TorchRanker(Ranker):
         valid: tuple[Batch, np.ndarray] | None,
         neg_rate: float,
     ) -> tuple[nn.Module, History]:
-        if self.num_threads:
-            torch.set_num_threads(int(self.num_threads))
+        set_torch_threads(self.num_threads)
         seed_everything(self.seed)
         module = self.build_module(fields)
         xt = to_tensors(x)
@@ -327,22 +321,11 @@ class _Batches:
             yield take(self.x, idx), self.y.index_select(0, idx)
 
 
-# At most this many rows are scored on one intra-op thread: for a few hundred candidates the
-# OpenMP fork/join costs more than it saves, and on a busy machine every parallel region
-# waits for a second core (200 candidates: ~30 ms on 1 thread vs ~250 ms on 2 under load).
-SINGLE_THREAD_ROWS = 2048
-
-
 def _predict_logits(module: nn.Module, x: Batch, batch_size: int) -> np.ndarray:
+    # torch's thread count is process-wide: set once (by fit, or here on a loaded model),
+    # never switched per call, so concurrent predictions in a threaded server are safe
+    ensure_torch_threads()
     module.eval()
-    n = int(x["categorical"].shape[0])
-    threads = torch.get_num_threads()
-    if n <= SINGLE_THREAD_ROWS and threads > 1:
-        torch.set_num_threads(1)
-        try:
-            return _predict_logits_batched(module, x, batch_size)
-        finally:
-            torch.set_num_threads(threads)
     return _predict_logits_batched(module, x, batch_size)
 
 

@@ -30,6 +30,7 @@ equals the dot product above up to the user constant (it cancels in both losses)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -148,15 +149,17 @@ class FMRecall(TorchRetrievalModel):
     min_count: feature values seen fewer times map to the unknown index.
     l2: penalty on the id and feature embedding rows each batch used (``TrainConfig.l2``).
     init_std: std of the normal initialisation.
-    epochs, batch_size, lr, optimizer, weight_decay, seed: training (see ``TrainConfig``).
+    epochs, batch_size, lr, optimizer, weight_decay, seed, num_threads, progress: training
+        (shared by the torch retrieval models, see ``TorchRetrievalModel``).
     """
 
     smoke_params = {"embedding_dim": 8, "epochs": 3, "batch_size": 64, "lr": 0.01}
 
+    train_defaults = {"epochs": 30, "batch_size": 1024, "lr": 2e-3}
+
     def __init__(
         self,
         *,
-        embedding_dim: int = 64,
         loss: str = "bpr",
         n_negatives: int = 256,
         alpha: float = 0.75,
@@ -166,14 +169,9 @@ class FMRecall(TorchRetrievalModel):
         min_count: int = 1,
         l2: float = 0.0,
         init_std: float = 0.05,
-        epochs: int = 30,
-        batch_size: int = 1024,
-        lr: float = 2e-3,
-        optimizer: str = "adam",
-        weight_decay: float = 0.0,
-        seed: int = 0,
+        **shared: Any,
     ) -> None:
-        self.embedding_dim = embedding_dim
+        super().__init__(**(self.train_defaults | shared))
         self.loss = loss
         self.n_negatives = n_negatives
         self.alpha = alpha
@@ -183,12 +181,6 @@ class FMRecall(TorchRetrievalModel):
         self.min_count = min_count
         self.l2 = l2
         self.init_std = init_std
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.optimizer = optimizer
-        self.weight_decay = weight_decay
-        self.seed = seed
 
     def _side(self, table: pd.DataFrame | None, raw_ids: np.ndarray, kind: str) -> FieldSide:
         enc = None
@@ -204,7 +196,6 @@ class FMRecall(TorchRetrievalModel):
         return FieldSide(len(raw_ids), self.embedding_dim, fields, encoded, self.init_std)
 
     def _fit(self, interactions: Interactions) -> None:
-        self._check_common()
         if self.loss not in FM_LOSSES:
             raise ConfigError(f"FMRecall: loss={self.loss!r}; choose one of {FM_LOSSES}.")
         torch.manual_seed(self.seed)

@@ -44,6 +44,7 @@ from recforge.models.retrieval.item2vec import (
     mean_item_vectors,
     word2vec_vectors,
 )
+from recforge.threads import reproducible_threads
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ class _WalkEmbedding(EmbeddingMixin, RetrievalModel):
         score: str = "output",
         normalize: bool = False,
         seed: int = 0,
-        workers: int = 1,
+        num_threads: int | None = None,
     ) -> None:
         self.graph = graph
         self.walk_length = walk_length
@@ -202,7 +203,7 @@ class _WalkEmbedding(EmbeddingMixin, RetrievalModel):
         self.score = score
         self.normalize = normalize
         self.seed = seed
-        self.workers = workers
+        self.num_threads = num_threads
 
     def _fit(self, interactions: Interactions) -> None:
         if self.graph not in GRAPHS:
@@ -241,7 +242,7 @@ class _WalkEmbedding(EmbeddingMixin, RetrievalModel):
             alpha=self.alpha,
             sample=0.0,
             seed=self.seed,
-            workers=self.workers,
+            workers=reproducible_threads(self.num_threads, self.seed, self.name),
         )
         first_item = self.n_users if self.graph == "bipartite" else 0
         item_in = inp[first_item:]
@@ -282,8 +283,9 @@ _GRAPH_DOC = """
     weighted: on the item graph, step with probability proportional to co-occurrence counts.
     score: "output" (user input vector · item output vector) or "input" (module docstring).
     normalize: L2-normalise vectors so that scores are cosines.
-    seed: seed of walks and word2vec; with ``workers=1`` a fit is reproducible.
-    workers: word2vec threads.
+    seed: seed of walks and word2vec; with ``num_threads`` None or 1 a fit is reproducible.
+    num_threads: word2vec threads (None: 1, so that ``seed`` fixes the result; more threads
+        train faster but differ run to run).
 """
 
 
@@ -298,7 +300,7 @@ class DeepWalk(_WalkEmbedding):
         "walks_per_node": 4,
         "vector_size": 8,
         "epochs": 2,
-        "workers": 1,
+        "num_threads": 1,
     }
 
 
@@ -316,7 +318,7 @@ class Node2Vec(_WalkEmbedding):
         "walks_per_node": 4,
         "vector_size": 8,
         "epochs": 2,
-        "workers": 1,
+        "num_threads": 1,
         "p": 0.5,
         "q": 2.0,
     }
@@ -339,7 +341,7 @@ class Node2Vec(_WalkEmbedding):
         score: str = "output",
         normalize: bool = False,
         seed: int = 0,
-        workers: int = 1,
+        num_threads: int | None = None,
     ) -> None:
         super().__init__(
             graph=graph,
@@ -355,7 +357,7 @@ class Node2Vec(_WalkEmbedding):
             score=score,
             normalize=normalize,
             seed=seed,
-            workers=workers,
+            num_threads=num_threads,
         )
         self.p = p
         self.q = q

@@ -36,6 +36,7 @@ from recforge.data.interactions import Interactions
 from recforge.exceptions import ConfigError
 from recforge.models.base import EmbeddingMixin, RetrievalModel
 from recforge.models.registry import register
+from recforge.threads import reproducible_threads
 from recforge.topk import topk
 
 log = logging.getLogger(__name__)
@@ -243,14 +244,15 @@ class Item2Vec(EmbeddingMixin, RetrievalModel):
         plain mean.
     score: "output" (input mean · output vectors) or "input" (see module docstring).
     similarity: "dot" or "cosine" (L2-normalised vectors).
-    seed: word2vec seed; with ``workers=1`` training is reproducible.
-    workers: word2vec threads.
+    seed: word2vec seed; with ``num_threads`` None or 1 training is reproducible.
+    num_threads: word2vec threads (None: 1, so that ``seed`` fixes the result; more threads
+        train faster but differ run to run).
     """
 
     smoke_params: ClassVar[dict[str, Any]] = {
         "vector_size": 8,
         "epochs": 3,
-        "workers": 1,
+        "num_threads": 1,
         "seed": 0,
     }
     supports_history = True
@@ -272,7 +274,7 @@ class Item2Vec(EmbeddingMixin, RetrievalModel):
         score: str = "output",
         similarity: str = "dot",
         seed: int = 0,
-        workers: int = 1,
+        num_threads: int | None = None,
     ) -> None:
         self.vector_size = vector_size
         self.window = window
@@ -288,7 +290,7 @@ class Item2Vec(EmbeddingMixin, RetrievalModel):
         self.score = score
         self.similarity = similarity
         self.seed = seed
-        self.workers = workers
+        self.num_threads = num_threads
 
     def _check(self) -> None:
         check_score(self.score, self.hs, "item2vec")
@@ -328,7 +330,7 @@ class Item2Vec(EmbeddingMixin, RetrievalModel):
             alpha=self.alpha,
             sample=self.sample,
             seed=self.seed,
-            workers=self.workers,
+            workers=reproducible_threads(self.num_threads, self.seed, self.name),
         )
         weights = None
         if self.recency_decay < 1.0:

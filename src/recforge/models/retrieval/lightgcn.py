@@ -13,6 +13,8 @@ embeddings the batch used, as in the paper).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -86,40 +88,30 @@ class LightGCN(TorchRetrievalModel):
     l2: weight of the L2 penalty on the ego embeddings a batch used.
     n_negatives: uniform unseen negatives per positive (the BPR loss averages over them).
     init_std: std of the normal initialisation of the ego embeddings.
-    epochs, batch_size, lr, optimizer, weight_decay, seed: training (see ``TrainConfig``).
+    epochs, batch_size, lr, optimizer, weight_decay, seed, num_threads, progress: training
+        (shared by the torch retrieval models, see ``TorchRetrievalModel``).
     """
 
     smoke_params = {"embedding_dim": 8, "n_layers": 2, "epochs": 3, "batch_size": 64, "lr": 0.01}
 
+    train_defaults = {"epochs": 60, "batch_size": 2048, "lr": 5e-3}
+
     def __init__(
         self,
         *,
-        embedding_dim: int = 64,
         n_layers: int = 3,
         l2: float = 1e-4,
         n_negatives: int = 1,
         init_std: float = 0.1,
-        epochs: int = 60,
-        batch_size: int = 2048,
-        lr: float = 5e-3,
-        optimizer: str = "adam",
-        weight_decay: float = 0.0,
-        seed: int = 0,
+        **shared: Any,
     ) -> None:
-        self.embedding_dim = embedding_dim
+        super().__init__(**(self.train_defaults | shared))
         self.n_layers = n_layers
         self.l2 = l2
         self.n_negatives = n_negatives
         self.init_std = init_std
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.optimizer = optimizer
-        self.weight_decay = weight_decay
-        self.seed = seed
 
     def _fit(self, interactions: Interactions) -> None:
-        self._check_common()
         if self.n_layers < 0 or self.n_negatives < 1:
             raise ConfigError(
                 f"LightGCN: n_layers must be >= 0 and n_negatives >= 1, got {self.n_layers}, {self.n_negatives}."

@@ -12,15 +12,16 @@ or pickled.
   appends an item-bias column to the item factors and a constant 1 to the user factors; we
   keep both, so ``user_factors_ @ item_factors_.T`` equals implicit's own scores exactly.
 
-Threads: ``num_threads`` defaults to ``min(4, cpu_count)``. BPR with more than one thread is
-Hogwild SGD and not bit-reproducible; use ``num_threads=1`` with ``random_state`` for
-reproducible runs. BLAS is limited to one thread during ALS's fit, as implicit recommends.
+Threads: ``num_threads=None`` is the ``recforge.threads`` default (``--threads``,
+``RECFORGE_THREADS``, else the free cores). BPR with more than one thread is Hogwild SGD and
+not reproducible, so BPR with a fixed ``random_state`` and ``num_threads=None`` trains on one
+thread, and warns once when more are asked for. ALS is deterministic with any thread count.
+BLAS is limited to one thread during the fit, as implicit recommends.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, ClassVar
 
 import numpy as np
@@ -30,17 +31,9 @@ from recforge.data.interactions import Interactions
 from recforge.exceptions import ConfigError
 from recforge.models.base import EmbeddingMixin, RetrievalModel
 from recforge.models.registry import register
+from recforge.threads import reproducible_threads, resolve_threads
 
 log = logging.getLogger(__name__)
-
-
-def _threads(num_threads: int | None) -> int:
-    """Threads to give implicit: the setting, or min(4, cpu_count) when None."""
-    if num_threads is None:
-        return max(1, min(4, os.cpu_count() or 1))
-    if num_threads < 1:
-        raise ConfigError(f"num_threads must be >= 1 or None, got {num_threads!r}.")
-    return int(num_threads)
 
 
 def _check_positive(owner: str, **values: Any) -> None:
@@ -105,7 +98,7 @@ class ALS(_ImplicitMF):
     use_cg: conjugate-gradient solver (faster) instead of the exact Cholesky solve.
     weight_col: interaction column summed into ``r_ui`` (e.g. "weight", play counts);
         None uses 1 per seen pair.
-    num_threads: implicit's threads (None: min(4, cpu_count)).
+    num_threads: implicit's threads (None: the ``recforge.threads`` default).
     random_state: seed of the factor initialisation.
     """
 
@@ -147,7 +140,7 @@ class ALS(_ImplicitMF):
             alpha=float(self.alpha),
             iterations=int(self.iterations),
             use_cg=bool(self.use_cg),
-            num_threads=_threads(self.num_threads),
+            num_threads=resolve_threads(self.num_threads),
             random_state=self.random_state,
         )
 
@@ -168,7 +161,8 @@ class BPR(_ImplicitMF):
     iterations: epochs over the training pairs.
     verify_negative_samples: resample negatives the user has seen (slower, more exact).
     weight_col: ignored by BPR's loss except that pairs with weight 0 are dropped.
-    num_threads: implicit's threads (None: min(4, cpu_count)); 1 for reproducible runs.
+    num_threads: implicit's threads (None: 1 when random_state is set, which makes runs
+        repeat exactly; else the ``recforge.threads`` default).
     random_state: seed of initialisation and sampling.
     """
 
@@ -223,6 +217,6 @@ class BPR(_ImplicitMF):
             regularization=float(self.regularization),
             iterations=int(self.iterations),
             verify_negative_samples=bool(self.verify_negative_samples),
-            num_threads=_threads(self.num_threads),
+            num_threads=reproducible_threads(self.num_threads, self.random_state, "bpr"),
             random_state=self.random_state,
         )

@@ -16,6 +16,8 @@ from the history so that the tower cannot simply find it there.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -89,7 +91,8 @@ class SimpleX(TorchRetrievalModel):
     gate: g, the weight of the user embedding against the aggregated history (1 = MF).
     max_history: most recent training items aggregated per user.
     init_std: std of the normal initialisation of the embeddings.
-    epochs, batch_size, lr, optimizer, weight_decay, seed: training (see ``TrainConfig``).
+    epochs, batch_size, lr, optimizer, weight_decay, seed, num_threads, progress: training
+        (shared by the torch retrieval models, see ``TorchRetrievalModel``).
     """
 
     smoke_params = {
@@ -100,39 +103,28 @@ class SimpleX(TorchRetrievalModel):
         "lr": 0.01,
     }
 
+    train_defaults = {"lr": 5e-3}
+
     def __init__(
         self,
         *,
-        embedding_dim: int = 64,
         n_negatives: int = 300,
         margin: float = 0.3,
         negative_weight: float = 5.0,
         gate: float = 0.5,
         max_history: int = 100,
         init_std: float = 0.1,
-        epochs: int = 10,
-        batch_size: int = 512,
-        lr: float = 5e-3,
-        optimizer: str = "adam",
-        weight_decay: float = 0.0,
-        seed: int = 0,
+        **shared: Any,
     ) -> None:
-        self.embedding_dim = embedding_dim
+        super().__init__(**(self.train_defaults | shared))
         self.n_negatives = n_negatives
         self.margin = margin
         self.negative_weight = negative_weight
         self.gate = gate
         self.max_history = max_history
         self.init_std = init_std
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.optimizer = optimizer
-        self.weight_decay = weight_decay
-        self.seed = seed
 
     def _fit(self, interactions: Interactions) -> None:
-        self._check_common()
         if not 0.0 <= self.gate <= 1.0 or self.n_negatives < 1:
             raise ConfigError(
                 f"SimpleX: gate must lie in [0, 1] and n_negatives >= 1, got gate={self.gate}, "

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -39,9 +39,11 @@ from recforge import losses as L
 from recforge.config import from_dict
 from recforge.data.batching import PairSampler, PopularitySampler, uniform_negatives
 from recforge.data.features import EncodedFeatures, FeatureEncoder
+from recforge.data.interactions import Interactions
 from recforge.exceptions import ConfigError, DataError
 from recforge.models.base import EmbeddingMixin, RetrievalModel, mask_seen
 from recforge.nn.inputs import Batch, take, to_tensors
+from recforge.threads import set_torch_threads
 from recforge.topk import topk
 from recforge.train.config import TrainConfig
 from recforge.train.trainer import History, Trainer
@@ -148,12 +150,61 @@ class EpochBatches:
 class TorchRetrievalModel(EmbeddingMixin, RetrievalModel):
     """Base of the torch retrieval models; subclasses implement ``_fit``.
 
-    Subclasses keep these shared keyword-only hyperparameters in their own ``__init__``
-    (so that ``get_params`` returns them): ``embedding_dim, epochs, batch_size, lr,
-    optimizer, weight_decay, seed``; ``_train_config`` turns them into a ``TrainConfig``.
+    Shared hyperparameters (keyword-only; a model's own defaults for them are in its
+    ``train_defaults``):
+
+    embedding_dim: size of the user/item vectors.
+    epochs: passes over the training pairs.
+    batch_size: training pairs per step.
+    lr: peak learning rate.
+    optimizer: "sgd" | "adagrad" | "adam" | "adamw".
+    weight_decay: coupled L2 (decoupled for adamw) on every parameter.
+    seed: seeds initialisation, sampling and batch order.
+    num_threads: torch threads while training (None: ``recforge.threads`` default).
+    progress: a progress bar per epoch (None: only in an interactive terminal).
+
+    A model subclasses it like a ``TorchRanker``: its own keyword-only parameters in
+    ``__init__``, the shared ones as ``**shared``::
+
+        @register("lightgcn")
+        class LightGCN(TorchRetrievalModel):
+            train_defaults = {"epochs": 60, "batch_size": 2048, "lr": 5e-3}
+
+            def __init__(self, *, n_layers: int = 3, **shared: Any) -> None:
+                super().__init__(**(self.train_defaults | shared))
+                self.n_layers = n_layers
+
+    ``param_names()`` lists the model's own names, then the shared ones, so that
+    ``get_params``, the registry's checks and save/load see all of them; a misspelt keyword
+    is still a ``TypeError``. ``_train`` builds the ``TrainConfig`` and runs the ``Trainer``.
     """
 
     module_: nn.Module | None = None
+    # the model's defaults for the shared parameters, where they differ from __init__'s
+    train_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self,
+        *,
+        embedding_dim: int = 64,
+        epochs: int = 10,
+        batch_size: int = 512,
+        lr: float = 1e-3,
+        optimizer: str = "adam",
+        weight_decay: float = 0.0,
+        seed: int = 0,
+        num_threads: int | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        self.embedding_dim = embedding_dim
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.weight_decay = weight_decay
+        self.seed = seed
+        self.num_threads = num_threads
+        self.progress = progress
 
     # ------------------------------------------------------------------ training
     def _train_config(self, **extra: Any) -> TrainConfig:
@@ -164,6 +215,8 @@ class TorchRetrievalModel(EmbeddingMixin, RetrievalModel):
             "optimizer": self.optimizer,
             "weight_decay": float(self.weight_decay),
             "seed": int(self.seed),
+            "num_threads": self.num_threads,
+            "progress": self.progress,
         }
         cfg.update(extra)
         return from_dict(TrainConfig, cfg, where=f"{type(self).__name__} training config")
@@ -179,6 +232,13 @@ class TorchRetrievalModel(EmbeddingMixin, RetrievalModel):
         self.train_history_ = history
         self.train_loss_ = [float(x) for x in history.train_loss]
         return history
+
+    def fit(self, interactions: Interactions) -> TorchRetrievalModel:
+        """Check the shared parameters, set torch's threads once, then fit (see
+        ``RetrievalModel.fit``); returns self."""
+        self._check_common()
+        set_torch_threads(self.num_threads)
+        return super().fit(interactions)  # type: ignore[return-value]
 
     def _check_common(self) -> None:
         for name in ("embedding_dim", "epochs", "batch_size"):

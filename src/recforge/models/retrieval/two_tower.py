@@ -161,7 +161,6 @@ class _TwoTower(TorchRetrievalModel):
     _kind = ""
 
     def _fit(self, interactions: Interactions) -> None:
-        self._check_common()
         if self.loss not in LOSSES:
             raise ConfigError(f"{type(self).__name__}: loss={self.loss!r}; choose one of {LOSSES}.")
         if self.temperature <= 0:
@@ -379,7 +378,8 @@ _SHARED_DOC = """
     min_count: feature values seen fewer times map to the unknown index.
     hard_negatives: N mined hard negatives per row (0 = off); hard_negative_every: mine
         every E epochs; hard_negative_skip: top unseen items left out as likely positives.
-    epochs, batch_size, lr, optimizer, weight_decay, seed: training (see ``TrainConfig``).
+    epochs, batch_size, lr, optimizer, weight_decay, seed, num_threads, progress: training
+        (shared by the torch retrieval models, see ``TorchRetrievalModel``).
 """
 
 
@@ -403,7 +403,6 @@ class DSSM(_TwoTower):
     def __init__(
         self,
         *,
-        embedding_dim: int = 64,
         loss: str = "in_batch",
         n_negatives: int = 256,
         alpha: float = 0.75,
@@ -420,14 +419,9 @@ class DSSM(_TwoTower):
         hard_negatives: int = 0,
         hard_negative_every: int = 5,
         hard_negative_skip: int = 10,
-        epochs: int = 10,
-        batch_size: int = 512,
-        lr: float = 1e-3,
-        optimizer: str = "adam",
-        weight_decay: float = 0.0,
-        seed: int = 0,
+        **shared: Any,
     ) -> None:
-        self.embedding_dim = embedding_dim
+        super().__init__(**shared)
         self.loss = loss
         self.n_negatives = n_negatives
         self.alpha = alpha
@@ -444,12 +438,6 @@ class DSSM(_TwoTower):
         self.hard_negatives = hard_negatives
         self.hard_negative_every = hard_negative_every
         self.hard_negative_skip = hard_negative_skip
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.optimizer = optimizer
-        self.weight_decay = weight_decay
-        self.seed = seed
 
 
 @register("youtube_dnn")
@@ -469,10 +457,11 @@ class YouTubeDNN(_TwoTower):
         "n_negatives": 16,
     }
 
+    train_defaults = {"epochs": 20}
+
     def __init__(
         self,
         *,
-        embedding_dim: int = 64,
         loss: str = "sampled_softmax",
         n_negatives: int = 256,
         alpha: float = 0.75,
@@ -488,14 +477,9 @@ class YouTubeDNN(_TwoTower):
         hard_negatives: int = 0,
         hard_negative_every: int = 5,
         hard_negative_skip: int = 10,
-        epochs: int = 20,
-        batch_size: int = 512,
-        lr: float = 1e-3,
-        optimizer: str = "adam",
-        weight_decay: float = 0.0,
-        seed: int = 0,
+        **shared: Any,
     ) -> None:
-        self.embedding_dim = embedding_dim
+        super().__init__(**(self.train_defaults | shared))
         self.loss = loss
         self.n_negatives = n_negatives
         self.alpha = alpha
@@ -511,9 +495,3 @@ class YouTubeDNN(_TwoTower):
         self.hard_negatives = hard_negatives
         self.hard_negative_every = hard_negative_every
         self.hard_negative_skip = hard_negative_skip
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.optimizer = optimizer
-        self.weight_decay = weight_decay
-        self.seed = seed
