@@ -118,6 +118,11 @@ def test_ranker_contract(name, ctr, tmp_path):
     p = model.predict_proba(test)
     assert p.shape == (len(test),)
     assert np.all((p >= 0) & (p <= 1)) and np.isfinite(p).all()
+    try:  # the serving path (pre-encoded rows) gives the same probabilities
+        enc = model.predict_proba_encoded(model.encoder_.transform(test))
+        np.testing.assert_allclose(enc, p, rtol=1e-5, atol=1e-6)
+    except NotImplementedError:
+        pass
     # unseen categories at inference must not crash
     odd = test.copy()
     odd["cat"] = "never-seen"

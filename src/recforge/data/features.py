@@ -243,25 +243,30 @@ class FeatureEncoder:
         cat_fields = self.fields_of(CATEGORICAL)
         cat = np.zeros((n, len(cat_fields)), dtype=np.int64)
         for j, f in enumerate(cat_fields):
-            if f.source is not None:
-                values = pd.to_numeric(frame[f.source], errors="coerce").to_numpy(dtype=np.float64)
-                b = np.searchsorted(np.asarray(f.boundaries), values, side="right") + 1
-                cat[:, j] = np.where(np.isnan(values), 0, b)
-            else:
-                cat[:, j] = _lookup(self._vocabs[f.name], frame[f.name]) + 1
+            cat[:, j] = self.encode_field(f, frame[f.source or f.name])
         num_fields = self.fields_of(NUMERIC)
         num = np.zeros((n, len(num_fields)), dtype=np.float32)
         for j, f in enumerate(num_fields):
-            values = pd.to_numeric(frame[f.name], errors="coerce").to_numpy(dtype=np.float64)
-            num[:, j] = np.nan_to_num((values - f.mean) / f.std, nan=0.0)
-        multi = {}
-        for f in self.fields_of(MULTI):
-            flat, lengths = _flatten(frame[f.name], f.name)
-            codes = (
-                self._vocabs[f.name].get_indexer(flat) + 1 if len(flat) else np.zeros(0, np.int64)
-            )
-            multi[f.name] = _pad(codes, lengths, f.max_len)
+            num[:, j] = self.encode_field(f, frame[f.name])
+        multi = {f.name: self.encode_field(f, frame[f.name]) for f in self.fields_of(MULTI)}
         return EncodedFeatures(cat, num, multi)
+
+    def encode_field(self, f: Field, column: pd.Series) -> np.ndarray:
+        """One field's codes for a column of raw values: (n,) int64 indices (categorical and
+        bucket fields; the bucket field reads its numeric source column), (n,) float32
+        standardised values (numeric), or (n, max_len) int64 (multi). Unseen -> 0."""
+        if f.type == CATEGORICAL and f.source is not None:
+            values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+            b = np.searchsorted(np.asarray(f.boundaries), values, side="right") + 1
+            return np.where(np.isnan(values), 0, b).astype(np.int64)
+        if f.type == CATEGORICAL:
+            return (_lookup(self._vocabs[f.name], column) + 1).astype(np.int64)
+        if f.type == NUMERIC:
+            values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+            return np.nan_to_num((values - f.mean) / f.std, nan=0.0).astype(np.float32)
+        flat, lengths = _flatten(column, f.name)
+        codes = self._vocabs[f.name].get_indexer(flat) + 1 if len(flat) else np.zeros(0, np.int64)
+        return _pad(codes, lengths, f.max_len)
 
     def fit_transform(self, frame: pd.DataFrame, label: str | None = None) -> EncodedFeatures:
         return self.fit(frame, label).transform(frame)

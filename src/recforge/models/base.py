@@ -438,6 +438,12 @@ class Ranker(BaseModel):
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         return self.predict_proba(frame)
 
+    def predict_proba_encoded(self, x: Any) -> np.ndarray:
+        """``predict_proba`` of rows already encoded by ``encoder_`` (an ``EncodedFeatures``):
+        the serving path, which joins pre-encoded feature tables without pandas. Rankers
+        that do not implement it are served through ``predict_proba``."""
+        raise NotImplementedError(f"{type(self).__name__} has no predict_proba_encoded.")
+
 
 def mask_seen(scores: np.ndarray, seen: sp.csr_matrix, user_idx: np.ndarray) -> None:
     """Set scores of items each user has seen to -inf, in place. scores: (B, n_items)."""

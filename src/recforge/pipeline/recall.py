@@ -52,6 +52,7 @@ from recforge import models
 from recforge.artifacts import atomic_dir, read_json, verify_artifact
 from recforge.config import check_keys, from_dict, load_yaml
 from recforge.data.interactions import Interactions
+from recforge.data.vocab import IdVocab
 from recforge.exceptions import ArtifactError, ConfigError, DataError, NotFittedError
 from recforge.index.faiss_index import AnnIndex, AnnRecommender, IndexConfig, verify_index
 from recforge.topk import topk
@@ -349,6 +350,107 @@ class RecallPipeline:
                 out[f"{name}_{what}"] = vals
         return out.reset_index(drop=True)
 
+    # ------------------------------------------------------------------ online
+    @property
+    def catalogue_(self) -> IdVocab:
+        """Every item any source knows (the item space of ``candidates``)."""
+        return self._online().catalogue
+
+    def _online(self) -> _Online:
+        if getattr(self, "_online_", None) is None:
+            if not self.is_fitted:
+                raise NotFittedError(self, "candidates")
+            self._online_ = _Online(self)
+        return self._online_
+
+    def candidates(
+        self,
+        user_id: Any,
+        k: int | None = None,
+        history: Any = (),
+        exclude: np.ndarray | None = None,
+    ) -> Candidates:
+        """Merged candidates of one user, NumPy only: the online path of a server.
+
+        The same channels, quotas, merge and fallback as ``recommend``. ``history``: raw item
+        ids the user interacted with recently (oldest first), given at request time; channels
+        whose model ``supports_history`` score from the training history plus these, the
+        others from the training history only; for a user unknown to a channel, only the
+        history-capable channels answer. Items in the training history, in ``history`` and
+        in ``exclude`` (catalogue indices) are never returned.
+        """
+        on = self._online()
+        k = int(k or self.k or sum(c.quota for c in self.channels))
+        if k < 1:
+            raise ConfigError(f"recall k must be >= 1, got {k}.")
+        hist = [] if history is None else list(history)
+        hist_cat = on.catalogue.index(hist, unknown="mask") if hist else np.zeros(0, np.int64)
+        unknown = [h for h, i in zip(hist, hist_cat) if i < 0]
+        hist_cat = hist_cat[hist_cat >= 0]
+        banned = np.concatenate(
+            [hist_cat, np.asarray(exclude if exclude is not None else [], np.int64)]
+        )
+        lists = []
+        for s, c in enumerate(self.channels):
+            found = self._channel_one(c, on.to_cat[s], user_id, hist, banned)
+            if found is not None:
+                lists.append((s, *found))
+        cold = not lists
+        if self.fallback is not None:
+            fb_s = len(self.channels)
+            if self.fallback.user_vocab_.index([user_id], unknown="mask")[0] >= 0:
+                found = self._model_one(self.fallback, on.to_cat[fb_s], user_id, [], banned, k)
+            else:
+                found = self._cold_one(on, banned, k)
+            lists.append((fb_s, *found))
+        n_src = len(self.channels) + 1
+        weights = np.array([float(c.weight) for c in self.channels] + [0.0])
+        items, score, rank, raw = merge_candidates(lists, n_src, weights, self.merge, k)
+        names = [c.name for c in self.channels] + [FALLBACK]
+        return Candidates(items, score, names, rank, raw, cold, unknown)
+
+    def _channel_one(self, c: Channel, to_cat, user_id, hist, banned):
+        return self._model_one(c.model, to_cat, user_id, hist, banned, int(c.quota), c.ann_)
+
+    @staticmethod
+    def _model_one(model, to_cat, user_id, hist, banned, q, ann=None):
+        """(items (q',) catalogue indices, scores) of one source for one user, or None when
+        the source cannot answer (unknown user and no usable history)."""
+        u = model.user_vocab_.index([user_id], unknown="mask")[0]
+        h = model.item_vocab_.index(hist, unknown="mask") if len(hist) else np.zeros(0, np.int64)
+        h = h[h >= 0]
+        if getattr(model, "supports_history", False) and (len(h) or u < 0):
+            if u < 0 and not len(h):
+                return None
+            train_hist = model.seen_[u].indices if u >= 0 else np.zeros(0, np.int64)
+            full = np.concatenate([train_hist, h])
+            idx, scores = model.recommend_from_history_idx(full, q + len(banned))
+        elif u >= 0:
+            fetch = q + len(banned)
+            retr = ann if ann is not None else model
+            idx, scores = retr.recommend_idx(np.array([u]), k=min(fetch, model.n_items))
+            idx, scores = idx[0], scores[0]
+        else:
+            return None
+        ok = (idx >= 0) & np.isfinite(scores)
+        cat = to_cat[idx[ok]]
+        scores = scores[ok]
+        if len(banned):
+            keep = ~np.isin(cat, banned)
+            cat, scores = cat[keep], scores[keep]
+        return cat[:q], scores[:q]
+
+    @staticmethod
+    def _cold_one(on: _Online, banned: np.ndarray, k: int):
+        """The fallback's global list (catalogue indices) for a user it never saw."""
+        take = on.cold_order[: k + len(banned)]
+        scores = on.cold_scores[: k + len(banned)]
+        cat = on.to_cat[-1][take]
+        if len(banned):
+            keep = ~np.isin(cat, banned)
+            cat, scores = cat[keep], scores[keep]
+        return cat[:k], scores[:k]
+
     # ------------------------------------------------------------------ persistence
     def config(self) -> dict[str, Any]:
         """The pipeline as a JSON-safe config (model names, quotas, weights, indexes)."""
@@ -448,6 +550,115 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     if "merge" not in manifest:
         raise ArtifactError(f"{mfile}: field 'merge' is missing.")
     return manifest
+
+
+# ---------------------------------------------------------------------------- online path
+@dataclass
+class Candidates:
+    """One user's merged candidates from ``RecallPipeline.candidates`` (NumPy, no pandas).
+
+    items: (n,) catalogue indices (``pipeline.catalogue_``), merged order, best first.
+    score: (n,) merged score (normalised weighted sum; 0 for fallback-only items).
+    sources: names of the sources, the channels then ``"fallback"``.
+    source_rank / source_score: (n, n_sources) float32, 0-based rank and raw score of the
+    item in each source, NaN where the source did not return it.
+    cold: no channel knew the user or could use the history (fallback only).
+    unknown_history: raw history ids that no source knows (ignored).
+    """
+
+    items: np.ndarray
+    score: np.ndarray
+    sources: list[str]
+    source_rank: np.ndarray
+    source_score: np.ndarray
+    cold: bool
+    unknown_history: list[Any]
+
+    def found_by(self, row: int) -> list[str]:
+        """Names of the sources that returned candidate ``row`` (channels before fallback;
+        ``["fallback"]`` only when no channel did)."""
+        hit = [n for n, r in zip(self.sources, self.source_rank[row]) if not np.isnan(r)]
+        chans = [n for n in hit if n != FALLBACK]
+        return chans or hit
+
+
+class _Online:
+    """Per-pipeline lookup tables for ``candidates``: one catalogue over every source's items
+    and each source's item index -> catalogue index."""
+
+    def __init__(self, pipe: RecallPipeline) -> None:
+        models_ = [c.model for c in pipe.channels] + (
+            [pipe.fallback] if pipe.fallback is not None else []
+        )
+        ids = np.concatenate([m.item_vocab_.raw_ids for m in models_])
+        self.catalogue = IdVocab(ids, kind="item")
+        self.to_cat = [self.catalogue.index(m.item_vocab_.raw_ids) for m in models_]
+        fb = pipe.fallback
+        if fb is not None:
+            if hasattr(fb, "item_scores_"):
+                glob = np.asarray(fb.item_scores_, dtype=np.float32)
+            else:
+                glob = np.asarray(fb.seen_.sum(axis=0), dtype=np.float32).ravel()
+            self.cold_order = np.argsort(-glob, kind="stable")
+            self.cold_scores = glob[self.cold_order]
+
+
+def merge_candidates(
+    lists: list[tuple[int, np.ndarray, np.ndarray]],
+    n_sources: int,
+    weights: np.ndarray,
+    merge: str,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Merge ranked lists of one user the way ``RecallPipeline.recommend`` does.
+
+    lists: (source, items (q,) catalogue indices best first, scores (q,)); the last source
+    (``n_sources - 1``) is the fallback. Returns (items (n,), merged score (n,),
+    source_rank (n, n_sources), source_score (n, n_sources)), n <= k.
+    """
+    fb = n_sources - 1
+    parts = [(s, it, sc) for s, it, sc in lists if len(it)]
+    if not parts:
+        empty = np.zeros((0, n_sources), np.float32)
+        return np.zeros(0, np.int64), np.zeros(0, np.float32), empty, empty
+    items = np.concatenate([it for _, it, _ in parts])
+    src = np.concatenate([np.full(len(it), s, np.int64) for s, it, _ in parts])
+    rank = np.concatenate([np.arange(len(it), dtype=np.int64) for _, it, _ in parts])
+    raw = np.concatenate([sc for _, _, sc in parts]).astype(np.float64)
+    norm = np.concatenate([_minmax(sc.astype(np.float64)) for _, _, sc in parts])
+    is_fb = src == fb
+    pos = rank * n_sources + src + is_fb * (1 << 40)  # round-robin place; fallback last
+    contrib = norm * weights[src]
+    order = np.lexsort((pos, items))
+    first = np.r_[True, items[order][1:] != items[order][:-1]]
+    group = np.cumsum(first) - 1  # merged row of each sorted entry
+    n = int(group[-1]) + 1
+    uniq, minpos = items[order][first], pos[order][first]
+    score = np.bincount(group, weights=contrib[order], minlength=n)
+    only_fb = np.bincount(group, weights=~is_fb[order], minlength=n) == 0
+    score = np.where(only_fb, 0.0, score)
+    if merge == "quota":
+        keep = np.lexsort((minpos, only_fb))
+    else:
+        keep = np.lexsort((minpos, -score, only_fb))
+    keep = keep[:k]
+    rows = np.full(n, -1, np.int64)
+    rows[keep] = np.arange(len(keep))
+    s_rank = np.full((len(keep), n_sources), np.nan, np.float32)
+    s_score = np.full((len(keep), n_sources), np.nan, np.float32)
+    r = rows[group]
+    ok = r >= 0
+    s_rank[r[ok], src[order][ok]] = rank[order][ok]
+    s_score[r[ok], src[order][ok]] = raw[order][ok]
+    return uniq[keep], score[keep].astype(np.float32), s_rank, s_score
+
+
+def _minmax(s: np.ndarray) -> np.ndarray:
+    """Min-max normalised scores in [0, 1] (1 when all are equal), as ``_rows`` does."""
+    if not len(s):
+        return s
+    lo, hi = s.min(), s.max()
+    return (s - lo) / (hi - lo) if hi > lo else np.ones_like(s)
 
 
 def _index_dict(c: Channel) -> dict[str, Any]:

@@ -162,6 +162,11 @@ class _LightGBMRanker(Ranker):
         self._check_fitted("predict_proba")
         return tree_matrix(self.encoder_, self.encoder_.transform(frame))
 
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Click probability per row: (n,) float64."""
+        self._check_fitted("predict_proba")
+        return self.predict_proba_encoded(self.encoder_.transform(frame))
+
     def _record_valid(self, valid: pd.DataFrame | None, label: str) -> None:
         if valid is not None:
             yv = binary_labels(valid, label, "valid")
@@ -204,10 +209,9 @@ class LightGBMRanker(_LightGBMRanker):
         self._record_valid(valid, label)
         return self
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """Click probability per row: (n,) float64."""
-        x = self._features(frame)
-        return np.asarray(self.booster_.predict(x), dtype=np.float64)
+    def predict_proba_encoded(self, x: EncodedFeatures) -> np.ndarray:
+        """``predict_proba`` of rows already encoded by ``encoder_``: (n,) float64."""
+        return np.asarray(self.booster_.predict(tree_matrix(self.encoder_, x)), dtype=np.float64)
 
 
 @register("gbdt_lr")
@@ -289,9 +293,10 @@ class GBDTLR(_LightGBMRanker):
         """The logistic regression's logit per row: (n,)."""
         return self._leaf_onehot(self._features(frame)) @ self.coef_ + self.intercept_
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """Click probability per row: (n,) float64."""
-        return 1.0 / (1.0 + np.exp(-self.decision_function(frame)))
+    def predict_proba_encoded(self, x: EncodedFeatures) -> np.ndarray:
+        """``predict_proba`` of rows already encoded by ``encoder_``: (n,) float64."""
+        z = self._leaf_onehot(tree_matrix(self.encoder_, x)) @ self.coef_ + self.intercept_
+        return 1.0 / (1.0 + np.exp(-z))
 
     def _save_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays, state = super()._save_state()

@@ -268,6 +268,16 @@ class TorchRanker(Ranker):
         z = self.predict_logits(frame)
         return (1.0 / (1.0 + np.exp(-z.astype(np.float64)))).astype(np.float32)
 
+    def predict_proba_encoded(self, x: EncodedFeatures) -> np.ndarray:
+        """``predict_proba`` of rows already encoded by ``encoder_`` (the serving path: no
+        pandas, and torch's thread count is left as the process set it)."""
+        self._check_fitted("predict_proba_encoded")
+        self.module_.eval()
+        z = _predict_logits_batched(self.module_, to_tensors(x), 16384)
+        z = z[:, 0] if z.ndim == 2 and z.shape[1] == 1 else z  # (n,), or (n, T) multi-task
+        z = z + np.float32(np.log(self.neg_rate_))
+        return (1.0 / (1.0 + np.exp(-z.astype(np.float64)))).astype(np.float32)
+
     # ------------------------------------------------------------------ persistence
     def _save_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays = {

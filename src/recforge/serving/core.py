@@ -1,0 +1,493 @@
+"""The serving core: a bundle in, the funnel per request, ranked items out.
+
+    rec = Recommender.load("runs/bundle")
+    rec.recommend("u42", k=20, history=[17, 3], context={"device": "mobile"},
+                  filters={"category": ["c1"]}, explain=True)
+
+One request runs: recall channels (request-time history where the model can use it) ->
+merge/dedupe/quota -> filters (item feature values, exclude ids; seen and history items are
+never candidates) -> feature join -> ranker on the best ``rank_top`` candidates -> re-rank
+(MMR diversity with a lambda, when configured) -> top-k with scores. Filters run before the
+ranker so that it scores only items that can be returned.
+
+No HTTP or gRPC here: the REST app, the gRPC server and a notebook call the same methods.
+The request path is NumPy over arrays prepared at load (the user and item feature tables
+are encoded once); no pandas, and torch's thread count is never changed per call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recforge.data.features import CATEGORICAL, MULTI, NUMERIC, EncodedFeatures
+from recforge.exceptions import ConfigError, DataError, UnknownIdError
+from recforge.serving.bundle import Bundle, load_bundle
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Recommendation:
+    """The answer to one recommend call. ``trace`` is filled when ``explain=True``."""
+
+    user: Any
+    items: list[Any]
+    scores: list[float]
+    version: str
+    cold: bool
+    trace: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "user": self.user,
+            "items": [{"item": i, "score": s} for i, s in zip(self.items, self.scores)],
+            "version": self.version,
+            "cold": self.cold,
+        }
+        if self.trace is not None:
+            out["trace"] = self.trace
+        return out
+
+
+@dataclass
+class _Side:
+    """One side's (user or item) encoded ranker fields: per field, codes for every row."""
+
+    index: pd.Index  # raw ids of the rows
+    cat: dict[int, np.ndarray] = field(default_factory=dict)  # categorical column j -> (n,)
+    num: dict[int, np.ndarray] = field(default_factory=dict)  # numeric column j -> (n,)
+    multi: dict[str, np.ndarray] = field(default_factory=dict)  # multi field -> (n, L)
+
+
+class Recommender:
+    """The funnel of one bundle (module docstring). Thread-safe for concurrent reads."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self.pipeline = bundle.pipeline
+        self.ranker = bundle.ranker
+        self.rerank = bundle.rerank
+        self.catalogue = self.pipeline.catalogue_
+        self._id_kind = {
+            "user": _kind_of(self.pipeline.fallback.user_vocab_.raw_ids)
+            if self.pipeline.fallback is not None
+            else _kind_of(self.pipeline.channels[0].model.user_vocab_.raw_ids),
+            "item": _kind_of(self.catalogue.raw_ids),
+        }
+        self._prepare_items()
+        self._prepare_ranker()
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recommender:
+        """Verify and load a bundle directory (``recforge.serving.bundle``)."""
+        return cls(load_bundle(path))
+
+    # ------------------------------------------------------------------ preparation
+    def _prepare_items(self) -> None:
+        table = self.bundle.item_table
+        ids = self.catalogue.raw_ids
+        self.item_values: dict[str, np.ndarray] = {}  # filterable columns, catalogue-aligned
+        if table is not None:
+            aligned = table.reindex(ids)
+            for col in aligned.columns:
+                if aligned[col].map(_is_scalar).all():
+                    self.item_values[col] = aligned[col].to_numpy(dtype=object)
+        self.filter_fields = sorted(self.item_values)
+
+    def _prepare_ranker(self) -> None:
+        self.fields = self.bundle.fields
+        if self.ranker is None:
+            return
+        enc = self.ranker.encoder_
+        self._enc = enc
+        self._cat_fields = enc.fields_of(CATEGORICAL)
+        self._num_fields = enc.fields_of(NUMERIC)
+        self._multi_fields = enc.fields_of(MULTI)
+        self.context_fields = sorted(
+            {v["column"] for v in self.fields.values() if v["source"] == "context"}
+        )
+        items = self.catalogue.raw_ids
+        item_frame = pd.DataFrame({"item": pd.Series(items, dtype=object)})
+        if self.bundle.item_table is not None:
+            aligned = self.bundle.item_table.reindex(items).reset_index(drop=True)
+            item_frame = pd.concat([item_frame, aligned], axis=1)
+        self._items = self._encode_side(("item", "item_id"), item_frame, pd.Index(items))
+        users = self.bundle.user_table
+        if users is not None:
+            user_frame = users.reset_index(drop=True)
+            self._users = self._encode_side(("user",), user_frame, users.index)
+        else:
+            self._users = _Side(pd.Index([]))
+        self._use_encoded = True
+        try:  # rankers without the encoded path are served through predict_proba(frame)
+            self.ranker.predict_proba_encoded(self._assemble(np.zeros(1, np.int64), None, {}))
+        except NotImplementedError:
+            self._use_encoded = False
+
+    def _encode_side(self, sources: tuple[str, ...], frame: pd.DataFrame, index: pd.Index) -> _Side:
+        side = _Side(index)
+        for group, fields in ((side.cat, self._cat_fields), (side.num, self._num_fields)):
+            for j, f in enumerate(fields):
+                spec = self.fields[f.name]
+                if spec["source"] in sources:
+                    col = spec["column"]
+                    values = frame[col] if col in frame else pd.Series([None] * len(frame))
+                    group[j] = self._enc.encode_field(f, values)
+        for f in self._multi_fields:
+            spec = self.fields[f.name]
+            if spec["source"] in sources and spec["column"] in frame:
+                side.multi[f.name] = self._enc.encode_field(f, frame[spec["column"]])
+        return side
+
+    # ------------------------------------------------------------------ ids
+    def _coerce(self, raw: Any, kind: str) -> Any:
+        """A request id in the vocabulary's type: "42" -> 42 for integer ids, 42 -> "42"
+        for string ids (JSON and gRPC carry ids as given by the client)."""
+        want = self._id_kind[kind]
+        if want == "int" and isinstance(raw, str):
+            try:
+                return int(raw)
+            except ValueError:
+                return raw
+        if want == "str" and isinstance(raw, int | np.integer) and not isinstance(raw, bool):
+            return str(raw)
+        return raw
+
+    def _coerce_list(self, raw: Any, kind: str) -> list[Any]:
+        if raw is None:
+            return []
+        if isinstance(raw, str | bytes) or np.isscalar(raw):
+            raw = [raw]
+        return [self._coerce(r, kind) for r in raw]
+
+    def _out_id(self, x: Any) -> Any:
+        return x.item() if isinstance(x, np.generic) else x
+
+    # ------------------------------------------------------------------ recommend
+    def recommend(
+        self,
+        user: Any,
+        k: int = 20,
+        *,
+        history: Any = None,
+        context: dict[str, Any] | None = None,
+        filters: dict[str, Any] | None = None,
+        exclude: Any = None,
+        explain: bool = False,
+    ) -> Recommendation:
+        """Top-k items for ``user`` (a raw id; unknown users get the fallback, never an
+        error). history: recent raw item ids (oldest first) given at request time; unknown
+        ones are ignored and listed in the trace. context: request-time ranker features
+        (``context_fields``). filters: item feature column -> allowed value(s). exclude:
+        raw item ids never to return."""
+        t = [time.perf_counter()]
+        k = self._check_k(k)
+        user = self._coerce(user, "user")
+        context = self._check_context(context)
+        allowed = self._check_filters(filters)
+        excl_ids = self._coerce_list(exclude, "item")
+        excl = self.catalogue.index(excl_ids, unknown="mask")
+        hist = self._coerce_list(history, "item")
+
+        want = max(k, self.rerank.rank_top)
+        cand = self.pipeline.candidates(user, k=None, history=hist, exclude=excl[excl >= 0])
+        t.append(time.perf_counter())  # recall
+
+        keep = np.ones(len(cand.items), dtype=bool)
+        for col, values in allowed.items():
+            keep &= np.isin(self.item_values[col][cand.items], values)
+        rows = np.flatnonzero(keep)
+        t.append(time.perf_counter())  # filter
+
+        top = rows[: self.rerank.rank_top]
+        if self.ranker is not None and len(top):
+            x = self._assemble(cand.items[top], user, context)
+            t.append(time.perf_counter())  # features
+            rank_scores = self._rank(x, cand.items[top], user, context)
+        else:
+            t.append(time.perf_counter())
+            rank_scores = cand.score[top].astype(np.float64)
+        t.append(time.perf_counter())  # rank
+
+        order = self._rerank(cand.items[top], rank_scores, k)
+        final = top[order]
+        t.append(time.perf_counter())  # rerank
+        items = [self._out_id(i) for i in self.catalogue.ids(cand.items[final])]
+        scores = [float(s) for s in np.asarray(rank_scores)[order]]
+        trace = None
+        if explain:
+            trace = self._trace(cand, rows, top, final, rank_scores, order, t, hist, want)
+        return Recommendation(self._out_id(user), items, scores, self.bundle.version, cand.cold, trace)
+
+    def _rank(self, x: EncodedFeatures, items: np.ndarray, user: Any, context: dict) -> np.ndarray:
+        if self._use_encoded:
+            p = self.ranker.predict_proba_encoded(x)
+        else:
+            p = self.ranker.predict_proba(self._frame(items, user, context))
+        p = np.asarray(p, dtype=np.float64)
+        return p[:, 0] if p.ndim == 2 else p  # multi-task rankers: the first task
+
+    def _rerank(self, items: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+        """Positions into ``items`` of the final list: best score first, or MMR."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if self.rerank.mmr_lambda <= 0 or len(items) <= 1:
+            return np.argsort(-scores, kind="stable")[:k]
+        lam = self.rerank.mmr_lambda
+        values = self.item_values[self.rerank.diversity_field][items]
+        codes = pd.factorize(values)[0]
+        lo, hi = scores.min(), scores.max()
+        rel = (scores - lo) / (hi - lo) if hi > lo else np.ones_like(scores)
+        chosen: list[int] = []
+        covered = np.zeros(codes.max() + 2, dtype=bool)
+        left = np.ones(len(items), dtype=bool)
+        for _ in range(min(k, len(items))):
+            sim = covered[codes].astype(np.float64)  # 1 if an item of that value is chosen
+            mmr = np.where(left, (1 - lam) * rel - lam * sim, -np.inf)
+            j = int(np.argmax(mmr))
+            chosen.append(j)
+            left[j] = False
+            covered[codes[j]] = True
+        return np.asarray(chosen, dtype=np.int64)
+
+    def _trace(self, cand, rows, top, final, rank_scores, order, t, hist, want) -> dict[str, Any]:
+        stages = ["recall", "filter", "features", "rank", "rerank"]
+        ms = {s: round((b - a) * 1e3, 3) for s, a, b in zip(stages, t, t[1:])}
+        ms["total"] = round((t[-1] - t[0]) * 1e3, 3)
+        items = []
+        for pos, (row, j) in enumerate(zip(final, order)):
+            chans = {}
+            for s, name in enumerate(cand.sources):
+                r = cand.source_rank[row, s]
+                if not np.isnan(r):
+                    chans[name] = {"rank": int(r), "score": float(cand.source_score[row, s])}
+            items.append(
+                {
+                    "item": self._out_id(self.catalogue.ids([cand.items[row]])[0]),
+                    "position": pos,
+                    "found_by": cand.found_by(row),
+                    "channels": chans,
+                    "recall_rank": int(row),
+                    "recall_score": float(cand.score[row]),
+                    "ranker_score": float(rank_scores[j]) if self.ranker is not None else None,
+                }
+            )
+        return {
+            "version": self.bundle.version,
+            "cold": cand.cold,
+            "unknown_history": [self._out_id(h) for h in cand.unknown_history],
+            "history_used": len(hist) - len(cand.unknown_history),
+            "n_recalled": int(len(cand.items)),
+            "n_after_filters": int(len(rows)),
+            "n_ranked": int(len(top)),
+            "ranker": getattr(self.ranker, "name", None),
+            "stage_ms": ms,
+            "items": items,
+        }
+
+    # ------------------------------------------------------------------ score / similar
+    def score(
+        self, user: Any, items: Any, *, context: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Ranker scores of caller-supplied candidate ``items`` for ``user``, in the given
+        order. Items the bundle does not know are scored with unknown item features and
+        listed under ``unknown_items``."""
+        if self.ranker is None:
+            raise ConfigError("this bundle has no ranker: score needs one.")
+        user = self._coerce(user, "user")
+        ids = self._coerce_list(items, "item")
+        if not ids:
+            raise DataError("items: give at least one item id to score.", column="items")
+        if len(ids) > self.rerank.max_k * 10:
+            raise DataError(f"items: at most {self.rerank.max_k * 10} items per call.", column="items")
+        context = self._check_context(context)
+        idx = self.catalogue.index(ids, unknown="mask")
+        x = self._assemble(idx, user, context)
+        p = self._rank(x, idx, user, context)
+        return {
+            "user": self._out_id(user),
+            "items": [{"item": self._out_id(i), "score": float(s)} for i, s in zip(ids, p)],
+            "unknown_items": [self._out_id(i) for i, j in zip(ids, idx) if j < 0],
+            "version": self.bundle.version,
+        }
+
+    def similar(self, item: Any, k: int = 10) -> dict[str, Any]:
+        """Items like ``item`` from the first channel whose model has item similarity.
+        Raises ``UnknownIdError`` for an item the bundle does not know."""
+        k = self._check_k(k)
+        item = self._coerce(item, "item")
+        for c in self.pipeline.channels:
+            model = c.model
+            if item not in model.item_vocab_:
+                continue
+            try:
+                ids, scores = model.similar_items([item], k=min(k, model.n_items - 1))
+            except NotImplementedError:
+                continue
+            ok = np.isfinite(scores[0])
+            return {
+                "item": self._out_id(item),
+                "channel": c.name,
+                "items": [
+                    {"item": self._out_id(i), "score": float(s)}
+                    for i, s in zip(ids[0][ok], scores[0][ok])
+                ],
+                "version": self.bundle.version,
+            }
+        if item not in self.catalogue:
+            raise UnknownIdError("item", [item])
+        raise ConfigError("no channel of this bundle has an item similarity for this item.")
+
+    def info(self) -> dict[str, Any]:
+        """What is loaded: version, parts, fields and their sources, rules, metrics."""
+        m = self.bundle.manifest
+        return {
+            "name": m.get("name"),
+            "version": m["version"],
+            "created": m.get("created"),
+            "path": str(self.bundle.path),
+            "channels": [
+                {"name": c.name, "model": c.model.name, "quota": c.quota, "index": c.ann_ is not None}
+                for c in self.pipeline.channels
+            ],
+            "fallback": getattr(self.pipeline.fallback, "name", None),
+            "ranker": getattr(self.ranker, "name", None),
+            "n_items": len(self.catalogue),
+            "fields": self.fields,
+            "context_fields": getattr(self, "context_fields", []),
+            "filter_fields": self.filter_fields,
+            "rerank": m["rerank"],
+            "metrics": m.get("metrics", {}),
+        }
+
+    def warmup(self) -> dict[str, Any]:
+        """One request for a known user, one for a cold user: raises unless every score is
+        finite; returns their latencies in ms (the gate before a version takes traffic)."""
+        out = {}
+        users = [self.pipeline.channels[0].model.user_vocab_.raw_ids[0], "__recforge_cold__"]
+        for label, user in zip(("known", "cold"), users):
+            t0 = time.perf_counter()
+            rec = self.recommend(user, k=min(10, len(self.catalogue)))
+            out[f"{label}_ms"] = round((time.perf_counter() - t0) * 1e3, 3)
+            if not rec.items or not np.isfinite(rec.scores).all():
+                raise ConfigError(f"warm-up: the {label} user's recommendation has no finite scores.")
+        return out
+
+    # ------------------------------------------------------------------ features
+    def _assemble(self, items: np.ndarray, user: Any, context: dict[str, Any]) -> EncodedFeatures:
+        """The ranker's encoded input for candidate catalogue indices ``items`` (-1: an item
+        the bundle does not know) of one raw ``user`` (unknown users: unknown features)."""
+        n = len(items)
+        known = items >= 0
+        safe = np.where(known, items, 0)
+        urow = int(self._users.index.get_indexer([user])[0]) if len(self._users.index) else -1
+
+        def one(f: Any, j: int, item_cols: dict, user_cols: dict) -> np.ndarray:
+            spec = self.fields[f.name]
+            if j in item_cols:
+                return np.where(known, item_cols[j][safe], 0)
+            if j in user_cols:
+                return np.full(n, user_cols[j][urow] if urow >= 0 else 0)
+            if spec["source"] == "user_id":
+                value = user
+            elif spec["source"] == "context":
+                value = context.get(spec["column"])
+            else:  # a table column the bundle does not hold
+                value = None
+            return np.full(n, self._enc.encode_field(f, pd.Series([value], dtype=object))[0])
+
+        cat = np.zeros((n, len(self._cat_fields)), dtype=np.int64)
+        for j, f in enumerate(self._cat_fields):
+            cat[:, j] = one(f, j, self._items.cat, self._users.cat)
+        num = np.zeros((n, len(self._num_fields)), dtype=np.float32)
+        for j, f in enumerate(self._num_fields):
+            num[:, j] = one(f, j, self._items.num, self._users.num)
+        multi: dict[str, np.ndarray] = {}
+        for f in self._multi_fields:
+            spec = self.fields[f.name]
+            if f.name in self._items.multi:
+                m = self._items.multi[f.name][safe]
+                m[~known] = 0
+            elif f.name in self._users.multi and urow >= 0:
+                m = np.repeat(self._users.multi[f.name][urow][None, :], n, axis=0)
+            elif spec["source"] == "context" and spec["column"] in context:
+                v = self._enc.encode_field(f, pd.Series([[context[spec["column"]]]], dtype=object))
+                m = np.repeat(v, n, axis=0)
+            else:
+                m = np.zeros((n, f.max_len), dtype=np.int64)
+            multi[f.name] = m
+        return EncodedFeatures(cat, num, multi)
+
+    def _frame(self, items: np.ndarray, user: Any, context: dict[str, Any]) -> pd.DataFrame:
+        """The ranker's input as a DataFrame (rankers without ``predict_proba_encoded``)."""
+        ids = [self.catalogue.raw_ids[i] if i >= 0 else None for i in items]
+        frame = pd.DataFrame({"user": [user] * len(ids), "item": ids})
+        if self.bundle.item_table is not None:
+            it = self.bundle.item_table.reindex(ids).reset_index(drop=True)
+            frame = pd.concat([frame, it], axis=1)
+        if self.bundle.user_table is not None:
+            ut = self.bundle.user_table.reindex([user] * len(ids)).reset_index(drop=True)
+            frame = pd.concat([frame, ut], axis=1)
+        for name, spec in self.fields.items():
+            col = spec["column"]
+            if spec["source"] == "context":
+                frame[col] = context.get(col)
+            elif name not in frame and col in frame:
+                frame[name] = frame[col]
+        return frame
+
+    # ------------------------------------------------------------------ checks
+    def _check_k(self, k: Any) -> int:
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise DataError(f"k: must be a positive integer, got {k!r}.", column="k")
+        if k > self.rerank.max_k:
+            raise DataError(f"k: at most {self.rerank.max_k}, got {k}.", column="k")
+        return int(k)
+
+    def _check_context(self, context: dict[str, Any] | None) -> dict[str, Any]:
+        context = dict(context or {})
+        valid = getattr(self, "context_fields", [])
+        for key, value in context.items():
+            if key not in valid:
+                raise DataError(
+                    f"context: unknown field {key!r}; this bundle's context fields are {valid}.",
+                    column=f"context.{key}",
+                )
+            if not _is_scalar(value):
+                raise DataError(
+                    f"context.{key}: expected a string or a number, got {type(value).__name__}.",
+                    column=f"context.{key}",
+                )
+        return context
+
+    def _check_filters(self, filters: dict[str, Any] | None) -> dict[str, list[Any]]:
+        out = {}
+        for key, values in (filters or {}).items():
+            if key not in self.item_values:
+                raise DataError(
+                    f"filters: unknown item field {key!r}; filterable fields: {self.filter_fields}.",
+                    column=f"filters.{key}",
+                )
+            values = values if isinstance(values, list | tuple) else [values]
+            if not all(_is_scalar(v) for v in values):
+                raise DataError(f"filters.{key}: values must be strings or numbers.", column=f"filters.{key}")
+            out[key] = list(values)
+        return out
+
+
+def _is_scalar(v: Any) -> bool:
+    return v is None or isinstance(v, str | int | float | bool | np.generic)
+
+
+def _kind_of(ids: np.ndarray) -> str:
+    if ids.dtype.kind in "iu":
+        return "int"
+    if len(ids) and isinstance(ids[0], str):
+        return "str"
+    return "other"
