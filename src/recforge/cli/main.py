@@ -9,6 +9,9 @@ recforge evaluate --model runs/itemcf
 recforge recommend --model runs/itemcf --user u12 -k 10
 recforge index build --model runs/als --kind hnsw --out runs/als-hnsw
 recforge index bench --model runs/als | --synthetic 100000,64
+recforge bundle build --config configs/bundle_synth.yaml
+recforge serve --bundle runs/bundle-synth       REST on :8501, gRPC on :8500
+recforge recommend --bundle runs/bundle-synth --user u12 --explain
 recforge bench [NAME | all]                 the repository's benchmarks (in a checkout)
 
 Every mistake recforge can name (a missing file, a bad config key or value, a malformed
@@ -29,6 +32,8 @@ from typing import NoReturn
 import click
 
 from recforge.cli.index_cmd import index as index_group
+from recforge.cli.serve_cmd import bundle as bundle_group
+from recforge.cli.serve_cmd import serve as serve_command
 from recforge.exceptions import RecforgeError
 
 # Errors that are the user's to fix: one line, exit status 2, no traceback (unless -vv).
@@ -343,12 +348,25 @@ def evaluate(model_dir: str, config_path: str | None) -> None:
     "--model",
     "model_dir",
     type=click.Path(file_okay=False),
-    required=True,
+    default=None,
     help="A retrieval model directory.",
+)
+@click.option(
+    "--bundle",
+    "bundle_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="A serving bundle: the whole funnel (recall, rank, re-rank), cold users included.",
 )
 @click.option(
     "--user", "users", multiple=True, required=True, help="Raw user id; repeat for several users."
 )
+@click.option(
+    "--history",
+    multiple=True,
+    help="--bundle: a recent item id of the user (repeat; oldest first).",
+)
+@click.option("--explain", is_flag=True, help="--bundle: print each stage's time.")
 @click.option(
     "-k", type=click.IntRange(min=1), default=10, show_default=True, help="How many items per user."
 )
@@ -357,12 +375,26 @@ def evaluate(model_dir: str, config_path: str | None) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def recommend(
-    model_dir: str, users: tuple[str, ...], k: int, include_seen: bool, as_json: bool
+    model_dir: str | None,
+    bundle_dir: str | None,
+    users: tuple[str, ...],
+    history: tuple[str, ...],
+    explain: bool,
+    k: int,
+    include_seen: bool,
+    as_json: bool,
 ) -> None:
-    """Top-k recommendations for users from a saved retrieval model."""
+    """Top-k recommendations for users from a saved retrieval model or a serving bundle."""
     from recforge import models as registry
     from recforge.exceptions import ConfigError
 
+    if (model_dir is None) == (bundle_dir is None):
+        raise ConfigError("recommend: give --model DIR or --bundle DIR.")
+    if bundle_dir is not None:
+        from recforge.cli.serve_cmd import recommend_from_bundle
+
+        recommend_from_bundle(bundle_dir, users, k, history, as_json, explain)
+        return
     model = registry.load(model_dir)
     if model.kind != "retrieval":
         raise ConfigError(
@@ -407,8 +439,10 @@ def _print_metrics(metrics: dict) -> None:
         click.echo(f"{key:<20} {value:.4f}" if isinstance(value, float) else f"{key:<20} {value}")
 
 
-# ---------------------------------------------------------------------------- index
+# ---------------------------------------------------------------------------- index, serving
 main.add_command(index_group)
+main.add_command(bundle_group)
+main.add_command(serve_command)
 
 
 # ---------------------------------------------------------------------------- bench

@@ -23,15 +23,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import shutil
 import uuid
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from recforge.artifacts import _sha256
+from recforge.artifacts import atomic_dir, safe_name, sha256_file, verify_files
 from recforge.config import from_dict
 from recforge.exceptions import ArtifactError, ConfigError
 
@@ -151,21 +150,18 @@ def write_bundle(
         rerank = from_dict(RerankConfig, rerank or {}, where="rerank")
     rerank.check(item_cols)
     fields = field_sources(ranker, user_features, item_features) if ranker is not None else {}
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(path, replaces=(MANIFEST,)) as tmp:
         pipeline.save(tmp / "recall")
         if ranker is not None:
             ranker.save(tmp / "ranker")
         tables = {}
         for key, table in (("user", user_features), ("item", item_features)):
+            if table is None:
+                continue
             keep = {v["column"] for v in fields.values() if v["source"] == key}
-            if key == "item" and rerank.diversity_field:
-                keep.add(rerank.diversity_field)
-            if key == "item" and table is not None:
+            if key == "item":
                 keep |= set(table.columns)  # every item column can be a request filter
-            if table is None or not keep:
+            if not keep:
                 continue
             t = table[[c for c in table.columns if c in keep]].copy()
             t.index = t.index.rename(key)
@@ -174,16 +170,17 @@ def write_bundle(
             t.reset_index().to_parquet(tmp / rel, index=False)
             tables[key] = rel
         files = {
-            p.relative_to(tmp).as_posix(): _sha256(p)
+            p.relative_to(tmp).as_posix(): sha256_file(p)
             for p in sorted(tmp.rglob("*"))
             if p.is_file()
         }
+        now = _dt.datetime.now(_dt.UTC)
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "name": name,
-            "version": _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6],
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "version": f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
+            "created": now.isoformat(timespec="seconds"),
             "recall": "recall",
             "ranker": "ranker" if ranker is not None else None,
             "ranker_name": getattr(ranker, "name", None),
@@ -195,23 +192,8 @@ def write_bundle(
             "files": files,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=_json_default))
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("bundle %s written to %s", manifest["version"], path)
     return path
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``; an existing target is moved aside first, then removed."""
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _json_default(x: Any) -> Any:
@@ -242,7 +224,10 @@ def read_bundle_manifest(path: str | Path) -> dict[str, Any]:
     for key in ("format_version", "version", "recall", "files", "fields", "rerank"):
         if key not in manifest:
             raise ArtifactError(f"{mfile}: field {key!r} is missing.")
-    if not isinstance(manifest["format_version"], int) or manifest["format_version"] > FORMAT_VERSION:
+    if (
+        not isinstance(manifest["format_version"], int)
+        or manifest["format_version"] > FORMAT_VERSION
+    ):
         raise ArtifactError(
             f"{mfile}: format version {manifest['format_version']!r} is not one this recforge "
             f"reads (<= {FORMAT_VERSION})."
@@ -262,21 +247,14 @@ def verify_bundle(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     manifest = read_bundle_manifest(path)
     files: dict[str, str] = manifest["files"]
-    for rel in files:
-        p = PurePosixPath(rel)
-        if p.is_absolute() or ".." in p.parts or not p.parts:
-            raise ArtifactError(f"{path / MANIFEST}: file name {rel!r} leaves the bundle directory.")
-    for rel, digest in files.items():
-        f = path / rel
-        if not f.is_file():
-            raise ArtifactError(f"{f}: missing from the bundle (listed in bundle.json).")
-        if _sha256(f) != digest:
-            raise ArtifactError(f"{f}: checksum mismatch; the file is corrupt or was edited.")
+    parts = [manifest["recall"], manifest.get("ranker"), *manifest.get("tables", {}).values()]
+    for part in [p for p in parts if p]:
+        safe_name(part, what="part", where=path / MANIFEST)
+    verify_files(path, files, required=(), where=path / MANIFEST)
     listed = set(files) | {MANIFEST}
     for f in path.rglob("*"):
         if f.is_file() and f.relative_to(path).as_posix() not in listed:
             raise ArtifactError(f"{f}: not listed in bundle.json; the bundle was modified.")
-    parts = [manifest["recall"], manifest.get("ranker"), *manifest.get("tables", {}).values()]
     for part in [p for p in parts if p]:
         if not any(rel == part or rel.startswith(f"{part}/") for rel in files):
             raise ArtifactError(f"{path / part}: the manifest names this part but it has no files.")
@@ -309,5 +287,7 @@ def load_bundle(path: str | Path) -> Bundle:
     rerank = from_dict(RerankConfig, manifest["rerank"], where=f"{path / MANIFEST} rerank")
     for name, spec in manifest["fields"].items():
         if spec.get("source") not in SOURCES:
-            raise ArtifactError(f"{path / MANIFEST}: field {name!r} has an unknown source {spec!r}.")
+            raise ArtifactError(
+                f"{path / MANIFEST}: field {name!r} has an unknown source {spec!r}."
+            )
     return Bundle(path, manifest, pipeline, ranker, tables["user"], tables["item"], rerank)

@@ -224,7 +224,9 @@ class Recommender:
         trace = None
         if explain:
             trace = self._trace(cand, rows, top, final, rank_scores, order, t, hist, want)
-        return Recommendation(self._out_id(user), items, scores, self.bundle.version, cand.cold, trace)
+        return Recommendation(
+            self._out_id(user), items, scores, self.bundle.version, cand.cold, trace
+        )
 
     def _rank(self, x: EncodedFeatures, items: np.ndarray, user: Any, context: dict) -> np.ndarray:
         if self._use_encoded:
@@ -305,7 +307,9 @@ class Recommender:
         if not ids:
             raise DataError("items: give at least one item id to score.", column="items")
         if len(ids) > self.rerank.max_k * 10:
-            raise DataError(f"items: at most {self.rerank.max_k * 10} items per call.", column="items")
+            raise DataError(
+                f"items: at most {self.rerank.max_k * 10} items per call.", column="items"
+            )
         context = self._check_context(context)
         idx = self.catalogue.index(ids, unknown="mask")
         x = self._assemble(idx, user, context)
@@ -353,7 +357,12 @@ class Recommender:
             "created": m.get("created"),
             "path": str(self.bundle.path),
             "channels": [
-                {"name": c.name, "model": c.model.name, "quota": c.quota, "index": c.ann_ is not None}
+                {
+                    "name": c.name,
+                    "model": c.model.name,
+                    "quota": c.quota,
+                    "index": c.ann_ is not None,
+                }
                 for c in self.pipeline.channels
             ],
             "fallback": getattr(self.pipeline.fallback, "name", None),
@@ -376,7 +385,9 @@ class Recommender:
             rec = self.recommend(user, k=min(10, len(self.catalogue)))
             out[f"{label}_ms"] = round((time.perf_counter() - t0) * 1e3, 3)
             if not rec.items or not np.isfinite(rec.scores).all():
-                raise ConfigError(f"warm-up: the {label} user's recommendation has no finite scores.")
+                raise ConfigError(
+                    f"warm-up: the {label} user's recommendation has no finite scores."
+                )
         return out
 
     # ------------------------------------------------------------------ features
@@ -476,7 +487,9 @@ class Recommender:
                 )
             values = values if isinstance(values, list | tuple) else [values]
             if not all(_is_scalar(v) for v in values):
-                raise DataError(f"filters.{key}: values must be strings or numbers.", column=f"filters.{key}")
+                raise DataError(
+                    f"filters.{key}: values must be strings or numbers.", column=f"filters.{key}"
+                )
             out[key] = list(values)
         return out
 

@@ -1,0 +1,250 @@
+"""``recforge serve`` and ``recforge bundle build|verify|info``: thin over recforge.serving."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "serving" / "demo_bundle.yaml"
+
+
+@click.group("bundle")
+def bundle() -> None:
+    """Build, verify and inspect serving bundles (the whole funnel in one directory)."""
+
+
+@bundle.command("build")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="Bundle job YAML (data, split, recall, ranker, rerank, evaluate, output).",
+)
+@click.option("--out", default=None, help="Bundle directory (overrides the config's output).")
+def bundle_build(config_path: str, out: str | None) -> None:
+    """Train (or reuse) recall channels and a ranker, and write one bundle."""
+    from recforge.serving.build import BundleJob, build_bundle
+
+    job = BundleJob.from_yaml(config_path)
+    if out:
+        job.output = out
+    result = build_bundle(job, echo=click.echo)
+    m = result["metrics"]
+    k = m.get("k", 10)
+    click.echo(f"bundle {result['version']} written to {result['output']} in {result['seconds']}s")
+    for name in ("funnel", "recall_merged", f"channel/{m.get('best_channel')}"):
+        if f"{name}/ndcg@{k}" in m:
+            click.echo(
+                f"  {name:<24} recall@{k}={m[f'{name}/recall@{k}']:.4f} "
+                f"ndcg@{k}={m[f'{name}/ndcg@{k}']:.4f}"
+            )
+    click.echo(f"serve it: recforge serve --bundle {result['output']}")
+
+
+@bundle.command("verify")
+@click.argument("path", type=click.Path(file_okay=False))
+def bundle_verify(path: str) -> None:
+    """Check every file of a bundle (checksums, nothing missing or added) and load it."""
+    from recforge.serving.core import Recommender
+
+    rec = Recommender.load(path)
+    warm = rec.warmup()
+    click.echo(
+        f"ok: bundle {rec.bundle.version} ({len(rec.bundle.manifest['files'])} files), warm-up {warm}"
+    )
+
+
+@bundle.command("info")
+@click.argument("path", type=click.Path(file_okay=False))
+def bundle_info(path: str) -> None:
+    """Print what a bundle holds (parts, fields and their sources, rules, metrics)."""
+    from recforge.serving.core import Recommender
+
+    click.echo(json.dumps(Recommender.load(path).info(), indent=2, default=str))
+
+
+@click.command("serve")
+@click.option(
+    "--bundle",
+    "bundle_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Bundle directory to serve (`recforge bundle build` writes one).",
+)
+@click.option(
+    "--demo", is_flag=True, help="Serve a demo bundle on synthetic data (built if missing)."
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address.")
+@click.option(
+    "--port", default=8501, show_default=True, type=click.IntRange(1, 65535), help="REST port."
+)
+@click.option(
+    "--grpc-port",
+    default=8500,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="gRPC port (0: no gRPC server).",
+)
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="REST processes."
+)
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Torch threads per process, set once at start-up.",
+)
+@click.option(
+    "--max-body",
+    default=256 * 1024,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Largest request body in bytes (413 above).",
+)
+def serve(
+    bundle_dir: str | None,
+    demo: bool,
+    host: str,
+    port: int,
+    grpc_port: int,
+    workers: int,
+    threads: int,
+    max_body: int,
+) -> None:
+    """Serve a bundle over REST (OpenAPI docs at /docs) and gRPC until interrupted."""
+    from recforge.exceptions import ConfigError
+    from recforge.serving.settings import ServerSettings
+
+    if bool(bundle_dir) == demo:
+        raise ConfigError("serve: give --bundle DIR, or --demo for a demo bundle.")
+    if demo:
+        bundle_dir = demo_bundle(click.echo)
+    settings = ServerSettings(
+        host=host,
+        port=port,
+        grpc_port=grpc_port or None,
+        max_body_bytes=max_body,
+        threads=threads,
+        workers=workers,
+    )
+    run_server(bundle_dir, settings, echo=click.echo)
+
+
+def demo_bundle(echo=click.echo, out: str = "runs/demo-bundle") -> str:
+    """The demo bundle directory, built from ``serving/demo_bundle.yaml`` if missing."""
+    from recforge.serving.build import BundleJob, build_bundle
+
+    if (Path(out) / "bundle.json").is_file():
+        return out
+    echo(f"building the demo bundle into {out} (synthetic data, about a minute) ...")
+    job = BundleJob.from_yaml(DEMO_CONFIG)
+    job.output = out
+    build_bundle(job, echo=echo)
+    return out
+
+
+def run_server(bundle_dir: str, settings, echo=click.echo) -> None:
+    """Load, warm up and serve ``bundle_dir`` (REST in the foreground, gRPC beside it)."""
+    import os
+
+    import uvicorn
+
+    from recforge.serving.app import create_app
+    from recforge.serving.core import Recommender
+    from recforge.serving.grpc_server import create_grpc_server
+    from recforge.serving.source import SingleBundle
+
+    rec = Recommender.load(bundle_dir)
+    set_threads(settings.threads)
+    warm = rec.warmup()
+    source = SingleBundle(rec)
+    grpc_server = None
+    if settings.grpc_port:
+        grpc_server = create_grpc_server(
+            source, settings.grpc_port, settings.host, max_message_bytes=settings.max_body_bytes
+        )
+        grpc_server.start()
+    if not settings.loopback:
+        echo(
+            f"warning: binding {settings.host}, not loopback: anyone who can reach it can call it."
+        )
+    echo(
+        f"serving bundle {rec.bundle.version} from {bundle_dir} (warm-up {warm['known_ms']:.1f} ms)\n"
+        f"  REST  http://{settings.host}:{settings.port}  (docs: /docs)\n"
+        + (f"  gRPC  {settings.host}:{settings.grpc_port}\n" if grpc_server else "")
+        + f"  try:  {curl_line(settings, rec)}"
+    )
+    sys.stdout.flush()
+    try:
+        if settings.workers > 1:
+            os.environ["RECFORGE_BUNDLE"] = str(bundle_dir)
+            os.environ["RECFORGE_MAX_BODY"] = str(settings.max_body_bytes)
+            uvicorn.run(
+                "recforge.serving.app:app_from_env",
+                factory=True,
+                host=settings.host,
+                port=settings.port,
+                workers=settings.workers,
+                log_level="warning",
+            )
+        else:
+            uvicorn.run(
+                create_app(source, settings),
+                host=settings.host,
+                port=settings.port,
+                log_level="warning",
+            )
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop(grace=1.0)
+
+
+def curl_line(settings, rec) -> str:
+    user = rec.pipeline.channels[0].model.user_vocab_.raw_ids[0]
+    user = user.item() if hasattr(user, "item") else user
+    body = json.dumps({"user": user, "k": 5})
+    return (
+        f"curl -s -X POST http://{settings.host}:{settings.port}/v1/recommend "
+        f"-H 'content-type: application/json' -d '{body}'"
+    )
+
+
+def set_threads(n: int) -> None:
+    """Torch's intra-op threads, once for the process (only if a torch model is loaded)."""
+    if "torch" in sys.modules:
+        import torch
+
+        torch.set_num_threads(int(n))
+
+
+def recommend_from_bundle(
+    bundle_dir: str,
+    users: tuple[str, ...],
+    k: int,
+    history: tuple[str, ...],
+    as_json: bool,
+    explain: bool,
+) -> None:
+    """``recforge recommend --bundle DIR``: the served funnel, from the command line."""
+    from recforge.serving.core import Recommender
+
+    rec = Recommender.load(bundle_dir)
+    answers = [
+        rec.recommend(u, k=k, history=list(history) or None, explain=explain).to_dict()
+        for u in users
+    ]
+    if as_json:
+        click.echo(json.dumps(answers, indent=2, default=str))
+        return
+    for a in answers:
+        cold = "  (cold: fallback)" if a["cold"] else ""
+        click.echo(f"user {a['user']}:{cold}")
+        for rank, e in enumerate(a["items"], 1):
+            click.echo(f"  {rank:>3}. {e['item']}  {e['score']:.4f}")
+        if explain:
+            click.echo(f"  trace: {json.dumps(a['trace']['stage_ms'])}")

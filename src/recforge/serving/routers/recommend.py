@@ -1,0 +1,44 @@
+"""POST /v1/recommend, POST /v1/score, POST /v1/similar: parse, call the core, answer."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from recforge.serving.schemas import (
+    RecommendRequest,
+    RecommendResponse,
+    ScoreRequest,
+    ScoreResponse,
+    SimilarRequest,
+    SimilarResponse,
+)
+
+router = APIRouter(prefix="/v1", tags=["recommend"])
+
+
+@router.post("/recommend", response_model=RecommendResponse)
+def recommend(body: RecommendRequest, request: Request) -> dict:
+    """The funnel for one user: recall, filters, rank, re-rank, top-k."""
+    rec = request.app.state.source.get(body.model)
+    return rec.recommend(
+        body.user,
+        k=body.k,
+        history=body.history,
+        context=body.context,
+        filters=body.filters,
+        exclude=body.exclude,
+        explain=body.explain,
+    ).to_dict()
+
+
+@router.post("/score", response_model=ScoreResponse)
+def score(body: ScoreRequest, request: Request) -> dict:
+    """Ranker scores of the caller's candidates for a user, in the order given."""
+    rec = request.app.state.source.get(body.model)
+    return rec.score(body.user, body.items, context=body.context)
+
+
+@router.post("/similar", response_model=SimilarResponse)
+def similar(body: SimilarRequest, request: Request) -> dict:
+    """Items like an item."""
+    return request.app.state.source.get(body.model).similar(body.item, k=body.k)
