@@ -91,7 +91,7 @@ def test_mmoe_learns_each_task(fitted):
 
 def test_mmoe_reports_per_task_metrics(fitted):
     model, _ = fitted
-    for epoch in model.history_.valid:
+    for epoch in model.train_history_.valid:
         assert {"auc_click", "auc_like", "logloss_click", "logloss_like", "auc"} <= set(epoch)
         assert epoch["auc"] == pytest.approx((epoch["auc_click"] + epoch["auc_like"]) / 2)
     assert model.metrics_["auc_click"] > 0.75 and model.metrics_["auc_like"] > 0.75

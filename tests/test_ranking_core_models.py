@@ -37,9 +37,9 @@ def test_heldout_auc_is_clearly_above_chance(name, split):
     model = models.get(name, **_params(name)).fit(train, valid=test)
     auc = roc_auc_score(test["label"], model.predict_proba(test))
     assert auc > 0.7, f"{name}: held-out AUC {auc:.3f}"  # all reach 0.77-0.79 here
-    assert len(model.history_.train_loss) == 5
-    assert model.history_.train_loss[-1] < model.history_.train_loss[0]
-    assert abs(model.history_.valid[-1]["auc"] - auc) < 1e-6
+    assert len(model.train_history_.train_loss) == 5
+    assert model.train_history_.train_loss[-1] < model.train_history_.train_loss[0]
+    assert abs(model.train_history_.valid[-1]["auc"] - auc) < 1e-6
 
 
 @pytest.mark.parametrize("name", CORE)

@@ -99,7 +99,7 @@ def run(
     te_frame = make_ctr_frame(_known(test, train), n_negatives=4, seed=2)
     n_valid = len(tr_frame) // 10  # the latest 10% of training impressions validate
     fit_frame, valid_frame = tr_frame.iloc[:-n_valid], tr_frame.iloc[-n_valid:]
-    rank_rows, curves = [], {}
+    rank_rows, curves, histories = [], {}, {}
     for name, params in RANKERS.items():
         model = models.get(name, **params)
         t0 = time.perf_counter()
@@ -109,6 +109,7 @@ def run(
         m["fit_s"] = round(fit_s, 2)
         model.save(out / "models" / name, metrics=m)
         curves[name] = (te_frame["label"].to_numpy(), model.predict_proba(te_frame))
+        histories[name] = getattr(model, "train_history_", None)
         rank_rows.append({"model": name, **{k: m[k] for k in ("auc", "gauc", "logloss", "fit_s")}})
         echo(
             f"rank    {name:<14} auc={m['auc']:.4f} gauc={m['gauc']:.4f} logloss={m['logloss']:.4f} fit={fit_s:.1f}s"
@@ -122,7 +123,7 @@ def run(
         "seconds": round(time.perf_counter() - t_start, 1),
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
-    report = _report(out, summary, curves)
+    report = _report(out, summary, curves, histories)
     echo(f"models saved under {out / 'models'}; report: {report}")
     echo(f"done in {summary['seconds']}s")
     return summary
@@ -135,8 +136,8 @@ def _known(test: Interactions, train: Interactions) -> Interactions:
     return test.subset(keep.to_numpy())
 
 
-def _report(out: Path, summary: dict[str, Any], scores: dict) -> Path:
-    from recforge.report import Bars, Table, roc_pr_curves, write_report
+def _report(out: Path, summary: dict[str, Any], scores: dict, histories: dict) -> Path:
+    from recforge.report import Bars, Table, roc_pr_curves, training_curves, write_report
 
     def table(title, rows, key="model"):
         cols = [c for c in rows[0] if c != key] if rows else []
@@ -152,6 +153,7 @@ def _report(out: Path, summary: dict[str, Any], scores: dict) -> Path:
         ),
         table("Ranking: each click + 4 popularity-sampled non-clicks", summary["ranking"]),
         *roc_pr_curves(scores),
+        *training_curves(histories),
     ]
     meta = {
         "dataset": f"synthetic ({d['size']}): {d['rows']:,} interactions, {d['users']:,} users, {d['items']:,} items",

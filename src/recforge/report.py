@@ -110,6 +110,31 @@ def roc_pr_curves(scores: Mapping[str, tuple[Any, Any]]) -> list[Curve]:
     ]
 
 
+def training_curves(histories: Mapping[str, Any]) -> list[Curve]:
+    """Training loss per epoch and each validation metric per epoch, one line per model:
+    ``histories`` maps a name to a model's ``train_history_`` (a ``History``, or the dict
+    saved with the model); models without one are left out."""
+    loss: dict[str, tuple[list[float], list[float]]] = {}
+    valid: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
+    for name, hist in histories.items():
+        if hist is None:
+            continue
+        h = hist if isinstance(hist, Mapping) else hist.to_dict()
+        if h.get("train_loss"):
+            loss[name] = (list(range(1, len(h["train_loss"]) + 1)), list(h["train_loss"]))
+        for epoch, metrics in enumerate(h.get("valid") or [], 1):
+            for metric, value in metrics.items():
+                xs, ys = valid.setdefault(metric, {}).setdefault(name, ([], []))
+                xs.append(epoch)
+                ys.append(float(value))
+    curves = []
+    if loss:
+        curves.append(Curve("Training loss", loss, "epoch", "mean loss", unit_square=False))
+    for metric, series in valid.items():
+        curves.append(Curve(f"Validation {metric}", series, "epoch", metric, unit_square=False))
+    return curves
+
+
 # ---------------------------------------------------------------------- formatting
 
 

@@ -56,6 +56,19 @@ class History:
         return asdict(self)
 
 
+def history_to_json(history: History | None) -> dict[str, Any] | None:
+    """A ``History`` as a JSON-safe dict for a model's saved state (None passes)."""
+    return None if history is None else history.to_dict()
+
+
+def history_from_json(data: dict[str, Any] | None) -> History | None:
+    """The ``History`` a saved state holds (None when the model was not trained here)."""
+    if not data:
+        return None
+    known = {f for f in History.__dataclass_fields__}
+    return History(**{k: v for k, v in data.items() if k in known})
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch and numpy's global generators (model init, dropout)."""
     torch.manual_seed(seed)

@@ -5,7 +5,7 @@ experts, a softmax gate per task, a tower per task -> logits (B, T).
 
 Training loss: ``Σ_t w_t · BCE(logit_t, y_t)`` with ``task_weights`` (default all 1).
 Validation: AUC and logloss per task (``auc_<label>``, ``logloss_<label>``) and their means
-(``auc``, ``logloss``, what early stopping monitors), per epoch in ``history_.valid``; the
+(``auc``, ``logloss``, what early stopping monitors), per epoch in ``train_history_.valid``; the
 best epoch's figures are in ``metrics_``.
 
 Usage::
@@ -158,7 +158,7 @@ class MMoERanker(TorchRanker):
             )
             valid_data = (to_tensors(encoder.transform(valid)), yv)
         module, hist = self._train(encoder.fields_, encoder.transform(frame), y, valid_data, 1.0)
-        self.module_, self.history_, self.neg_rate_ = module, hist, 1.0
+        self.module_, self.train_history_, self.neg_rate_ = module, hist, 1.0
         if hist.valid:
             best = hist.best_epoch if hist.best_epoch is not None else len(hist.valid) - 1
             self.metrics_ = {"best_epoch": best, **hist.valid[best]}

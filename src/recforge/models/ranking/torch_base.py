@@ -24,7 +24,8 @@ A model subclasses ``TorchRanker`` and
 ``TorchRanker`` does the rest: encoding (``FeatureEncoder``), optional re-sampling
 (``recforge.data.imbalance``), tensor batching, training through ``recforge.train.Trainer``
 (validation AUC/logloss per epoch when ``valid`` is given), batched ``predict_proba`` and
-save/load (state_dict as safetensors arrays, encoder as JSON).
+save/load (state_dict as safetensors arrays, encoder and ``train_history_`` -- loss,
+validation metrics and learning rate per epoch -- as JSON).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from recforge.nn.embedding import FeatureEmbedding, LinearEmbedding
 from recforge.nn.inputs import Batch, take, to_tensors
 from recforge.threads import ensure_torch_threads, set_torch_threads
 from recforge.train import History, TrainConfig, Trainer, seed_everything
+from recforge.train.trainer import history_from_json, history_to_json
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +207,7 @@ class TorchRanker(Ranker):
                 _labels(valid, label, "fit(valid=...)"),
             )
         module, hist = self._train(encoder.fields_, x, y, valid_data, neg_rate)
-        self.module_, self.history_, self.neg_rate_ = module, hist, neg_rate
+        self.module_, self.train_history_, self.neg_rate_ = module, hist, neg_rate
         self.n_features_ = len(encoder.fields_)
         self.encoder_ = encoder  # last: marks the model fitted
         return self
@@ -283,7 +285,11 @@ class TorchRanker(Ranker):
         arrays = {
             f"module/{k}": v.detach().cpu().numpy() for k, v in self.module_.state_dict().items()
         }
-        state = {"encoder": self.encoder_.to_json(), "neg_rate": self.neg_rate_}
+        state = {
+            "encoder": self.encoder_.to_json(),
+            "neg_rate": self.neg_rate_,
+            "train_history": history_to_json(getattr(self, "train_history_", None)),
+        }
         return arrays, state
 
     def _load_state(self, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
@@ -297,6 +303,7 @@ class TorchRanker(Ranker):
         module.load_state_dict(sd)
         module.eval()
         self.module_, self.neg_rate_ = module, float(state["neg_rate"])
+        self.train_history_ = history_from_json(state["train_history"])
         self.n_features_ = len(encoder.fields_)
         self.encoder_ = encoder
 

@@ -46,7 +46,7 @@ from recforge.nn.inputs import Batch, take, to_tensors
 from recforge.threads import set_torch_threads
 from recforge.topk import topk
 from recforge.train.config import TrainConfig
-from recforge.train.trainer import History, Trainer
+from recforge.train.trainer import History, Trainer, history_from_json, history_to_json
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +230,22 @@ class TorchRetrievalModel(EmbeddingMixin, RetrievalModel):
     ) -> History:
         history = Trainer(self._train_config(**config)).fit(module, loss_fn, batches)
         self.train_history_ = history
-        self.train_loss_ = [float(x) for x in history.train_loss]
         return history
+
+    @property
+    def train_loss_(self) -> list[float]:
+        """Mean training loss per epoch (from ``train_history_``)."""
+        hist = getattr(self, "train_history_", None)
+        return [] if hist is None else [float(x) for x in hist.train_loss]
+
+    def _save_state(self):  # type: ignore[no-untyped-def]
+        arrays, state = super()._save_state()
+        state["train_history"] = history_to_json(getattr(self, "train_history_", None))
+        return arrays, state
+
+    def _load_state(self, arrays, state):  # type: ignore[no-untyped-def]
+        super()._load_state(arrays, state)
+        self.train_history_ = history_from_json(state["train_history"])
 
     def fit(self, interactions: Interactions) -> TorchRetrievalModel:
         """Check the shared parameters, set torch's threads once, then fit (see
