@@ -35,6 +35,7 @@ BENCHES: dict[str, str] = {
     "ann": "benchmarks.ann:run",
     "ctr_quality": "benchmarks.ctr_quality:run",
     "ctr_speed": "benchmarks.ctr_speed:run",
+    "seq_beauty": "benchmarks.seq_beauty:run",
 }
 
 

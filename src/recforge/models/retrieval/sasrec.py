@@ -1,0 +1,173 @@
+"""SASRec (Kang & McAuley, ICDM 2018): causal self-attention over a user's recent items,
+predicting the next item at every position.
+
+Input: the last ``max_len`` items, right-aligned (the most recent in the last column),
+embedded (scaled by sqrt(D)) plus a position signal, then a stack of Transformer blocks
+with a causal mask and a padding mask (``recforge.nn.transformer``). The hidden state at
+position t scores the item at t + 1 by a dot product with the (shared) item embeddings;
+the query of a user is the hidden state at the last position.
+
+The original paper trains with BCE and one sampled negative per position (``loss="bce"``);
+the default here is the full softmax cross-entropy (``"auto"``), which on Amazon Beauty
+scores far higher with the same network (see docs/BENCHMARKS.md), and sampled softmax with
+log-Q correction for catalogues too large for it. See ``sequential`` for the losses,
+batches, validation and scoring.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from recforge.exceptions import ConfigError
+from recforge.models.registry import register
+from recforge.models.retrieval.sequential import SequentialRecommender, right_positions
+from recforge.nn.positional import (
+    LearnedPositions,
+    RelativePositionBias,
+    RotaryEmbedding,
+    SinusoidalPositions,
+)
+from recforge.nn.transformer import TransformerEncoder
+
+POSITIONS = ("learned", "sinusoidal", "rotary", "relative", "none")
+
+
+class SequenceTransformer(nn.Module):
+    """Item embeddings + positions + a Transformer encoder over right-aligned sequences.
+
+    ``n_tokens`` rows: 0 = padding, item i at i + 1 (and any extra tokens after them).
+    ``hidden(seqs (B, L)) -> (B, L, D)``, 0 at padded positions.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_tokens: int,
+        dim: int,
+        max_len: int,
+        n_layers: int,
+        n_heads: int,
+        dropout: float,
+        activation: str,
+        norm_first: bool,
+        positions: str,
+        causal: bool,
+    ) -> None:
+        super().__init__()
+        if positions not in POSITIONS:
+            raise ConfigError(f"positions={positions!r}; choose one of {POSITIONS}.")
+        self.item = nn.Embedding(n_tokens, dim, padding_idx=0)
+        nn.init.normal_(self.item.weight, std=0.02)
+        with torch.no_grad():
+            self.item.weight[0].zero_()
+        self.absolute: nn.Module | None = None
+        self.rotary: RotaryEmbedding | None = None
+        self.relative: RelativePositionBias | None = None
+        if positions == "learned":
+            self.absolute = LearnedPositions(max_len, dim)
+        elif positions == "sinusoidal":
+            self.absolute = SinusoidalPositions(max_len, dim)
+        elif positions == "rotary":
+            self.rotary = RotaryEmbedding(dim // n_heads, max_len)
+        elif positions == "relative":
+            self.relative = RelativePositionBias(n_heads, max_distance=max_len)
+        self.encoder = TransformerEncoder(
+            dim,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            dropout=dropout,
+            activation=activation,
+            norm_first=norm_first,
+        )
+        self.drop = nn.Dropout(dropout)
+        self.scale, self.max_len, self.causal = math.sqrt(dim), max_len, causal
+
+    def hidden(self, seqs: torch.Tensor) -> torch.Tensor:
+        valid = seqs > 0  # (B, L)
+        x = self.item(seqs) * self.scale  # (B, L, D)
+        if self.absolute is not None:
+            x = self.absolute(x, right_positions(seqs.shape[1], self.max_len, seqs.device))
+        x = self.drop(x) * valid[..., None]
+        bias = self.relative(seqs.shape[1]) if self.relative is not None else None
+        return self.encoder(x, valid, causal=self.causal, bias=bias, rotary=self.rotary)
+
+
+def encoder_params(model: Any) -> dict[str, Any]:
+    """``SequenceTransformer`` arguments from a model's hyperparameters."""
+    return {
+        "dim": int(model.embedding_dim),
+        "max_len": int(model.max_len),
+        "n_layers": int(model.n_layers),
+        "n_heads": int(model.n_heads),
+        "dropout": float(model.dropout),
+        "activation": model.activation,
+        "norm_first": bool(model.norm_first),
+        "positions": model.positions,
+    }
+
+
+class SASRecModule(SequenceTransformer):
+    """Causal encoder; item_table = the input item embeddings (tied)."""
+
+    def __init__(self, n_items: int, **kwargs: Any) -> None:
+        super().__init__(n_tokens=n_items + 1, causal=True, **kwargs)
+
+    def item_table(self) -> torch.Tensor:
+        return self.item.weight[1:]  # (n_items, D)
+
+
+@register("sasrec")
+class SASRec(SequentialRecommender):
+    """SASRec next-item recall.
+
+    Parameters
+    ----------
+    n_layers: Transformer blocks.
+    n_heads: attention heads per block (must divide embedding_dim).
+    dropout: on embeddings, attention weights, residual branches and the FFN.
+    activation: FFN activation, "gelu" | "relu".
+    norm_first: Pre-LN blocks (True) or the Post-LN of the original Transformer.
+    positions: "learned" (absolute, as in the paper) | "sinusoidal" | "rotary" |
+        "relative" (learned bias per offset) | "none".
+    embedding_dim, max_len, loss, n_negatives, alpha, epochs, batch_size, lr, optimizer,
+        weight_decay, clip_norm, patience, seed, num_threads, progress: see
+        ``SequentialRecommender``.
+    """
+
+    smoke_params = {
+        "embedding_dim": 8,
+        "n_heads": 2,
+        "max_len": 8,
+        "epochs": 3,
+        "batch_size": 16,
+        "lr": 0.01,
+    }
+
+    def __init__(
+        self,
+        *,
+        n_layers: int = 2,
+        n_heads: int = 1,
+        dropout: float = 0.5,
+        activation: str = "gelu",
+        norm_first: bool = True,
+        positions: str = "learned",
+        **shared: Any,
+    ) -> None:
+        super().__init__(**shared)
+        self.n_layers = n_layers
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.activation = activation
+        self.norm_first = norm_first
+        self.positions = positions
+
+    def _build_module(self) -> SASRecModule:
+        return SASRecModule(self.n_items, **encoder_params(self))
+
+    def _query(self, module: nn.Module, seqs: torch.Tensor) -> torch.Tensor:
+        return module.hidden(seqs)[:, -1]  # (B, D): the state after the most recent item

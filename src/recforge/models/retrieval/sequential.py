@@ -1,0 +1,394 @@
+"""Shared plumbing of the next-item models (SASRec, GRU4Rec, BERT4Rec): the sequences, the
+next-item losses, length-bucketed batches, validation on the next item, and scoring from
+a stored or request-time history.
+
+A subclass builds an ``nn.Module`` with
+
+* ``hidden(seqs) -> (B, L, D)``: a vector per position of a padded (B, L) array of item
+  index + 1 (0 = padding), laid out as ``align`` says (``recforge.data.sequences``);
+* ``item_table() -> (n_items, D)``: the output item vectors (score = hidden · item);
+
+and says which positions it trains on (``_training_targets``) and how a history becomes a
+query vector (``_query``). After training ``user_factors_`` holds each training user's
+query vector from the stored history and ``item_factors_`` the item table, so
+``recommend``, ``similar_items``, saving and Faiss work as for any embedding model, and
+``score_history`` runs the network on a history given at request time.
+
+Losses (``loss``), on the hidden vector h of a position and its target item:
+
+* ``"ce"``: full softmax cross-entropy over the whole catalogue (``h @ E.T``);
+* ``"sampled_softmax"``: N negatives shared by the batch, drawn with probability
+  q ∝ count**alpha, logits corrected by ``- log q`` (``recforge.losses.sampled_softmax``);
+* ``"bce"``: one uniform negative per position that the user never interacted with, and
+  ``-log σ(s_pos) - log σ(-s_neg)`` (the original SASRec objective);
+* ``"auto"`` (default): ``"ce"`` while the catalogue has at most ``FULL_SOFTMAX_MAX_ITEMS``
+  items (the logits of a batch stay small), else ``"sampled_softmax"``.
+
+With ``fit(train, valid=...)`` (each user's next item after ``train``), the model is scored
+every epoch on it (NDCG@10 over the whole catalogue, training items excluded) and keeps
+the best epoch's weights; ``patience`` epochs without improvement stop training.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recforge import losses as L
+from recforge.data.batching import PairSampler, PopularitySampler, uniform_negatives
+from recforge.data.interactions import Interactions
+from recforge.data.sequences import pad_sequences, sequence_lengths, sequence_matrix
+from recforge.exceptions import ConfigError, DataError, NotFittedError
+from recforge.models.base import mask_seen
+from recforge.models.retrieval.torch_base import EpochBatches, TorchRetrievalModel
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("auto", "ce", "sampled_softmax", "bce")
+FULL_SOFTMAX_MAX_ITEMS = 100_000  # "auto" switches to sampled softmax above this
+
+
+def resolve_loss(loss: str, n_items: int) -> str:
+    """The loss actually trained: ``loss``, with "auto" resolved by catalogue size."""
+    if loss not in LOSSES:
+        raise ConfigError(f"loss={loss!r}; choose one of {LOSSES}.")
+    if loss == "auto":
+        return "ce" if n_items <= FULL_SOFTMAX_MAX_ITEMS else "sampled_softmax"
+    return loss
+
+
+def length_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Row indices grouped into batches of similar length (random within a length, random
+    batch order), so that trimming a batch to its longest row wastes little. Rows of length
+    0 are left out."""
+    rows = np.flatnonzero(lengths > 0)
+    order = rows[np.lexsort((rng.random(len(rows)), lengths[rows]))]
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def trim(seqs: np.ndarray, align: str) -> np.ndarray:
+    """Drop the columns that are padding in every row of (B, L)."""
+    width = max(1, int(sequence_lengths(seqs).max()))
+    return seqs[:, -width:] if align == "right" else seqs[:, :width]
+
+
+def next_item_loss(
+    loss: str,
+    h: torch.Tensor,
+    target: torch.Tensor,
+    table: torch.Tensor,
+    negatives: dict[str, torch.Tensor],
+) -> torch.Tensor:
+    """Loss of hidden vectors h (N, D) for target items (N,) (internal indices) against
+    the item table (n_items, D). ``negatives``: ``neg`` (K,) + ``log_q_neg`` (K,) +
+    ``log_q_pos`` (N,) for sampled_softmax, ``neg`` (N,) for bce (see ``make_negatives``)."""
+    if loss == "ce":
+        return F.cross_entropy(h @ table.T, target)  # (N, n_items)
+    pos = table[target]  # (N, D)
+    if loss == "bce":
+        s_pos = (h * pos).sum(-1)  # (N,)
+        s_neg = (h * table[negatives["neg"]]).sum(-1)  # (N,)
+        return -(F.logsigmoid(s_pos) + F.logsigmoid(-s_neg)).mean()
+    neg_ids = negatives["neg"]
+    return L.sampled_softmax(
+        h,
+        pos,
+        table[neg_ids],
+        log_q_pos=negatives["log_q_pos"],
+        log_q_neg=negatives["log_q_neg"],
+        pos_ids=target,
+        neg_ids=neg_ids,
+    )
+
+
+class SequentialRecommender(TorchRetrievalModel):
+    """Base of the next-item models. Shared hyperparameters (keyword-only):
+
+    embedding_dim: width D of item embeddings and hidden states.
+    max_len: most recent items of a history the network reads.
+    loss: "auto" | "ce" | "sampled_softmax" | "bce" (see the module docstring).
+    n_negatives: negatives per batch for sampled_softmax.
+    alpha: popularity exponent of the sampled-softmax sampler (0 = uniform).
+    epochs, batch_size (sequences per step), lr, optimizer, weight_decay, clip_norm, seed,
+        num_threads, progress: training (see ``TrainConfig``).
+    patience: with ``fit(..., valid=...)``, epochs without a better validation NDCG@10
+        before stopping and going back to the best epoch (0 = no early stopping, the last
+        epoch is kept).
+    """
+
+    supports_history: ClassVar[bool] = True
+    align: ClassVar[str] = "right"  # layout of the padded sequences the module reads
+
+    train_defaults: ClassVar[dict[str, Any]] = {"epochs": 200, "batch_size": 128, "lr": 1e-3}
+
+    def __init__(
+        self,
+        *,
+        max_len: int = 50,
+        loss: str = "auto",
+        n_negatives: int = 512,
+        alpha: float = 0.75,
+        clip_norm: float | None = 5.0,
+        patience: int = 10,
+        **shared: Any,
+    ) -> None:
+        super().__init__(**(self.train_defaults | shared))
+        self.max_len = max_len
+        self.loss = loss
+        self.n_negatives = n_negatives
+        self.alpha = alpha
+        self.clip_norm = clip_norm
+        self.patience = patience
+
+    # ------------------------------------------------------------------ to implement
+    def _build_module(self) -> nn.Module:
+        """The network for ``self.n_items`` items (see the module docstring)."""
+        raise NotImplementedError
+
+    _min_length: ClassVar[int] = 2  # training sequences shorter than this are skipped
+
+    def _phases(self) -> list[int]:
+        """Epochs of each training phase (``self._phase`` tells ``_training_targets``)."""
+        return [int(self.epochs)]
+
+    def _training_targets(
+        self, seqs: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """From a batch of training sequences (B, W) in ``align`` layout (the most recent
+        ``max_len + 1`` items, trimmed to the longest row): the network input (B, L') and
+        the target per position (B, L') as item index + 1, 0 = no loss there. The default
+        is next-item prediction at every position."""
+        inp, tgt = seqs[:, :-1], seqs[:, 1:]
+        return inp, np.where(inp > 0, tgt, 0)
+
+    def _query(self, module: nn.Module, seqs: torch.Tensor) -> torch.Tensor:
+        """Query vectors (B, D) from histories (B, W) in ``align`` layout (W <= max_len,
+        wider than the longest history)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, interactions: Interactions, valid: Interactions | None = None):  # type: ignore[override]
+        """Learn from ``interactions``; with ``valid`` (held-out next items of the same
+        users) keep the epoch with the best validation NDCG@10. Returns self."""
+        self._valid_log = valid
+        try:
+            return super().fit(interactions)
+        finally:
+            del self._valid_log
+
+    def _fit(self, interactions: Interactions) -> None:
+        self._check_common()
+        if not isinstance(self.max_len, int | np.integer) or self.max_len < 2:
+            raise ConfigError(
+                f"{type(self).__name__}: max_len must be an integer >= 2, got {self.max_len!r}."
+            )
+        loss = resolve_loss(self.loss, self.n_items)
+        torch.manual_seed(self.seed)
+        self.sequences_ = sequence_matrix(
+            interactions, self.user_vocab_, self.item_vocab_, int(self.max_len), self.align
+        )
+        train = sequence_matrix(
+            interactions, self.user_vocab_, self.item_vocab_, int(self.max_len) + 1, self.align
+        )
+        lengths = sequence_lengths(train)
+        if not (lengths >= 2).any():
+            raise DataError(
+                f"{type(self).__name__}: no user has two or more interactions, so there is no "
+                f"next item to learn; sequential models need histories."
+            )
+        module = self._build_module()
+        sampler = PairSampler(self.seen_)
+        popularity = PopularitySampler(sampler.item_counts(), float(self.alpha))
+
+        lengths = np.where(lengths >= self._min_length, lengths, 0)
+
+        def loss_fn(m: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            where = batch["target"] > 0  # (B, L')
+            h = m.hidden(batch["input"])[where]  # (N, D)
+            return next_item_loss(loss, h, batch["target"][where] - 1, m.item_table(), batch)
+
+        valid_fn = self._valid_fn(self._valid_log)
+        self.phase_histories_: list = []
+        best: tuple[float, dict[str, torch.Tensor]] | None = None
+        for phase, epochs in enumerate(self._phases()):
+            self._phase = phase
+
+            def batches(epoch: int, phase: int = phase) -> EpochBatches:
+                rng = np.random.default_rng([int(self.seed), phase, epoch])
+                groups = length_batches(lengths, int(self.batch_size), rng)
+
+                def make() -> Iterator[dict[str, torch.Tensor]]:
+                    for rows in groups:
+                        inp, tgt = self._training_targets(trim(train[rows], self.align), rng)
+                        b = {"input": torch.from_numpy(inp), "target": torch.from_numpy(tgt)}
+                        b.update(self._negatives(loss, rows, tgt, sampler, popularity, rng))
+                        yield b
+
+                return EpochBatches(len(groups), make)
+
+            self._train(
+                module,
+                loss_fn,
+                batches,
+                valid_fn=valid_fn,
+                epochs=epochs,
+                patience=int(self.patience) if valid_fn is not None else 0,
+                monitor="ndcg@10",
+                mode="max",
+                clip_norm=self.clip_norm,
+            )
+            self.phase_histories_.append(self.train_history_)
+            value = self.train_history_.best_value
+            if value is not None and (best is None or value > best[0]):
+                best = (value, {k: v.clone() for k, v in module.state_dict().items()})
+        if best is not None and len(self.phase_histories_) > 1:
+            module.load_state_dict(best[1])  # a later phase that did not help is undone
+        self.loss_ = loss
+        self.module_ = module
+        self._materialise()
+
+    def _train(self, module, loss_fn, batches, valid_fn=None, **config):  # type: ignore[no-untyped-def]
+        from recforge.train.trainer import Trainer
+
+        history = Trainer(self._train_config(**config)).fit(module, loss_fn, batches, valid_fn)
+        self.train_history_ = history
+        self.train_loss_ = [float(x) for x in history.train_loss]
+        return history
+
+    def _negatives(
+        self,
+        loss: str,
+        rows: np.ndarray,
+        target: np.ndarray,
+        sampler: PairSampler,
+        popularity: PopularitySampler,
+        rng: np.random.Generator,
+    ) -> dict[str, torch.Tensor]:
+        """The negatives ``next_item_loss`` needs for a batch (rows (B,), target (B, L'))."""
+        where = target > 0
+        if loss == "bce":  # one per position, among the items the user never touched
+            users = np.broadcast_to(rows[:, None], target.shape)[where]  # (N,)
+            return {"neg": torch.from_numpy(uniform_negatives(sampler, users, 1, rng)[:, 0])}
+        if loss == "sampled_softmax":  # K shared by the batch, log-Q corrected
+            neg = popularity.sample(int(self.n_negatives), rng)
+            return {
+                "neg": torch.from_numpy(neg),
+                "log_q_neg": torch.from_numpy(popularity.log_q[neg]),
+                "log_q_pos": torch.from_numpy(popularity.log_q[target[where] - 1]),
+            }
+        return {}
+
+    # ------------------------------------------------------------------ validation
+    def _valid_fn(self, valid: Interactions | None):  # type: ignore[no-untyped-def]
+        if valid is None:
+            return None
+        u = self.user_vocab_.index(valid.frame["user"].to_numpy(), unknown="mask")
+        i = self.item_vocab_.index(valid.frame["item"].to_numpy(), unknown="mask")
+        keep = (u >= 0) & (i >= 0)
+        if not keep.any():
+            raise DataError(
+                f"{type(self).__name__}.fit: no validation row has a training user and item."
+            )
+        users, items = u[keep], i[keep]
+
+        def valid_fn(module: nn.Module) -> dict[str, float]:
+            return rank_metrics(self._target_ranks(module, users, items), 10)
+
+        return valid_fn
+
+    def _target_ranks(
+        self, module: nn.Module, users: np.ndarray, items: np.ndarray, batch_size: int = 1024
+    ) -> np.ndarray:
+        """0-based rank of items[b] among all items for users[b], from the stored training
+        histories, training items excluded: (B,) int64."""
+        q = self._queries(module, self.sequences_[users])  # (B, D)
+        table = module.item_table()
+        ranks = np.empty(len(users), dtype=np.int64)
+        for s in range(0, len(users), batch_size):
+            sl = slice(s, s + batch_size)
+            scores = (q[sl] @ table.T).numpy()  # (b, n_items)
+            target = scores[np.arange(len(scores)), items[sl]].copy()
+            mask_seen(scores, self.seen_, users[sl])
+            ranks[sl] = (scores > target[:, None]).sum(1)
+        return ranks
+
+    # ------------------------------------------------------------------ scoring
+    def _queries(self, module: nn.Module, seqs: np.ndarray, batch_size: int = 1024) -> torch.Tensor:
+        """Query vectors (N, D) for padded histories (N, max_len), in batches of similar
+        length trimmed to their longest row plus one padding column (the same result as
+        the full width: padding is masked and positions count from the newest item)."""
+        lengths = sequence_lengths(seqs)
+        order = np.argsort(lengths, kind="stable")
+        out = torch.empty(len(seqs), int(self.embedding_dim))
+        for s in range(0, len(seqs), batch_size):
+            rows = order[s : s + batch_size]
+            width = min(int(self.max_len), int(lengths[rows].max()) + 1)
+            part = seqs[rows][:, -width:] if self.align == "right" else seqs[rows][:, :width]
+            out[torch.from_numpy(rows)] = self._query(module, torch.from_numpy(part))
+        return out
+
+    def query_vectors(self, seqs: np.ndarray) -> np.ndarray:
+        """Query vectors (N, D) float32 for padded histories (N, max_len) of item index + 1
+        (``align`` layout, as ``pad_histories`` makes them)."""
+        if self.module_ is None:
+            raise NotFittedError(self, "query_vectors")
+        self.module_.eval()
+        with torch.no_grad():
+            return self._queries(self.module_, seqs).numpy().astype(np.float32)
+
+    def pad_histories(self, histories: list[np.ndarray]) -> np.ndarray:
+        """Internal item-index histories (oldest first) -> padded (N, max_len) input."""
+        return pad_sequences(
+            [np.asarray(h, dtype=np.int64) + 1 for h in histories], int(self.max_len), self.align
+        )
+
+    def score_history(self, item_idx: np.ndarray) -> np.ndarray:
+        q = self.query_vectors(self.pad_histories([item_idx]))  # (1, D)
+        return (q @ self.item_factors_.T)[0]
+
+    def _materialise(self) -> None:
+        assert self.module_ is not None
+        self.user_factors_ = self.query_vectors(self.sequences_)
+        with torch.no_grad():
+            self.item_factors_ = self.module_.item_table().numpy().astype(np.float32)
+
+    # ------------------------------------------------------------------ persistence
+    def _save_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays, state = super()._save_state()
+        arrays.update(self._module_arrays())
+        arrays["sequences"] = self.sequences_
+        state["loss"] = self.loss_
+        return arrays, state
+
+    def _load_state(self, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
+        super()._load_state(arrays, state)
+        self.sequences_ = arrays["sequences"]
+        self.loss_ = state["loss"]
+        module = self._build_module()
+        module.load_state_dict(self._module_state(arrays))
+        module.eval()
+        self.module_ = module
+
+
+def right_positions(width: int, max_len: int, device: torch.device) -> torch.Tensor:
+    """Positions (width,) of the columns of a right-aligned batch trimmed to ``width``: the
+    last column is ``max_len - 1`` ("now"), whatever the trimming."""
+    return torch.arange(max_len - width, max_len, device=device)
+
+
+def rank_metrics(ranks: np.ndarray, k: int) -> dict[str, float]:
+    """HR@k and NDCG@k of one relevant item per user from its 0-based ranks (N,)."""
+    hit = ranks < k
+    return {
+        f"hr@{k}": float(hit.mean()),
+        f"ndcg@{k}": float((hit / np.log2(ranks + 2.0)).mean()),
+    }
