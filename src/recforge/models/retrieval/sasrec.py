@@ -152,7 +152,7 @@ class SASRec(SequentialRecommender):
         *,
         n_layers: int = 2,
         n_heads: int = 1,
-        dropout: float = 0.5,
+        dropout: float = 0.3,
         activation: str = "gelu",
         norm_first: bool = True,
         positions: str = "learned",

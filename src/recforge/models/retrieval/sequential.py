@@ -47,6 +47,7 @@ from recforge.data.sequences import pad_sequences, sequence_lengths, sequence_ma
 from recforge.exceptions import ConfigError, DataError, NotFittedError
 from recforge.models.base import mask_seen
 from recforge.models.retrieval.torch_base import EpochBatches, TorchRetrievalModel
+from recforge.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -257,11 +258,8 @@ class SequentialRecommender(TorchRetrievalModel):
         self._materialise()
 
     def _train(self, module, loss_fn, batches, valid_fn=None, **config):  # type: ignore[no-untyped-def]
-        from recforge.train.trainer import Trainer
-
         history = Trainer(self._train_config(**config)).fit(module, loss_fn, batches, valid_fn)
         self.train_history_ = history
-        self.train_loss_ = [float(x) for x in history.train_loss]
         return history
 
     def _negatives(
