@@ -20,6 +20,7 @@ import ast
 import importlib
 import json
 import os
+import resource
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ BENCHES: dict[str, str] = {
     "ctr_quality": "benchmarks.ctr_quality:run",
     "ctr_speed": "benchmarks.ctr_speed:run",
     "seq_beauty": "benchmarks.seq_beauty:run",
+    "eval_memory": "benchmarks.eval_memory:run",
 }
 
 
@@ -140,6 +142,23 @@ def _short(x: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def peak_rss_kib() -> int:
+    """This process's peak resident set (KiB): ``VmHWM`` of its own address space.
+
+    Not ``getrusage().ru_maxrss``: on Linux that value survives ``execve`` and starts at the
+    peak of the address space the child was forked/vforked from, i.e. it reports the
+    *parent's* peak (here the benchmark process holding every earlier model and frame),
+    which made the figure look like it grew with the benchmark's size."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+
+
 __all__ = [
     "BENCHES",
     "REPO",
@@ -147,6 +166,7 @@ __all__ = [
     "format_result",
     "get_bench",
     "listing",
+    "peak_rss_kib",
     "resolve_data_dir",
     "run_bench",
 ]

@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -44,7 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks import REPO
+from benchmarks import REPO, peak_rss_kib
 
 log = logging.getLogger(__name__)
 
@@ -210,24 +209,7 @@ def _rss_child(n: int) -> None:
     models.get("deepfm", embedding_dim=DIM, hidden=HIDDEN, epochs=1, batch_size=BATCH, lr=LR).fit(
         frame
     )
-    print(json.dumps({"peak_rss_mib": round(_peak_rss_kib() / 1024), "rows": n}))
-
-
-def _peak_rss_kib() -> int:
-    """This process's peak resident set (KiB): ``VmHWM`` of its own address space.
-
-    Not ``getrusage().ru_maxrss``: on Linux that value survives ``execve`` and starts at the
-    peak of the address space the child was forked/vforked from, i.e. it reports the
-    *parent's* peak (here the benchmark process holding every earlier model and frame),
-    which made the figure look like it grew with the benchmark's size."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+    print(json.dumps({"peak_rss_mib": round(peak_rss_kib() / 1024), "rows": n}))
 
 
 def bench_peak_rss(n: int = N_RSS) -> dict[str, Any]:

@@ -92,7 +92,21 @@ def test_every_models_smoke_params_pass_the_check():
 def test_job_defaults_and_normalisation():
     job = TrainJob.from_dict({"model": {"name": "itemcf", "params": None}, "evaluate": {"k": 5}})
     assert job.model.params == {} and job.evaluate.k == [5]
-    assert job.data.source == "synth" and job.split.method == "user_temporal"
+    assert job.data.source == "synth" and job.split.method == "auto"
+
+
+def test_auto_split_is_global_temporal_with_timestamps_else_random():
+    """The default split used to be per-user temporal, whose train holds other users' future
+    interactions; auto is the global time cut when the log has timestamps."""
+    from recforge.jobs import SplitConfig, split_data
+
+    log = make_synthetic(**{**SIZES["tiny"], **MICRO})
+    train, _, test = split_data(log, SplitConfig())
+    assert train.frame["timestamp"].max() < test.frame["timestamp"].min()
+    no_time = Interactions(log.frame.drop(columns=["timestamp"]))
+    train, _, test = split_data(no_time, SplitConfig(seed=4))
+    expected = split_data(no_time, SplitConfig(method="random", seed=4))
+    assert train.frame.equals(expected[0].frame) and test.frame.equals(expected[2].frame)
 
 
 @pytest.mark.parametrize(
@@ -173,6 +187,25 @@ def test_ranking_frame_on_a_click_only_log_samples_negatives():
     assert len(frame) == 4 * len(click_log)
     assert frame["label"].mean() == pytest.approx(0.25)
     assert {"category", "age", "device"} <= set(frame.columns)  # item, user, context features
+
+
+def test_ranking_frame_negatives_are_never_a_click_of_any_split():
+    """Test negatives used to be sampled against the test split alone, so an item the user
+    clicked in train could be labelled 0 in test. Sampled against the whole log, never."""
+    from recforge.data import splits
+
+    log = make_synthetic(**{**SIZES["tiny"], **MICRO, "n_interactions": 400})
+    train, test = splits.random_split(log, 0.3, seed=1)
+    clicked = set(zip(log.frame["user"], log.frame["item"]))
+
+    def negative_clicks(frame):
+        neg = frame[frame["label"] == 0]
+        return sum((u, i) in clicked for u, i in zip(neg["user"], neg["item"]))
+
+    assert negative_clicks(ranking_frame(test, None, n_negatives=2, seed=3)) > 0  # the old way
+    frame = ranking_frame(test, None, n_negatives=2, seed=3, known=log)
+    assert negative_clicks(frame) == 0
+    assert len(frame) == 3 * len(test) and frame["label"].sum() == len(test)
 
 
 def test_ranking_frame_uses_labels_or_the_rating_threshold():

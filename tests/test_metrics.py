@@ -205,3 +205,32 @@ def test_input_errors_are_clear():
     with pytest.raises(DataError, match="no user has a relevant"):
         m.ndcg_at_k([[1]], [set()], 1)
     assert m.precision([0, 1], [0.1, 0.2]) == 0.0  # nothing predicted positive
+
+
+# ---------------------------------------------------------------------------- id factorization
+def test_hit_matrix_large_ids_give_no_false_hit_and_no_overflow():
+    """(user, item) keys were packed as user * span + item in int64: with ids spanning 2**62,
+    user 4's key wrapped onto user 0's and item 7 counted as a hit for a user who never had
+    it; ids near 2**63 raised OverflowError. Ids are factorized first now."""
+    from recforge.metrics import hit_matrix
+
+    big = 2**62 - 1
+    ranked = np.array([[big], [1], [2], [3], [7]], dtype=np.int64)
+    relevant = [{7}, {5}, {5}, {5}, {big}]
+    hits, n_rel = hit_matrix(ranked, relevant, k=1)
+    assert hits.tolist() == [[False]] * 5
+    assert n_rel.tolist() == [1, 1, 1, 1, 1]
+
+    huge = np.array([[2**63 - 1, 2**63 - 2], [-(2**63), 3]], dtype=np.int64)
+    hits, _ = hit_matrix(huge, [{2**63 - 2}, {-(2**63), 2**70}], k=2)
+    assert hits.tolist() == [[False, True], [True, False]]
+    unsigned = np.array([[2**64 - 1, 0]], dtype=np.uint64)
+    assert hit_matrix(unsigned, [{2**64 - 1, -1}], k=2)[0].tolist() == [[True, False]]
+
+
+def test_hit_matrix_minus_one_is_an_empty_slot_other_negatives_are_ids():
+    from recforge.metrics import hit_matrix
+
+    ranked = np.array([[-1, -5, 4]], dtype=np.int64)
+    hits, _ = hit_matrix(ranked, [{-1, -5}], k=3)
+    assert hits.tolist() == [[False, True, False]]

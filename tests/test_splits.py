@@ -176,3 +176,26 @@ def test_splits_are_vectorised_on_a_large_log():
     user_temporal_split(big, 0.2)
     assert time.perf_counter() - start < 20  # seconds, on a loaded 2-core machine
     assert len(test) > 90_000
+
+
+def test_random_split_drops_test_pairs_that_are_in_train(caplog):
+    """A pair in train and test is masked by full ranking (seen) yet counted relevant, so it
+    can never be hit; random_split drops such rows from test and validation and says how
+    many."""
+    import logging
+
+    frame = pd.DataFrame(
+        {"user": np.repeat(np.arange(20), 6), "item": np.tile([0, 1, 2, 0, 1, 2], 20)}
+    )  # every pair twice
+    inter = Interactions(frame)
+    with caplog.at_level(logging.INFO, logger="recforge.data.splits"):
+        train, valid, test = random_split(inter, 0.3, 0.2, seed=0)
+    pairs = set(zip(train.frame["user"], train.frame["item"]))
+    for part in (valid, test):
+        assert not set(zip(part.frame["user"], part.frame["item"])) & pairs
+    n_test = round(len(inter) * 0.3)
+    assert test.meta["dropped_train_pairs"] > 0
+    assert len(test) + test.meta["dropped_train_pairs"] + test.meta["dropped_cold_rows"] == n_test
+    assert f"dropped {test.meta['dropped_train_pairs']} test rows whose (user, item)" in caplog.text
+    kept = random_split(inter, 0.3, seed=0, drop_train_pairs=False)[1]
+    assert kept.meta.get("dropped_train_pairs") is None and len(kept) > len(test)

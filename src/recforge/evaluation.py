@@ -1,7 +1,10 @@
 """Evaluation protocols over fitted models.
 
 * ``full_ranking``: every test user's top k over the whole catalogue (the honest protocol
-  for recall models), batched over users so that memory stays at (batch, n_items).
+  for recall models), batched over users so that the dense (batch, n_items) score block
+  stays within ``recforge.topk.SCORE_MEMORY_BUDGET`` (512 MiB by default, set
+  ``RECFORGE_SCORE_MEMORY_MB`` to change it): 64 users per batch at 1M items, 1,024 (the
+  ``batch_size`` cap) at 50k.
 * ``sampled_ranking``: each test (user, item) ranked against ``n_negatives`` sampled items
   (the NCF-style protocol; cheaper, optimistic, comparable only at equal n_negatives).
 * ``evaluate_ranker`` / ``evaluate_scores``: AUC, GAUC, log loss and thresholded metrics
@@ -23,6 +26,7 @@ import scipy.sparse as sp
 from recforge import metrics as M
 from recforge.data.interactions import Interactions
 from recforge.exceptions import ConfigError, DataError
+from recforge.topk import rows_per_batch
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +113,13 @@ def full_ranking(
     train: optionally a further log whose items are also excluded per user (for instance
         when the model was fitted on a different slice than the one to filter).
 
+    batch_size: at most this many users per score block; fewer when (batch, n_items)
+        float32 scores would pass the memory budget (module docstring).
+
     Returns {"recall@10": ..., "ndcg@20": ..., ..., "n_users": evaluated users,
-    "n_users_skipped": test users unknown to the model}. Memory: one (batch_size, n_items)
-    score block at a time, never a dense users x items matrix.
+    "n_users_skipped": test users unknown to the model}. Memory: one budget-sized score
+    block at a time (plus O(users x k)), never a dense users x items matrix (100k users x
+    1M items: "Evaluation at scale" in docs/BENCHMARKS.md).
     """
     _check_retrieval(model, "full_ranking")
     _check_interactions(test, "full_ranking")
@@ -127,6 +135,7 @@ def full_ranking(
     rank_names = [n for n in names if n in RANKING_METRICS]
     n_items = model.n_items
     kmax = max(ks)
+    batch_size = rows_per_batch(n_items, batch_size)
 
     # relevant sets in the model's index space
     frame = test.frame[["user", "item"]].drop_duplicates()
@@ -252,7 +261,8 @@ def sampled_ranking(
     negatives scored below the positive, ties counting one half, averaged over pairs.
     Returns {"hit_rate@k", "ndcg@k" (single relevant item: 1/log2(rank + 1) if rank <= k),
     "mrr" (1/rank, no cutoff), "auc", "n_pairs", "n_pairs_skipped"}, means over pairs.
-    The negatives depend on ``seed`` and ``batch_size``.
+    Scores stay float32 (as the model gives them), users are batched within the memory
+    budget as in ``full_ranking``; the negatives depend on ``seed`` and the batch size.
     """
     _check_retrieval(model, "sampled_ranking")
     _check_interactions(test, "sampled_ranking")
@@ -289,13 +299,14 @@ def sampled_ranking(
     u, i = u[has_neg], i[has_neg]
     rng = np.random.default_rng(seed)
     users = np.unique(u)
+    batch_size = rows_per_batch(n_items, batch_size)
     ranks, aucs = [], []
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
         lo, hi = np.searchsorted(u, batch[0], "left"), np.searchsorted(u, batch[-1], "right")
         pu, pi = u[lo:hi], i[lo:hi]
         row = np.searchsorted(batch, pu)
-        scores = np.asarray(model.score_users(batch), dtype=np.float64)  # (B, n_items)
+        scores = np.asarray(model.score_users(batch), dtype=np.float32)  # (B, n_items)
         negs = _sample_negatives(rng, pu, n_negatives, n_items, forbid, forbid_keys)  # (P, n_neg)
         pos = scores[row, pi][:, None]  # (P, 1)
         neg = scores[row[:, None], negs]  # (P, n_neg)

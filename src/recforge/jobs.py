@@ -9,7 +9,7 @@ A train job is one YAML file (``recforge train --config FILE``)::
       path: null              # source: file -> a CSV/TSV/Parquet/JSONL log
       columns: {user: userId, item: movieId, rating: rating, timestamp: timestamp}
       positive_threshold: 4   # retrieval: keep rating >= 4 as positives
-    split: {method: user_temporal, test_ratio: 0.2, valid_ratio: 0.0, seed: 123}
+    split: {method: auto, test_ratio: 0.2, valid_ratio: 0.0, seed: 123}  # auto: temporal
     model: {name: itemcf, params: {k: 100}}
     evaluate: {k: [10, 20]}
     output: runs/itemcf       # model directory + metrics.json + report
@@ -49,7 +49,7 @@ from recforge.exceptions import ConfigError
 log = logging.getLogger(__name__)
 
 SOURCES = ("synth", "ml-100k", "ml-latest-small", "amazon-beauty", "frappe", "file")
-SPLITS = ("random", "temporal", "user_temporal", "leave_one_out")
+SPLITS = ("auto", "random", "temporal", "user_temporal", "leave_one_out")
 
 
 @dataclass
@@ -82,7 +82,9 @@ class DataConfig:
 
 @dataclass
 class SplitConfig:
-    method: str = "user_temporal"  # random | temporal | user_temporal | leave_one_out
+    # auto (temporal when the log has timestamps, else random) | random | temporal |
+    # user_temporal | leave_one_out; what each leaks: recforge.data.splits
+    method: str = "auto"
     test_ratio: float = 0.2
     valid_ratio: float = 0.0
     seed: int = 0  # random split only
@@ -313,12 +315,18 @@ def load_data(cfg: DataConfig) -> Interactions:
 def split_data(
     inter: Interactions, cfg: SplitConfig
 ) -> tuple[Interactions, Interactions | None, Interactions]:
-    """(train, valid or None, test)."""
-    if cfg.method == "leave_one_out":
+    """(train, valid or None, test). ``method: auto`` is the global temporal split when the
+    log has timestamps (train holds only the past: no leak of other users' future), else
+    the random split."""
+    method = cfg.method
+    if method == "auto":
+        method = "temporal" if inter.has("timestamp") else "random"
+        log.info("split method auto on %s: %s", inter.name, method)
+    if method == "leave_one_out":
         parts = splits.leave_one_out(inter, valid=cfg.valid_ratio > 0)
-    elif cfg.method == "random":
+    elif method == "random":
         parts = splits.random_split(inter, cfg.test_ratio, cfg.valid_ratio, seed=cfg.seed)
-    elif cfg.method == "temporal":
+    elif method == "temporal":
         parts = splits.temporal_split(inter, cfg.test_ratio, cfg.valid_ratio)
     else:
         parts = splits.user_temporal_split(inter, cfg.test_ratio, cfg.valid_ratio)
@@ -341,20 +349,26 @@ def _has_both_labels(inter: Interactions) -> bool:
 
 
 def ranking_frame(
-    inter: Interactions, threshold: float | None, n_negatives: int, seed: int = 0
+    inter: Interactions,
+    threshold: float | None,
+    n_negatives: int,
+    seed: int = 0,
+    known: Interactions | None = None,
 ) -> pd.DataFrame:
     """A labelled frame for a ranker: the log with user/item features joined.
 
     Label: the log's ``label`` when it holds both classes; else ``rating >= threshold``;
     else (an implicit or click-only log) every row is a positive and ``n_negatives``
-    unclicked items per row are sampled by popularity.
+    unclicked items per row are sampled by popularity. ``known``: the whole log when
+    ``inter`` is one split of it; sampled negatives are never an item the user clicked in
+    any split (without it, a test negative could be a train click).
     """
     use_label = _has_both_labels(inter)
     use_rating = not use_label and threshold is not None and inter.has("rating")
     if not (use_label or use_rating):
         from recforge.data.synth import make_ctr_frame
 
-        return make_ctr_frame(inter, n_negatives=n_negatives, seed=seed)
+        return make_ctr_frame(inter, n_negatives=n_negatives, seed=seed, known=known)
     frame = inter.frame.copy()
     if use_rating:
         frame["label"] = (frame["rating"] >= threshold).astype(np.int8)
@@ -389,10 +403,10 @@ def run_train(job: TrainJob, progress: bool = True) -> dict[str, Any]:
         model.fit(positives(train, thr))
     else:
         n_neg = job.evaluate.n_negatives
-        va = ranking_frame(valid, thr, n_neg, seed=2) if valid is not None else None
-        model.fit(ranking_frame(train, thr, n_neg, seed=1), label="label", valid=va)
+        va = ranking_frame(valid, thr, n_neg, seed=2, known=inter) if valid is not None else None
+        model.fit(ranking_frame(train, thr, n_neg, seed=1, known=inter), label="label", valid=va)
     fit_s = time.perf_counter() - t0
-    metrics = evaluate_model(model, job, test)
+    metrics = evaluate_model(model, job, test, known=inter)
     metrics["fit_seconds"] = round(fit_s, 3)
     model.save(out, metrics=metrics)
     (out / "job.json").write_text(json.dumps(asdict(job), indent=2))
@@ -405,15 +419,18 @@ def run_train(job: TrainJob, progress: bool = True) -> dict[str, Any]:
     }
 
 
-def evaluate_model(model: Any, job: TrainJob, test: Interactions) -> dict[str, Any]:
+def evaluate_model(
+    model: Any, job: TrainJob, test: Interactions, known: Interactions | None = None
+) -> dict[str, Any]:
     """The job's test metrics for a fitted model: full ranking of the positive test rows for
-    a retrieval model; AUC/GAUC/logloss on the labelled test frame for a ranker."""
+    a retrieval model; AUC/GAUC/logloss on the labelled test frame for a ranker (``known``:
+    the whole log, so that sampled test negatives are never a user's click in any split)."""
     from recforge.evaluation import evaluate_ranker, full_ranking
 
     thr = job.data.positive_threshold
     if model.kind == "retrieval":
         return full_ranking(model, positives(test, thr), k=tuple(job.evaluate.k))
-    frame = ranking_frame(test, thr, job.evaluate.n_negatives, seed=3)
+    frame = ranking_frame(test, thr, job.evaluate.n_negatives, seed=3, known=known)
     return evaluate_ranker(model, frame, group="user" if "user" in frame.columns else None)
 
 

@@ -312,9 +312,11 @@ def hit_matrix(
     """Which of each user's top k are relevant.
 
     ranked: (n_users, K') item ids best first, or a list of n_users lists (ragged allowed).
+        Empty slots: None/NaN, or -1 in a signed integer array (as ANN results use).
     relevant: n_users collections of relevant item ids.
     Returns (hits (n_users, k) bool, n_relevant (n_users,) int64). Positions past the end
-    of a short list are misses.
+    of a short list are misses. Any integer ids work (large, negative, unsigned): integer
+    input is factorized to dense codes before (user, item) pairs are matched.
     """
     k = _check_k(k, "hit_matrix")
     n = len(ranked)
@@ -334,19 +336,8 @@ def hit_matrix(
         and np.issubdtype(arr.dtype, np.integer)
         and _all_int_sets(rel_sets)
     ):
-        # vectorised: encode (user, item) pairs as one int64 key and test membership
-        top = arr[:, :k].astype(np.int64)
-        width = top.shape[1]
-        rel_items = np.fromiter(
-            (i for r in rel_sets for i in r), dtype=np.int64, count=int(n_rel.sum())
-        )
-        rel_users = np.repeat(np.arange(n, dtype=np.int64), n_rel)
-        lo = min(int(top.min(initial=0)), int(rel_items.min(initial=0)))
-        span = max(int(top.max(initial=0)), int(rel_items.max(initial=0))) - lo + 1
-        keys = np.arange(n, dtype=np.int64)[:, None] * span + (top - lo)
-        rel_keys = rel_users * span + (rel_items - lo)
-        found = np.isin(keys, rel_keys) & (top >= 0)
-        hits[:, :width] = found
+        top = arr[:, :k]
+        hits[:, : top.shape[1]] = _int_hits(top, rel_sets)
         return hits, n_rel
     for u in range(n):
         row = ranked[u]
@@ -357,6 +348,33 @@ def hit_matrix(
             if not _is_empty_slot(item) and item in rel:
                 hits[u, j] = True
     return hits, n_rel
+
+
+def _int_hits(top: np.ndarray, rel_sets: list[set]) -> np.ndarray:
+    """hits (n, w) of an integer id matrix: both sides factorized to codes 0..c-1 (exactly,
+    in ``top``'s dtype; relevant ids outside that dtype's range can never be ranked), so the
+    pair key ``user * c + code`` fits int64 however large or negative the raw ids are."""
+    n = top.shape[0]
+    info = np.iinfo(top.dtype)
+    users, items = [], []
+    for u, r in enumerate(rel_sets):
+        for i in r:
+            i = int(i)
+            if info.min <= i <= info.max:
+                users.append(u)
+                items.append(i)
+    rel_items = np.array(items, dtype=top.dtype)
+    rel_users = np.array(users, dtype=np.int64)
+    valid = top != -1 if info.min < 0 else np.ones(top.shape, dtype=bool)  # -1: empty slot
+    ranked_items = top[valid]
+    codes = np.unique(np.concatenate([ranked_items, rel_items]), return_inverse=True)[1]
+    c = int(codes.max(initial=0)) + 1
+    rows = np.broadcast_to(np.arange(n, dtype=np.int64)[:, None], top.shape)[valid]
+    keys = rows * c + codes[: len(ranked_items)]
+    rel_keys = rel_users * c + codes[len(ranked_items) :]
+    out = np.zeros(top.shape, dtype=bool)
+    out[valid] = np.isin(keys, rel_keys)
+    return out
 
 
 def _all_int_sets(sets: list[set]) -> bool:

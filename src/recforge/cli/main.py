@@ -338,8 +338,9 @@ def evaluate(model_dir: str, config_path: str | None) -> None:
             )
         job = TrainJob.from_dict(json.loads(saved.read_text()), where=str(saved))
     model = registry.load(model_dir)
-    _, _, test = split_data(load_data(job.data), job.split)
-    metrics = evaluate_model(model, job, test)
+    inter = load_data(job.data)
+    _, _, test = split_data(inter, job.split)
+    metrics = evaluate_model(model, job, test, known=inter)
     _print_metrics(metrics)
 
 

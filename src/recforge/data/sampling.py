@@ -56,12 +56,17 @@ class NegativeSampler:
         positives: sp.spmatrix | Interactions,
         user_vocab: IdVocab | None = None,
         item_vocab: IdVocab | None = None,
+        *,
+        exclude: sp.spmatrix | None = None,
     ) -> NegativeSampler:
         """Learn each user's positives and the item weights; returns self.
 
         positives: a (n_users, n_items) sparse matrix (nonzero = positive), or an
             ``Interactions`` turned into one with ``user_vocab``/``item_vocab`` (fresh
             vocabularies when None; then ``sample`` takes indices in those vocabularies).
+        exclude: a further matrix of the same shape whose pairs are never drawn either,
+            e.g. what the users clicked in other splits; item weights still come from
+            ``positives`` alone.
         """
         if self.strategy not in STRATEGIES:
             raise ConfigError(
@@ -76,20 +81,25 @@ class NegativeSampler:
                 f"NegativeSampler.fit expects a scipy sparse matrix or Interactions, got "
                 f"{type(positives).__name__}."
             )
-        csr = sp.csr_matrix(positives, copy=True)
-        csr.eliminate_zeros()
-        csr.sum_duplicates()
-        csr.sort_indices()
-        n_users, n_items = csr.shape
+        pos = _clean(positives)
+        n_users, n_items = pos.shape
         if n_items == 0:
             raise DataError("NegativeSampler.fit: the matrix has no item columns.")
+        csr = pos
+        if exclude is not None:
+            if exclude.shape != pos.shape:
+                raise DataError(
+                    f"NegativeSampler.fit: exclude has shape {exclude.shape}, positives "
+                    f"{pos.shape}; build both in the same vocabularies."
+                )
+            csr = _clean(abs(pos) + abs(sp.csr_matrix(exclude)))
         rows = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(csr.indptr))
         self.keys_ = rows * n_items + csr.indices.astype(np.int64)  # sorted (user, item) keys
         self.indptr_ = csr.indptr.astype(np.int64)
         self.indices_ = csr.indices.astype(np.int64)
         self.n_users_, self.n_items_ = n_users, n_items
         if self.strategy == "popularity":
-            counts = np.bincount(self.indices_, minlength=n_items).astype(np.float64)
+            counts = np.bincount(pos.indices, minlength=n_items).astype(np.float64)
             weights = counts**self.alpha * (counts > 0)
         else:
             weights = np.ones(n_items)
@@ -187,6 +197,15 @@ class NegativeSampler:
             flat[slots] = self.rng_.choice(
                 self.n_items_, size=len(slots), replace=not row_len, p=w / w.sum()
             )
+
+
+def _clean(m: sp.spmatrix) -> sp.csr_matrix:
+    """A CSR copy with duplicates summed, explicit zeros dropped and sorted indices."""
+    csr = sp.csr_matrix(m, copy=True)
+    csr.sum_duplicates()
+    csr.eliminate_zeros()
+    csr.sort_indices()
+    return csr
 
 
 def _repeats_in_rows(a: np.ndarray) -> np.ndarray:

@@ -7,17 +7,34 @@ The parts are disjoint sets of rows of the input.
 ``filter_cold`` (default True) drops validation and test rows whose user or item does not
 occur in train: a model cannot score an id it never saw, and full-ranking evaluation would
 raise ``UnknownIdError`` on it. The dropped rows go nowhere (they are not moved to train);
-pass ``filter_cold=False`` to keep them, e.g. to evaluate a cold-start fallback.
+pass ``filter_cold=False`` to keep them, e.g. to evaluate a cold-start fallback. Each
+part's ``meta`` says what was dropped: ``dropped_cold_rows`` and, for the random split,
+``dropped_train_pairs``.
 
 All splits are vectorised (sorting and group counts, no per-user Python loop) and
 deterministic: the random split by its ``seed``; the time-based ones break timestamp ties
-by row order.
+by row order. What each split leaks, and when to use it:
 
-* ``random_split``: rows at random.
 * ``temporal_split``: one global time cut; test = the latest ``test_ratio`` of rows (rows
   sharing the cut timestamp all go to the later part, so no timestamp straddles the cut).
-* ``user_temporal_split``: per user, the latest fraction of their rows by time.
+  No leak: train holds only the past. The default of train jobs when the log has
+  timestamps.
+* ``user_temporal_split``: per user, the latest fraction of their rows by time. Leaks the
+  future: train holds other users' interactions from after a test user's test period
+  (what became popular, which items co-occur later), which flatters popularity and CF.
+  Use it to compare with published per-user protocols, not as a deployment estimate.
 * ``leave_one_out``: per user, the latest row to test and the one before to validation.
+  The sequential-recommendation protocol (SASRec, BERT4Rec); the same future leak as
+  ``user_temporal_split``.
+* ``random_split``: rows at random. Ignores time altogether (train holds the future of
+  every test row); for logs without timestamps, or to match a published random protocol.
+  A (user, item) pair both in train and in test would be masked by full ranking (a seen
+  item) yet counted relevant, so such test and validation rows are dropped (counted).
+
+The time-based splits keep a test row whose pair also occurs in train (the user consumed
+the item again): that is the re-consumption the protocol measures; full ranking with
+``exclude_seen`` cannot hit it, so evaluate such logs with ``exclude_seen=False`` if
+re-consumption matters.
 """
 
 from __future__ import annotations
@@ -42,8 +59,12 @@ def random_split(
     *,
     seed: int = 0,
     filter_cold: bool = True,
+    drop_train_pairs: bool = True,
 ) -> Split:
-    """Rows assigned at random: exactly round(n * ratio) rows to test (and validation)."""
+    """Rows assigned at random: round(n * ratio) rows to test (and validation), less the
+    rows dropped afterwards: cold ones (``filter_cold``) and, with ``drop_train_pairs``,
+    those whose (user, item) pair also occurs in train (logged, and counted in the part's
+    ``meta["dropped_train_pairs"]``)."""
     _check_ratios(test_ratio, valid_ratio)
     n = len(inter)
     perm = np.random.default_rng(seed).permutation(n)
@@ -51,7 +72,7 @@ def random_split(
     n_test, n_valid = round(n * test_ratio), round(n * valid_ratio)
     part[perm[:n_test]] = 2
     part[perm[n_test : n_test + n_valid]] = 1
-    return _assemble(inter, part, valid_ratio > 0, filter_cold, "random")
+    return _assemble(inter, part, valid_ratio > 0, filter_cold, "random", drop_train_pairs)
 
 
 def temporal_split(
@@ -166,28 +187,46 @@ def _rank_in_user(inter: Interactions, ts: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def _assemble(
-    inter: Interactions, part: np.ndarray, with_valid: bool, filter_cold: bool, kind: str
+    inter: Interactions,
+    part: np.ndarray,
+    with_valid: bool,
+    filter_cold: bool,
+    kind: str,
+    drop_train_pairs: bool = False,
 ) -> Split:
-    """Interactions for each part; drops cold valid/test rows when ``filter_cold``."""
+    """Interactions for each part; drops cold valid/test rows when ``filter_cold`` and rows
+    whose (user, item) pair is in train when ``drop_train_pairs``; counts go to the parts'
+    ``meta`` (``dropped_cold_rows``, ``dropped_train_pairs``)."""
     train_mask = part == 0
     masks = {"valid": part == 1, "test": part == 2}
+    dropped: dict[str, dict[str, int]] = {key: {} for key in masks}
+    users_col, items_col = inter.frame["user"].to_numpy(), inter.frame["item"].to_numpy()
     if filter_cold:
-        users = pd.Index(pd.unique(inter.frame["user"].to_numpy()[train_mask]))
-        items = pd.Index(pd.unique(inter.frame["item"].to_numpy()[train_mask]))
-        warm = users.get_indexer(inter.frame["user"]) >= 0
-        warm &= items.get_indexer(inter.frame["item"]) >= 0
+        users = pd.Index(pd.unique(users_col[train_mask]))
+        items = pd.Index(pd.unique(items_col[train_mask]))
+        warm = (users.get_indexer(users_col) >= 0) & (items.get_indexer(items_col) >= 0)
         for key, mask in masks.items():
-            dropped = int((mask & ~warm).sum())
-            if dropped:
-                log.info(
-                    "%s split: dropped %d cold %s rows (user or item not in train)",
-                    kind,
-                    dropped,
-                    key,
-                )
+            dropped[key]["dropped_cold_rows"] = int((mask & ~warm).sum())
             masks[key] = mask & warm
+    if drop_train_pairs:
+        pairs = pd.MultiIndex.from_arrays([users_col, items_col])
+        in_train = pairs.isin(pairs[train_mask])
+        for key, mask in masks.items():
+            dropped[key]["dropped_train_pairs"] = int((mask & in_train).sum())
+            masks[key] = mask & ~in_train
+    why = {
+        "dropped_cold_rows": "cold (user or item not in train)",
+        "dropped_train_pairs": "whose (user, item) pair is also in train",
+    }
+    for key, counts in dropped.items():
+        for what, count in counts.items():
+            if count:
+                log.info("%s split: dropped %d %s rows %s", kind, count, key, why[what])
     train = inter.subset(train_mask, f"{inter.name}/train")
     test = inter.subset(masks["test"], f"{inter.name}/test")
+    test.meta.update(dropped["test"])
     if with_valid:
-        return train, inter.subset(masks["valid"], f"{inter.name}/valid"), test
+        valid = inter.subset(masks["valid"], f"{inter.name}/valid")
+        valid.meta.update(dropped["valid"])
+        return train, valid, test
     return train, test

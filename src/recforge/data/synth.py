@@ -51,6 +51,7 @@ import pandas as pd
 from recforge.config import from_dict
 from recforge.data.interactions import CANONICAL, Interactions
 from recforge.data.sampling import NegativeSampler
+from recforge.data.vocab import IdVocab
 from recforge.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
@@ -505,6 +506,7 @@ def make_ctr_frame(
     seed: int = 0,
     with_timestamp: bool = False,
     text_columns: tuple[str, ...] = ("title",),
+    known: Interactions | None = None,
 ) -> pd.DataFrame:
     """A ranking / CTR training frame: logged positives plus sampled unclicked impressions.
 
@@ -520,13 +522,35 @@ def make_ctr_frame(
     ``timestamp`` if ``with_timestamp`` (it is int and would otherwise be read as a
     category), and ``label`` (int8). Returns a DataFrame with ``len(log) * (1 + n_negatives)``
     rows.
+
+    known: everything the users are known to have interacted with, e.g. the whole log when
+    ``interactions`` is one split of it. Negatives are never among a user's known items (a
+    test negative must not be something the user clicked in train). Exposure weights still
+    come from ``interactions`` (no future popularity leaks into a train frame); items it
+    never shows are drawn only for a user with nothing else left. Default: the split
+    itself, which is only right when it is the whole log.
     """
     if n_negatives < 1:
         raise ConfigError(f"make_ctr_frame: n_negatives must be >= 1, got {n_negatives}.")
     frame = interactions.frame
-    user_vocab, item_vocab = interactions.vocabs()
+    if known is None:
+        user_vocab, item_vocab = interactions.vocabs()
+        exclude = None
+    else:
+        user_vocab, item_vocab = (
+            IdVocab(
+                pd.Index(getattr(interactions, a))
+                .append(pd.Index(getattr(known, a)))
+                .unique()
+                .to_numpy(),
+                kind=kind,
+            )
+            for a, kind in (("users", "user"), ("items", "item"))
+        )
+        exclude = known.to_csr(user_vocab, item_vocab)
     seen = interactions.to_csr(user_vocab, item_vocab)
-    sampler = NegativeSampler(strategy="popularity", alpha=alpha, seed=seed).fit(seen)
+    sampler = NegativeSampler(strategy="popularity", alpha=alpha, seed=seed)
+    sampler.fit(seen, exclude=exclude)
     u_idx = user_vocab.index(frame["user"].to_numpy())
     pos_idx = item_vocab.index(frame["item"].to_numpy())
     neg_idx = sampler.sample(u_idx, n_negatives, distinct=True)  # (N, n_negatives)

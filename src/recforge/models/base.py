@@ -41,7 +41,7 @@ from recforge.config import suggest
 from recforge.data.interactions import Interactions
 from recforge.data.vocab import IdVocab
 from recforge.exceptions import ArtifactError, ConfigError, DataError, NotFittedError
-from recforge.topk import topk
+from recforge.topk import rows_per_batch, topk
 
 
 class BaseModel:
@@ -171,6 +171,21 @@ class BaseModel:
         Subclasses extend; ``RetrievalModel`` scores one user and checks the shape."""
 
 
+def _writable_scores(scores: Any) -> np.ndarray:
+    """``score_users``' block as float32 that may be masked in place: itself when it is a
+    fresh writable array (the common case: no second copy of a batch x n_items block), else
+    a copy."""
+    if (
+        isinstance(scores, np.ndarray)
+        and scores.dtype == np.float32
+        and scores.base is None
+        and scores.flags.writeable
+        and scores.flags.c_contiguous
+    ):
+        return scores
+    return np.array(scores, dtype=np.float32, copy=True)
+
+
 def _jsonable_params(params: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for k, v in params.items():
@@ -229,7 +244,10 @@ class RetrievalModel(BaseModel):
         return len(self.item_vocab_)
 
     def score_users(self, user_idx: np.ndarray) -> np.ndarray:
-        """Scores of every item for internal user indices: (len(user_idx), n_items) float32."""
+        """Scores of every item for internal user indices: (len(user_idx), n_items) float32.
+
+        Return a new array (callers mask it in place) or a read-only view (e.g.
+        ``np.broadcast_to``), which callers copy; never a writable array the model keeps."""
         raise NotImplementedError
 
     def _check_loaded(self) -> None:
@@ -273,15 +291,17 @@ class RetrievalModel(BaseModel):
     def recommend_idx(
         self, user_idx: np.ndarray, k: int = 10, exclude_seen: bool = True, batch_size: int = 1024
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``recommend`` in internal indices."""
+        """``recommend`` in internal indices. ``batch_size`` users are scored at a time, fewer
+        when their dense scores would pass ``recforge.topk.SCORE_MEMORY_BUDGET``."""
         _check_k(k)
         user_idx = np.asarray(user_idx, dtype=np.int64)
         k = min(k, self.n_items)
+        batch_size = rows_per_batch(self.n_items, batch_size)
         out_idx = np.empty((len(user_idx), k), dtype=np.int64)
         out_val = np.empty((len(user_idx), k), dtype=np.float32)
         for start in range(0, len(user_idx), batch_size):
             batch = user_idx[start : start + batch_size]
-            scores = np.array(self.score_users(batch), dtype=np.float32, copy=True)
+            scores = _writable_scores(self.score_users(batch))
             if exclude_seen:
                 mask_seen(scores, self.seen_, batch)
             i, v = topk(scores, k)
