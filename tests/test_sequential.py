@@ -100,7 +100,7 @@ def test_models_learn_the_next_item_with_every_loss(name, loss):
     params.update(embedding_dim=16, epochs=20, batch_size=32, lr=0.02, loss=loss, n_negatives=8)
     params.update(num_threads=1, dropout=0.0)
     if name == "gru4rec":
-        params.update(hidden_dim=16)
+        params.update(hidden_dim=24)  # != embedding_dim: the projection is exercised
     model = models.get(name, **params).fit(_chains())
     assert model.loss_ == loss
     # a history ending in item 5 should be followed by 6
@@ -112,8 +112,8 @@ def test_models_learn_the_next_item_with_every_loss(name, loss):
 def test_order_matters_and_future_items_do_not_leak(name):
     model = models.get(name, **models.get_class(name).smoke_params).fit(_chains(seed=1))
     a = model.score_history(np.array([1, 2, 3]))
-    b = model.score_history(np.array([3, 2, 1]))
-    assert not np.allclose(a, b)  # a sequence model reads the order
+    b = model.score_history(np.array([2, 1, 3]))
+    assert not np.allclose(a, b)  # same items, same last one: only the order differs
     # scoring a prefix never depends on what comes after it: the module's state at a
     # position is the same whether or not later items follow
     module = model.module_

@@ -42,7 +42,8 @@ class GRU4RecModule(nn.Module):
         packed = pack_padded_sequence(
             x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
         )
-        out, _ = pad_packed_sequence(packed, batch_first=True, total_length=seqs.shape[1])
+        states, _ = self.gru(packed)
+        out, _ = pad_packed_sequence(states, batch_first=True, total_length=seqs.shape[1])
         h = self.project(self.drop(out))  # (B, L, D)
         return h * (seqs > 0)[..., None]
 
