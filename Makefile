@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean
+.PHONY: run serve test lint bench install clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,6 +20,10 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/recforge quickstart
+
+# Leave a server running: the newest bundle under runs/ (make run writes one), else a demo.
+serve: $(STAMP)
+	$(BIN)/recforge serve --demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup

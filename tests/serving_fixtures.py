@@ -3,11 +3,6 @@ features, ItemCF + ALS (through HNSW) + EASE channels, a DeepFM ranker."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from recforge import models
@@ -54,59 +49,3 @@ def build_tiny_bundle(path: Path, rerank: dict | None = None, ranker: bool = Tru
         rerank=rerank or {"rank_top": 50},
         name="tiny",
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
-    """``recforge serve`` as a real process on loopback; stopped on exit."""
-
-    def __init__(self, bundle: Path, *extra: str) -> None:
-        self.port, self.grpc_port = free_port(), free_port()
-        src = str(Path(__file__).resolve().parents[1] / "src")
-        env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        cmd = [
-            sys.executable,
-            "-m",
-            "recforge.cli.main",
-            "serve",
-            "--bundle",
-            str(bundle),
-            "--port",
-            str(self.port),
-            "--grpc-port",
-            str(self.grpc_port),
-            *extra,
-        ]
-        self.proc = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stdout.read()}")
-            try:
-                if httpx.get(f"{self.url}/health/ready", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError("server not ready in time")
-
-    def stop(self) -> str:
-        self.proc.terminate()
-        try:
-            out, _ = self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
-        return out

@@ -40,3 +40,12 @@ def test_quickstart_tiny(tmp_path, monkeypatch):
     ids, scores = itemcf.recommend([itemcf.user_vocab_.raw_ids[0]], k=5)
     assert ids.shape == (1, 5) and np.isfinite(scores).all()
     assert any("done in" in line for line in lines)
+    # it ends with a served bundle, asked through REST and gRPC
+    from recforge.serving import Recommender, verify_bundle
+
+    manifest = verify_bundle(tmp_path / "bundle")
+    assert manifest["metrics"]["n_users"] > 0 and "funnel/ndcg@10" in manifest["metrics"]
+    assert Recommender.load(tmp_path / "bundle").recommend("nobody", k=3).cold
+    assert any(line.startswith("REST  POST /v1/recommend") for line in lines)
+    assert any("(same as REST)" in line for line in lines)
+    assert any("curl -s -X POST" in line for line in lines)

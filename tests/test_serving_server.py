@@ -9,9 +9,10 @@ import grpc
 import httpx
 import pytest
 
+from recforge.serving.demo import ServerProcess
 from recforge.serving.protos import recforge_pb2 as pb
 from recforge.serving.protos import recforge_pb2_grpc as pb_grpc
-from tests.serving_fixtures import ServerProcess, build_tiny_bundle, tiny_log
+from tests.serving_fixtures import build_tiny_bundle, tiny_log
 
 pytestmark = pytest.mark.xdist_group("server")
 
@@ -21,7 +22,7 @@ def server(tmp_path_factory):
     bundle = build_tiny_bundle(tmp_path_factory.mktemp("srv") / "bundle")
     proc = ServerProcess(bundle)
     try:
-        proc.wait_ready()
+        proc.start()
         yield proc
     finally:
         proc.stop()

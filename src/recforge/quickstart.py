@@ -5,7 +5,10 @@
 3. recall: fit MostPopular, ItemCF, ALS and EASE, evaluate full ranking (Recall/NDCG@K);
 4. rank: build an impression frame (clicks + popularity-sampled non-clicks with user, item
    and context features), train LR, DeepFM, DCNv2 and LightGBM, evaluate AUC / GAUC / logloss;
-5. save every model as an artifact directory and write ``report.html`` / ``report.md``.
+5. save every model as an artifact directory and write ``report.html`` / ``report.md``;
+6. build a serving bundle (ItemCF + ALS through HNSW + EASE, DeepFM over the top 200),
+   replay the funnel on the test split, start ``recforge serve`` on loopback, ask it once
+   through REST (with the explain trace) and once through gRPC, and stop it.
 """
 
 from __future__ import annotations
@@ -62,7 +65,11 @@ RANKERS: dict[str, dict[str, Any]] = {
 
 
 def run(
-    out_dir: str | Path | None = None, size: str = "small", seed: int = 0, echo=print
+    out_dir: str | Path | None = None,
+    size: str = "small",
+    seed: int = 0,
+    echo=print,
+    serve: bool = True,
 ) -> dict[str, Any]:
     """Run the quickstart; returns a summary dict and writes everything under ``out_dir``."""
     t_start = time.perf_counter()
@@ -99,7 +106,7 @@ def run(
     te_frame = make_ctr_frame(_known(test, train), n_negatives=4, seed=2)
     n_valid = len(tr_frame) // 10  # the latest 10% of training impressions validate
     fit_frame, valid_frame = tr_frame.iloc[:-n_valid], tr_frame.iloc[-n_valid:]
-    rank_rows, curves, histories = [], {}, {}
+    rank_rows, curves, histories, rankers = [], {}, {}, {}
     for name, params in RANKERS.items():
         model = models.get(name, **params)
         t0 = time.perf_counter()
@@ -110,6 +117,7 @@ def run(
         model.save(out / "models" / name, metrics=m)
         curves[name] = (te_frame["label"].to_numpy(), model.predict_proba(te_frame))
         histories[name] = getattr(model, "train_history_", None)
+        rankers[name] = model
         rank_rows.append({"model": name, **{k: m[k] for k in ("auc", "gauc", "logloss", "fit_s")}})
         echo(
             f"rank    {name:<14} auc={m['auc']:.4f} gauc={m['gauc']:.4f} logloss={m['logloss']:.4f} fit={fit_s:.1f}s"
@@ -122,11 +130,64 @@ def run(
         "ranking": rank_rows,
         "seconds": round(time.perf_counter() - t_start, 1),
     }
+    bundle_dir = _bundle(out / "bundle", fitted, rankers.get("deepfm"), inter)
+    summary["bundle"] = _funnel(bundle_dir, test, echo)
+    summary["seconds"] = round(time.perf_counter() - t_start, 1)
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
     report = _report(out, summary, curves, histories)
     echo(f"models saved under {out / 'models'}; report: {report}")
+    if serve:
+        from recforge.serving.demo import ask_server
+
+        ask_server(bundle_dir, _jsonable(test.frame["user"].iloc[0]), echo=echo)
     echo(f"done in {summary['seconds']}s")
     return summary
+
+
+def _bundle(path: Path, fitted: dict[str, Any], ranker: Any, inter: Interactions) -> Path:
+    """The serving bundle from the quickstart's own models: what was evaluated is served."""
+    from recforge.index.faiss_index import AnnRecommender
+    from recforge.pipeline import RecallPipeline
+    from recforge.pipeline.recall import Channel
+    from recforge.serving.bundle import write_bundle
+
+    channels = [Channel("itemcf", fitted["itemcf"], quota=200)]
+    if "als" in fitted:
+        als = Channel("als", fitted["als"], quota=200, index={"kind": "hnsw"})
+        als.ann_ = AnnRecommender(fitted["als"], als.index)
+        channels.append(als)
+    if "ease" in fitted:
+        channels.append(Channel("ease", fitted["ease"], quota=100))
+    pipeline = RecallPipeline(channels, fallback=fitted["most_popular"], k=400)
+    return write_bundle(
+        path,
+        pipeline=pipeline,
+        ranker=ranker,
+        user_features=inter.user_features,
+        item_features=inter.item_features,
+        rerank={"rank_top": 200},
+        name="quickstart",
+    )
+
+
+def _funnel(bundle_dir: Path, test: Interactions, echo) -> dict[str, Any]:
+    """Replay the served funnel on the test split; the bundle keeps the figures."""
+    from recforge.serving.build import evaluate_funnel, set_metrics
+    from recforge.serving.core import Recommender
+
+    m = evaluate_funnel(Recommender.load(bundle_dir), test, k=10, max_users=500)
+    set_metrics(bundle_dir, m)
+    best = m["best_channel"]
+    echo(
+        f"funnel  bundle {bundle_dir}: ndcg@10 served {m['funnel/ndcg@10']:.4f}, merged recall "
+        f"{m['recall_merged/ndcg@10']:.4f}, best channel ({best}) {m[f'channel/{best}/ndcg@10']:.4f}"
+        f" on {m['n_users']} test users"
+    )
+    return m
+
+
+def _jsonable(x: Any) -> Any:
+    return x.item() if hasattr(x, "item") else x
 
 
 def _known(test: Interactions, train: Interactions) -> Interactions:
@@ -155,6 +216,30 @@ def _report(out: Path, summary: dict[str, Any], scores: dict, histories: dict) -
         *roc_pr_curves(scores),
         *training_curves(histories),
     ]
+    funnel = summary.get("bundle")
+    if funnel:
+        k = funnel["k"]
+        stages = ["funnel", "recall_merged"] + [
+            n.removesuffix(f"/ndcg@{k}")
+            for n in funnel
+            if n.startswith("channel/") and n.endswith(f"/ndcg@{k}")
+        ]
+        rows = [
+            {
+                "stage": s,
+                f"recall@{k}": funnel[f"{s}/recall@{k}"],
+                f"ndcg@{k}": funnel[f"{s}/ndcg@{k}"],
+            }
+            for s in stages
+        ]
+        sections.append(
+            table(
+                f"Served funnel replay ({funnel['n_users']} test users): recall -> DeepFM -> top {k}, "
+                f"against the merged recall order and each channel alone",
+                rows,
+                key="stage",
+            )
+        )
     meta = {
         "dataset": f"synthetic ({d['size']}): {d['rows']:,} interactions, {d['users']:,} users, {d['items']:,} items",
         "split": "per-user temporal, latest 20% of each user's clicks as test",

@@ -136,11 +136,16 @@ def serve(
 
 
 def demo_bundle(echo=click.echo, out: str = "runs/demo-bundle") -> str:
-    """The demo bundle directory, built from ``serving/demo_bundle.yaml`` if missing."""
+    """The newest bundle under ``runs/`` (``make run`` leaves one in runs/<time>/bundle), or
+    one built from ``serving/demo_bundle.yaml`` into ``out``."""
     from recforge.serving.build import BundleJob, build_bundle
 
-    if (Path(out) / "bundle.json").is_file():
-        return out
+    found = sorted(Path("runs").glob("*/bundle.json"), key=lambda p: p.stat().st_mtime)
+    found += sorted(Path("runs").glob("*/bundle/bundle.json"), key=lambda p: p.stat().st_mtime)
+    if found:
+        newest = max(found, key=lambda p: p.stat().st_mtime).parent
+        echo(f"serving the newest bundle under runs/: {newest}")
+        return str(newest)
     echo(f"building the demo bundle into {out} (synthetic data, about a minute) ...")
     job = BundleJob.from_yaml(DEMO_CONFIG)
     job.output = out

@@ -4,14 +4,17 @@
     >>> models.get("itemcf", k=200)
     >>> models.available()              # {"itemcf": "retrieval", ...}
 
-Model modules register themselves with ``@register("name")``; the first lookup imports
-every module under ``recforge.models`` so that no list of modules has to be kept by hand.
+Model modules register themselves with ``@register("name")``; the registry finds them by
+reading the sources under ``recforge.models`` (no list of modules is kept by hand) and
+imports a model's module only when that model is asked for.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,11 +46,32 @@ def _load_all() -> None:
     global _LOADED
     if _LOADED:
         return
-    import recforge.models as pkg
-
-    for info in pkgutil.walk_packages(pkg.__path__, prefix="recforge.models."):
-        importlib.import_module(info.name)
+    for module in sorted(set(_module_index().values())):
+        importlib.import_module(module)
     _LOADED = True
+
+
+_REGISTER = re.compile(r"""^@register\(\s*["']([A-Za-z0-9_.-]+)["']\s*\)""", re.M)
+_INDEX: dict[str, str] | None = None
+
+
+def _module_index() -> dict[str, str]:
+    """Model name -> the module that registers it, read from the sources (``@register("x")``
+    lines) without importing them: loading one model imports only its own module, so a server
+    holding an ItemCF never imports torch, gensim or LightGBM."""
+    global _INDEX
+    if _INDEX is None:
+        import recforge.models as pkg
+
+        index = {}
+        for info in pkgutil.walk_packages(pkg.__path__, prefix="recforge.models."):
+            spec = importlib.util.find_spec(info.name)
+            origin = getattr(spec, "origin", None)
+            if origin and origin.endswith(".py"):
+                for name in _REGISTER.findall(Path(origin).read_text(encoding="utf-8")):
+                    index[name] = info.name
+        _INDEX = index
+    return _INDEX
 
 
 def available(kind: str | None = None) -> dict[str, str]:
@@ -57,7 +81,10 @@ def available(kind: str | None = None) -> dict[str, str]:
 
 
 def get_class(name: str) -> type:
-    _load_all()
+    if name not in _REGISTRY and name in _module_index():
+        importlib.import_module(_module_index()[name])
+    if name not in _REGISTRY:
+        _load_all()  # a model registered some other way (a plugin module): look everywhere
     if name not in _REGISTRY:
         names = sorted(_REGISTRY)
         raise ConfigError(
