@@ -73,9 +73,12 @@ def make_tiny_interactions(n_users: int = 60, n_items: int = 40, seed: int = 0) 
     return Interactions(df.reset_index(drop=True), user_features, item_features, name="tiny")
 
 
-def make_tiny_ctr(n: int = 400, seed: int = 0) -> pd.DataFrame:
+def make_tiny_ctr(n: int = 400, seed: int = 0, *, history: bool = False) -> pd.DataFrame:
     """A CTR frame with categorical, integer-id, numeric and multi-valued columns and a label
-    that depends on them."""
+    that depends on them. ``history``: also a candidate ``item`` (whose category is ``cat``)
+    and the user's behaviours before it, oldest first, as history rankers read them:
+    ``hist_item``, ``hist_cat`` (lists, 0-7 long) and ``hist_session``; the label then also
+    depends on whether the history holds items of the candidate's parity."""
     rng = np.random.default_rng(seed)
     cat = rng.choice(["a", "b", "c", "d"], n)
     uid = rng.integers(0, 30, n)
@@ -90,7 +93,22 @@ def make_tiny_ctr(n: int = 400, seed: int = 0) -> pd.DataFrame:
         + 0.7 * np.array(["x" in t for t in tags])
     )
     label = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    return pd.DataFrame({"cat": cat, "uid": uid, "num": num, "tags": tags, "label": label})
+    frame = pd.DataFrame({"cat": cat, "uid": uid, "num": num, "tags": tags, "label": label})
+    if not history:
+        return frame
+    item = rng.integers(1, 21, n)
+    lengths = rng.integers(0, 8, n)
+    hist = [rng.integers(1, 21, k) for k in lengths]
+    cat_of = np.array(list("abcd"))[np.arange(21) % 4]
+    same = np.array([np.mean(h % 2 == i % 2) if len(h) else 0.5 for h, i in zip(hist, item)])
+    logit = logit + 3.0 * (same - 0.5)
+    frame["item"] = item
+    frame["cat"] = cat_of[item]
+    frame["hist_item"] = [h.tolist() for h in hist]
+    frame["hist_cat"] = [cat_of[h].tolist() for h in hist]
+    frame["hist_session"] = [np.arange(len(h)) // 3 for h in hist]
+    frame["label"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    return frame
 
 
 @pytest.fixture

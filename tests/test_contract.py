@@ -26,7 +26,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def ctr():
-    df = make_tiny_ctr(400, seed=1)
+    df = make_tiny_ctr(400, seed=1, history=True)  # list-valued history columns for all
     return df.iloc[:300].reset_index(drop=True), df.iloc[300:].reset_index(drop=True)
 
 

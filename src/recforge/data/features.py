@@ -8,9 +8,11 @@
   missing -> 0 after standardising; optionally also bucketed into quantile buckets that
   become an extra categorical field ``<name>_bucket``;
 * multi-valued (lists such as genres, tags or a behaviour history): each element encoded as
-  a categorical value, padded with 0 / truncated to ``max_len``. A multi field can share the
-  vocabulary of a categorical field (``share={"hist_items": "item_id"}``), so a behaviour
-  sequence and the target item live in one index space.
+  a categorical value, padded with 0 / truncated to ``max_len``: a list keeps its first
+  ``max_len`` values, a column named in ``keep_last`` (a behaviour history, oldest first)
+  its last ones; either way the kept values stay in order, followed by the padding. A multi
+  field can share the vocabulary of a categorical field (``share={"hist_items":
+  "item_id"}``), so a behaviour sequence and the target item live in one index space.
 
 The encoder is saved with a model (``to_json``/``from_json``) and reused at inference, where
 unseen values map to 0. ``fields_`` is the data schema that ``nn`` layers size themselves from.
@@ -42,6 +44,7 @@ class Field:
     mean: float = 0.0  # numeric: training mean
     std: float = 1.0  # numeric: training std (1 if constant)
     share: str | None = None  # multi: name of the categorical field whose vocabulary it uses
+    keep: str = "first"  # multi: which max_len values of a longer list to keep, first|last
     source: str | None = None  # bucket fields: the numeric column they come from
     boundaries: list[float] = field(default_factory=list)  # bucket fields: quantile edges
 
@@ -79,6 +82,8 @@ class FeatureEncoder:
     bucketize: numeric columns that also get a quantile-bucket categorical field.
     n_buckets: number of quantile buckets for ``bucketize``.
     share: multi field -> categorical field whose vocabulary it reuses.
+    keep_last: multi fields that keep the LAST ``max_len`` values of a longer list (the most
+        recent behaviours of a history ordered oldest first) instead of the first ones.
     """
 
     def __init__(
@@ -95,6 +100,7 @@ class FeatureEncoder:
         bucketize: Iterable[str] = (),
         n_buckets: int = 10,
         share: Mapping[str, str] | None = None,
+        keep_last: Iterable[str] = (),
     ) -> None:
         self.categorical = list(categorical)
         self.numeric = list(numeric)
@@ -107,6 +113,7 @@ class FeatureEncoder:
         self.bucketize = list(bucketize)
         self.n_buckets = n_buckets
         self.share = dict(share or {})
+        self.keep_last = list(keep_last)
 
     # ------------------------------------------------------------------ schema
     @property
@@ -139,7 +146,14 @@ class FeatureEncoder:
             if self.features is not None
             else [c for c in frame.columns if c not in skip]
         )
-        forced = self.categorical + self.numeric + self.multi + self.bucketize + list(self.share)
+        forced = [
+            *self.categorical,
+            *self.numeric,
+            *self.multi,
+            *self.bucketize,
+            *self.share,
+            *self.keep_last,
+        ]
         for col in [*columns, *forced]:
             if col not in frame.columns:
                 raise DataError(
@@ -185,6 +199,7 @@ class FeatureEncoder:
                     vocab_size=len(vocabs[col]) + 1,
                     max_len=max_len,
                     share=self.share.get(col),
+                    keep="last" if col in self.keep_last else "first",
                 )
             )
         for col in self.bucketize:
@@ -205,7 +220,7 @@ class FeatureEncoder:
 
     def _type_of(self, s: pd.Series) -> str:
         name = s.name
-        if name in self.multi or name in self.share:
+        if name in self.multi or name in self.share or name in self.keep_last:
             return MULTI
         if name in self.numeric:
             return NUMERIC
@@ -266,7 +281,7 @@ class FeatureEncoder:
             return np.nan_to_num((values - f.mean) / f.std, nan=0.0).astype(np.float32)
         flat, lengths = _flatten(column, f.name)
         codes = self._vocabs[f.name].get_indexer(flat) + 1 if len(flat) else np.zeros(0, np.int64)
-        return _pad(codes, lengths, f.max_len)
+        return _pad(codes, lengths, f.max_len, keep_last=f.keep == "last")
 
     def fit_transform(self, frame: pd.DataFrame, label: str | None = None) -> EncodedFeatures:
         return self.fit(frame, label).transform(frame)
@@ -284,6 +299,19 @@ class FeatureEncoder:
         enc._fields = [Field(**f) for f in data["fields"]]
         enc._vocabs = {k: pd.Index(v) for k, v in data["vocabs"].items()}
         return enc
+
+
+def pad_lists(col: pd.Series, max_len: int, *, keep_last: bool = False) -> np.ndarray:
+    """A column of integer lists as a (n, max_len) int64 array, values as they are (no
+    vocabulary), each row's first (``keep_last``: last) max_len values then 0 padding."""
+    flat, lengths = _flatten(col, str(col.name))
+    try:
+        values = flat.astype(np.int64)
+    except (TypeError, ValueError) as e:
+        raise DataError(
+            f"column {col.name!r} must hold lists of integers: {e}", column=col.name
+        ) from e
+    return _pad(values, lengths, max_len, keep_last=keep_last)
 
 
 def _native_or_object(col: pd.Series) -> np.ndarray:
@@ -304,10 +332,19 @@ def _lookup(vocab: pd.Index, values: pd.Series) -> np.ndarray:
 
 
 def _flatten(col: pd.Series, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate list-valued cells: (values (sum of lengths,), lengths (n,))."""
+    """Concatenate list-valued cells: (values (sum of lengths,), lengths (n,)).
+
+    Cells that are all NumPy arrays of one integer dtype (what ``data.history`` builds)
+    are concatenated as they are, without a Python object per value."""
+    cells = col.to_numpy(dtype=object)
+    if len(cells) and all(isinstance(v, np.ndarray) and v.ndim == 1 for v in cells):
+        kinds = {v.dtype for v in cells}
+        if len(kinds) == 1 and next(iter(kinds)).kind in "iu":
+            lengths = np.fromiter((len(v) for v in cells), dtype=np.int64, count=len(cells))
+            return np.concatenate(list(cells)), lengths
     lengths = np.zeros(len(col), dtype=np.int64)
     parts = []
-    for i, v in enumerate(col.to_numpy(dtype=object)):
+    for i, v in enumerate(cells):
         if v is None or (isinstance(v, float) and np.isnan(v)):
             continue
         if not isinstance(v, list | tuple | np.ndarray):
@@ -321,16 +358,21 @@ def _flatten(col: pd.Series, name: str) -> tuple[np.ndarray, np.ndarray]:
     return flat, lengths
 
 
-def _pad(codes: np.ndarray, lengths: np.ndarray, max_len: int) -> np.ndarray:
-    """Scatter a flat code array into (n, max_len), keeping each row's first max_len values."""
+def _pad(
+    codes: np.ndarray, lengths: np.ndarray, max_len: int, *, keep_last: bool = False
+) -> np.ndarray:
+    """Scatter a flat code array into (n, max_len), keeping each row's first max_len values
+    (``keep_last``: its last max_len values), in order, left-aligned, 0 after them."""
     n = len(lengths)
     out = np.zeros((n, max_len), dtype=np.int64)
     if codes.size == 0:
         return out
     starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
     pos = np.arange(len(codes)) - starts
+    if keep_last:  # shift each row so that its last max_len values land on 0..max_len-1
+        pos = pos - np.repeat(np.maximum(lengths - max_len, 0), lengths)
     rows = np.repeat(np.arange(n), lengths)
-    keep = pos < max_len
+    keep = (pos >= 0) & (pos < max_len)
     out[rows[keep], pos[keep]] = codes[keep]
     return out
 

@@ -114,6 +114,15 @@ class FeatureEmbedding(nn.Module):
         """First table row of field ``name`` (its index 0)."""
         return self.layout.offsets[name]
 
+    def lookup(self, name: str, idx: torch.Tensor) -> torch.Tensor:
+        """Embeddings (..., D) of indices ``idx`` (any shape, 0 = padding/OOV) in the
+        vocabulary of field ``name``, from the shared table (a behaviour history that
+        shares its target's vocabulary is embedded with the target's rows)."""
+        e = F.embedding(
+            idx + self.layout.offsets[name], self.table.weight, sparse=self.table.sparse
+        )
+        return e[..., : self.dim] if self.has_linear else e
+
     def forward(self, batch: dict) -> torch.Tensor:
         """batch -> (B, F, D)."""
         out = self._embed(batch)

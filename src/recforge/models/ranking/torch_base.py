@@ -141,6 +141,21 @@ class TorchRanker(Ranker):
     def _init_module(self, module: nn.Module, train: Batch, y: torch.Tensor) -> None:
         """Hook before training (e.g. FNN copies embeddings from a trained FM)."""
 
+    def make_encoder(self, frame: pd.DataFrame) -> FeatureEncoder:
+        """The (unfitted) encoder ``fit`` learns the fields of ``frame`` with; models whose
+        inputs need more than the defaults (history rankers) override it."""
+        return FeatureEncoder(
+            min_count=self.min_count, max_len=self.max_len, **(self.encoder_options or {})
+        )
+
+    def encode(self, encoder: FeatureEncoder, frame: pd.DataFrame) -> EncodedFeatures:
+        """Rows of ``frame`` as arrays (``encoder.transform``; a model may add arrays)."""
+        return encoder.transform(frame)
+
+    def training_loss(self, module: nn.Module, x: Batch, y: torch.Tensor) -> torch.Tensor:
+        """The loss of one training batch (the CTR loss; DIEN adds its auxiliary loss)."""
+        return self.loss_value(module(x), y)
+
     # ------------------------------------------------------------------ helpers for models
     def feature_embedding(
         self, fields: Sequence[Field], dim: int | None = None
@@ -189,10 +204,8 @@ class TorchRanker(Ranker):
         """Encode ``frame``, train on it (validating on ``valid`` each epoch); returns self."""
         self._check_params()
         y = _labels(frame, label, "fit")
-        encoder = FeatureEncoder(
-            min_count=self.min_count, max_len=self.max_len, **(self.encoder_options or {})
-        ).fit(frame, label)
-        x = encoder.transform(frame)
+        encoder = self.make_encoder(frame).fit(frame, label)
+        x = self.encode(encoder, frame)
         neg_rate = 1.0
         if self.sampling != "none":
             from recforge.data.imbalance import resample
@@ -203,7 +216,7 @@ class TorchRanker(Ranker):
         valid_data = None
         if valid is not None:
             valid_data = (
-                to_tensors(encoder.transform(valid)),
+                to_tensors(self.encode(encoder, valid)),
                 _labels(valid, label, "fit(valid=...)"),
             )
         module, hist = self._train(encoder.fields_, x, y, valid_data, neg_rate)
@@ -229,7 +242,7 @@ class TorchRanker(Ranker):
         batches = _Batches(xt, yt, self.batch_size, self.seed)
 
         def loss_fn(m: nn.Module, b: tuple[Batch, torch.Tensor]) -> torch.Tensor:
-            return self.loss_value(m(b[0]), b[1])
+            return self.training_loss(m, b[0], b[1])
 
         valid_fn = None
         if valid is not None:
@@ -260,7 +273,7 @@ class TorchRanker(Ranker):
     def predict_logits(self, frame: pd.DataFrame, batch_size: int = 16384) -> np.ndarray:
         """Calibrated logits per row: (n,) float32."""
         self._check_fitted("predict_logits")
-        xt = to_tensors(self.encoder_.transform(frame))
+        xt = to_tensors(self.encode(self.encoder_, frame))
         return _predict_logits(self.module_, xt, batch_size) + np.float32(np.log(self.neg_rate_))
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
