@@ -84,7 +84,7 @@ HISTORY = [n for n in RETRIEVAL if models.get_class(n).supports_history]
 
 
 def test_history_models_are_the_ones_serving_relies_on():
-    assert {"itemcf", "ease", "item2vec"} <= set(HISTORY)
+    assert {"itemcf", "ease", "item2vec", "simplex", "youtube_dnn"} <= set(HISTORY)
 
 
 @pytest.mark.parametrize("name", HISTORY)
@@ -97,8 +97,11 @@ def test_recommend_from_history_contract(name, data):
         hist = frame.loc[frame["user"] == user, "item"].tolist()
         ids, scores = model.recommend(user, k=5)
         h_ids, h_scores = model.recommend_from_history([*hist, "no-such-item"], k=5)
-        assert h_ids.shape == (5,)
-        np.testing.assert_allclose(h_scores, scores[0], rtol=1e-4, atol=1e-5)
+        assert h_ids.shape == (5,) and np.isfinite(h_scores).all()
+        if type(model).history_is_exact:
+            np.testing.assert_allclose(h_scores, scores[0], rtol=1e-4, atol=1e-5)
+        else:  # a history-only user vector: most of the user's own top 5 comes back
+            assert len(set(h_ids) & set(ids[0])) >= 2, (h_ids, ids[0])
         assert not set(h_ids) & set(hist)
     other = frame.loc[frame["user"] == "u1", "item"].tolist()[:3]
     assert list(model.recommend_from_history(other, k=5)[0]) != list(h_ids)

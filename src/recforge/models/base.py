@@ -313,6 +313,9 @@ class RetrievalModel(BaseModel):
     # Models that can score from a history given at request time (not only the training
     # matrix) set ``supports_history = True`` and implement ``score_history``.
     supports_history: ClassVar[bool] = False
+    # True when a training user's own history, given at request time, scores exactly as
+    # ``recommend`` does for that user (False: a history-only user vector, close but not equal)
+    history_is_exact: ClassVar[bool] = True
 
     def score_history(self, item_idx: np.ndarray) -> np.ndarray:
         """Scores of every item for one user given as internal item indices, oldest first

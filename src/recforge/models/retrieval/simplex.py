@@ -104,6 +104,10 @@ class SimpleX(TorchRetrievalModel):
     }
 
     train_defaults = {"lr": 5e-3}
+    # request-time history: the user vector from the history alone (the id embedding of a
+    # known user is left out, as for a new user), so it is close to, not equal to, recommend
+    supports_history = True
+    history_is_exact = False
 
     def __init__(
         self,
@@ -178,3 +182,28 @@ class SimpleX(TorchRetrievalModel):
             self.item_factors_ = (
                 module.item_vectors(torch.arange(self.n_items)).numpy().astype(np.float32)
             )
+            self.history_items_ = module.item.weight[1:].numpy().astype(np.float32)  # (I, D)
+            self.aggregate_ = module.aggregate.weight.numpy().astype(np.float32)  # (D, D)
+
+    def score_history(self, item_idx: np.ndarray) -> np.ndarray:
+        """(n_items,) cosine scores of the user vector built from the history alone:
+        ``normalize((1 - gate) * aggregate(mean of the last max_history item embeddings))``."""
+        self._check_fitted("score_history")
+        item_idx = np.asarray(item_idx, dtype=np.int64)[-int(self.max_history) :]
+        if len(item_idx) == 0:
+            return np.zeros(self.n_items, dtype=np.float32)
+        pooled = self.history_items_[item_idx].mean(axis=0)  # (D,)
+        p = (1.0 - float(self.gate)) * (self.aggregate_ @ pooled)
+        p = p / max(float(np.linalg.norm(p)), 1e-12)
+        return (self.item_factors_ @ p).astype(np.float32)
+
+    def _save_state(self):  # type: ignore[no-untyped-def]
+        arrays, state = super()._save_state()
+        arrays["history_items"] = self.history_items_
+        arrays["aggregate"] = self.aggregate_
+        return arrays, state
+
+    def _load_state(self, arrays, state):  # type: ignore[no-untyped-def]
+        super()._load_state(arrays, state)
+        self.history_items_ = arrays["history_items"]
+        self.aggregate_ = arrays["aggregate"]

@@ -458,6 +458,20 @@ class YouTubeDNN(_TwoTower):
     }
 
     train_defaults = {"epochs": 20}
+    # request-time history through the user tower (user features, if any, unknown)
+    supports_history = True
+    history_is_exact = False
+
+    def score_history(self, item_idx: np.ndarray) -> np.ndarray:
+        """(n_items,) scores of the user tower over the history (oldest first), with the
+        user features unknown when the model uses them."""
+        ids = self.item_vocab_.ids(np.asarray(item_idx, dtype=np.int64))
+        feats = None
+        if self.user_encoder_ is not None:
+            cols = {f.source or f.name for f in self.user_encoder_.fields_}
+            feats = pd.DataFrame({c: pd.Series([None], dtype=object) for c in cols})
+        user = self.user_vectors_from_history([list(ids)], feats)[0]  # (D,)
+        return (self.item_factors_ @ user).astype(np.float32)
 
     def __init__(
         self,
