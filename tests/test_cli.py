@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -114,11 +115,24 @@ def test_entry_point_installed():
 def test_models_lists_the_registry():
     result = run("models")
     assert result.exit_code == 0
-    names = {line.split()[0] for line in result.output.splitlines()}
+    rows = [ln for ln in result.output.splitlines() if ln and not ln.startswith("Parameters")]
+    names = {line.split()[0] for line in rows}
     assert {"itemcf", "deepfm"} <= names
     assert names == set(models.available())
-    itemcf = next(ln for ln in result.output.splitlines() if ln.startswith("itemcf "))
-    assert "retrieval" in itemcf and "similarity" in itemcf
+    itemcf = next(ln for ln in rows if ln.startswith("itemcf "))
+    assert "retrieval" in itemcf and len(itemcf.split()) > 4  # and when to use it
+
+
+def test_models_name_shows_typed_parameters_with_descriptions():
+    result = run("models", "itemcf")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert re.search(r"\n  k +int = 100\n", out) and "neighbours kept per item" in out
+    assert "similarity" in out and "'cosine'" in out
+    lightgcn = run("models", "lightgcn").output
+    assert "epochs" in lightgcn and "= 60" in lightgcn and "passes over the training" in lightgcn
+    bad = run("models", "itemfc")
+    assert bad.exit_code == 2 and "did you mean 'itemcf'" in bad.output
 
 
 # ---------------------------------------------------------------------------- datasets
@@ -197,8 +211,110 @@ def test_train_evaluate_recommend(als_dir, tmp_path):
     assert not seen & {r["item"] for r in data[user]}
 
 
-def test_recommend_unknown_user(als_dir):
-    assert_user_error(run("recommend", "--model", als_dir, "--user", "nobody42"), "'nobody42'")
+def test_recommend_answers_known_users_and_names_the_cold_ones(als_dir):
+    model = models.load(als_dir)
+    user = str(model.user_vocab_.raw_ids[3])
+    result = run("recommend", "--model", als_dir, "--user", user, "--user", "nobody42", "-k", 3)
+    assert result.exit_code == 0, result.output
+    assert (
+        f"user {user}:\n" in result.stdout and "user nobody42:  (cold: fallback)" in result.stdout
+    )
+    assert "cold" in result.stderr and "nobody42" in result.stderr
+    popular, _ = model.recommend(["nobody42"], k=3, unknown="popular")
+    tail = result.stdout.split("user nobody42:")[1].splitlines()[1:]
+    assert [int(ln.split()[1]) for ln in tail] == [int(i) for i in popular[0]]
+
+
+def test_recommend_and_evaluate_a_saved_recall_pipeline(tmp_path):
+    from recforge.data.synth import make_synthetic
+    from recforge.pipeline import RecallPipeline
+
+    data = make_synthetic(**MICRO_SYNTH, seed=0)
+    pipe = RecallPipeline.from_config(
+        {"channels": [{"name": "icf", "model": "itemcf", "params": {"k": 10}, "quota": 5}]}
+    ).fit(data)
+    pipe.save(tmp_path / "pipe")
+    user = data.frame["user"].iloc[0]
+    result = run("recommend", "--model", tmp_path / "pipe", "--user", user, "--user", "zz", "-k", 4)
+    assert result.exit_code == 0, result.output
+    assert f"user {user}:" in result.stdout and "user zz:  (cold: fallback)" in result.stdout
+    job = write_job(
+        tmp_path / "job.yaml",
+        data={"source": "synth", "size": "tiny", "synth": MICRO_SYNTH},
+        model={"name": "itemcf"},
+        evaluate={"k": [5]},
+    )
+    result = run("evaluate", "--model", tmp_path / "pipe", "--config", job)
+    assert result.exit_code == 0, result.output
+    assert "recall@5" in result.output
+
+
+def test_evaluate_a_missing_folder_says_what_to_do(als_dir):
+    err = assert_user_error(run("evaluate", "--model", als_dir.parent / "modle"), "no such")
+    assert "did you mean" in err.lower() and "recforge train --config" in err
+
+
+def test_evaluate_warns_when_the_test_data_is_not_the_models(als_dir, tmp_path):
+    other = write_job(
+        tmp_path / "other.yaml",
+        data={
+            "source": "synth",
+            "size": "tiny",
+            "synth": {**MICRO_SYNTH, "n_items": 400},
+            "seed": 9,
+        },
+        evaluate={"k": [5]},
+    )
+    result = run("evaluate", "--model", als_dir, "--config", other)
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.stderr and "unknown to the model" in result.stderr
+
+
+def test_train_refuses_to_overwrite_and_writes_metrics_and_report(tmp_path):
+    config = write_job(
+        tmp_path / "job.yaml",
+        data={"source": "synth", "size": "tiny", "synth": MICRO_SYNTH},
+        model={"name": "most_popular"},
+        evaluate={"k": [5]},
+        output=str(tmp_path / "out"),
+    )
+    assert run("train", "--config", config).exit_code == 0
+    for name in ("manifest.json", "job.json", "metrics.json", "report.md", "report.html"):
+        assert (tmp_path / "out" / name).exists(), name
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert "recall@5" in metrics and "fit_seconds" in metrics
+    assert_user_error(run("train", "--config", config), "already holds a model", "--overwrite")
+    assert run("train", "--config", config, "--overwrite").exit_code == 0
+
+
+def test_yaml_data_section_takes_the_column_mapping(tmp_path):
+    log = tmp_path / "log.csv"
+    rows = [f"U{u},S{(u * 7 + j) % 30},{j}" for u in range(30) for j in range(8)]
+    log.write_text("uid,sku,ts\n" + "\n".join(rows) + "\n")
+    config = write_job(
+        tmp_path / "job.yaml",
+        data={
+            "source": "file",
+            "path": str(log),
+            "user_col": "uid",
+            "item_col": "sku",
+            "timestamp_col": "ts",
+        },
+        split={"method": "temporal", "test_ratio": 0.2},
+        model={"name": "most_popular"},
+        evaluate={"k": [5]},
+        output=str(tmp_path / "out"),
+    )
+    result = run("train", "--config", config)
+    assert result.exit_code == 0, result.output
+    # a missing column is said in the job file's terms
+    config = write_job(
+        tmp_path / "bad.yaml",
+        data={"source": "file", "path": str(log), "user_col": "uid"},
+        model={"name": "most_popular"},
+        output=str(tmp_path / "out2"),
+    )
+    assert_user_error(run("train", "--config", config), "data.item_col")
 
 
 def test_recommend_needs_positive_k(als_dir):
@@ -304,7 +420,7 @@ def test_train_from_malformed_log(tmp_path, bad_csv):
         evaluate={"k": [1]},
         output=str(tmp_path / "out"),
     )
-    assert_user_error(run("train", "--config", config), "bad.csv", "line 4")
+    assert_user_error(run("train", "--config", config), "bad.csv", "line 4", "data.skip_bad_rows")
 
     config = write_job(
         tmp_path / "skip.yaml",
@@ -324,7 +440,7 @@ def test_train_model_error_is_one_line(tmp_path, monkeypatch):
     is reported with the model name and params, not as a traceback."""
     import recforge.jobs
 
-    def boom(job, progress=True):
+    def boom(job, progress=True, overwrite=False):
         raise ValueError("shrink must be finite")
 
     monkeypatch.setattr(recforge.jobs, "run_train", boom)

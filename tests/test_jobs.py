@@ -18,8 +18,6 @@ from recforge.jobs import (
     DataConfig,
     SplitConfig,
     TrainJob,
-    _matches,
-    _type_name,
     check_model_params,
     load_data,
     positives,
@@ -27,6 +25,8 @@ from recforge.jobs import (
     run_train,
     split_data,
 )
+from recforge.models.params import annotation_matches as _matches
+from recforge.models.params import type_name as _type_name
 from tests.conftest import make_tiny_interactions
 
 MICRO = {"n_users": 60, "n_items": 50, "n_interactions": 600, "n_categories": 4}

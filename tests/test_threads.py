@@ -21,6 +21,7 @@ SHARED = ("embedding_dim", "epochs", "batch_size", "lr", "optimizer", "weight_de
 @pytest.fixture(autouse=True)
 def _reset(monkeypatch):
     monkeypatch.delenv(threads.ENV, raising=False)
+    threads.set_default_threads(None)  # a CLI test in this process may have set one
     yield
     threads.set_default_threads(None)
     torch.set_num_threads(1)

@@ -45,15 +45,17 @@ class DataError(RecforgeError, ValueError):
 class UnknownIdError(RecforgeError, KeyError):
     """Raw ids that the model never saw in training."""
 
-    def __init__(self, kind: str, ids: list) -> None:
+    def __init__(self, kind: str, ids: list, hint: str | None = None) -> None:
         shown = ", ".join(repr(i) for i in ids[:10])
         more = f" and {len(ids) - 10} more" if len(ids) > 10 else ""
         self.ids = ids
-        super().__init__(
-            f"{len(ids)} unknown {kind} id(s): {shown}{more}. "
-            f"They were not in the training data; filter them out or use a recall "
-            f"pipeline with a popularity fallback."
+        why = (
+            f"{hint[0].upper()}{hint[1:]}."
+            if hint
+            else "They were not in the training data; filter them out or use a recall "
+            "pipeline with a popularity fallback."
         )
+        super().__init__(f"{len(ids)} unknown {kind} id(s): {shown}{more}. {why}")
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])

@@ -7,12 +7,14 @@ A train job is one YAML file (``recforge train --config FILE``)::
       size: small             # synth preset (tiny, small, medium, large, xlarge)
       synth: {n_users: 500}   # optional overrides of the preset's make_synthetic fields
       path: null              # source: file -> a CSV/TSV/Parquet/JSONL log
-      columns: {user: userId, item: movieId, rating: rating, timestamp: timestamp}
+      user_col: userId        # source: file -> the column roles, as in read_interactions
+      item_col: movieId       #   (user_col, item_col, timestamp_col, rating_col, label_col,
+      timestamp_col: timestamp  # weight_col); or all at once: columns: {user: userId, ...}
       positive_threshold: 4   # retrieval: keep rating >= 4 as positives
     split: {method: auto, test_ratio: 0.2, valid_ratio: 0.0, seed: 123}  # auto: temporal
     model: {name: itemcf, params: {k: 100}}
     evaluate: {k: [10, 20]}
-    output: runs/itemcf       # model directory + metrics.json + report
+    output: runs/itemcf       # model directory + job.json + metrics.json + report.md/.html
 
 Every section is a typed dataclass: a misspelt key is an error naming the valid keys and
 the closest one, a value of the wrong type (``k: "abc"``) is an error naming the field, and
@@ -21,6 +23,10 @@ Retrieval models train on the (positive) interactions and report full-ranking me
 rankers train on a labelled frame (the log's ``label``, ``rating >= positive_threshold``,
 or sampled negatives for implicit logs, with user/item features joined) and report AUC,
 GAUC and logloss.
+
+A job refuses to write into an output directory that already holds a model unless told to
+overwrite it (``recforge train --overwrite``). Errors from the data layer are re-worded in
+the job file's terms (``set data.skip_bad_rows: true`` rather than a keyword argument).
 """
 
 from __future__ import annotations
@@ -30,9 +36,8 @@ import datetime as _dt
 import json
 import logging
 import time
-import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,12 +49,14 @@ from recforge import models
 from recforge.config import check_keys, from_dict, load_yaml, suggest
 from recforge.data import splits
 from recforge.data.interactions import Interactions
-from recforge.exceptions import ConfigError
+from recforge.exceptions import ConfigError, DataError
+from recforge.models.params import annotation_matches, check_params, type_name
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("synth", "ml-100k", "ml-latest-small", "amazon-beauty", "frappe", "file")
 SPLITS = ("auto", "random", "temporal", "user_temporal", "leave_one_out")
+COLUMN_ROLES = ("user", "item", "timestamp", "rating", "label", "weight")
 
 
 @dataclass
@@ -64,9 +71,37 @@ class DataConfig:
     data_dir: str | None = None  # named datasets: folder holding them (default $RECFORGE_DATA_DIR)
     positive_threshold: float | None = None  # keep rating >= this as positives / labels
     skip_bad_rows: bool = False  # source=file: skip malformed rows (counted) instead of failing
+    # source=file: column roles, as read_interactions names them (merged into ``columns``)
+    user_col: str | None = None
+    item_col: str | None = None
+    timestamp_col: str | None = None
+    rating_col: str | None = None
+    label_col: str | None = None
+    weight_col: str | None = None
 
     def __post_init__(self) -> None:
         check_types(self, "data")
+        for role in COLUMN_ROLES:
+            column = getattr(self, f"{role}_col")
+            if column is None:
+                continue
+            if self.columns.get(role, column) != column:
+                raise ConfigError(
+                    f"data.{role}_col: {column!r} disagrees with data.columns.{role}: "
+                    f"{self.columns[role]!r}; keep one of them."
+                )
+            self.columns = {**self.columns, role: column}
+        if self.columns and self.source != "file":
+            raise ConfigError(
+                f"data: column names ({', '.join(f'{r}_col' for r in self.columns)}) apply to "
+                f"source: file only; {self.source!r} knows its own columns."
+            )
+        bad = [r for r in self.columns if r not in COLUMN_ROLES]
+        if bad:
+            raise ConfigError(
+                f"data.columns: unknown role {bad[0]!r}{suggest(str(bad[0]), list(COLUMN_ROLES))}; "
+                f"roles: {', '.join(COLUMN_ROLES)}."
+            )
         if self.source not in SOURCES:
             raise ConfigError(
                 f"data.source: {self.source!r}{suggest(self.source, list(SOURCES))} is not "
@@ -187,108 +222,47 @@ def check_types(obj: Any, where: str) -> None:
         if dataclasses.is_dataclass(value):
             continue
         hint = hints.get(f.name, Any)
-        if not _matches(value, hint):
+        if not annotation_matches(value, hint):
             key = f"{where}.{f.name}" if where else f.name
             raise ConfigError(
-                f"{key}: expected {_type_name(hint)}, got {type(value).__name__} {value!r}."
+                f"{key}: expected {type_name(hint)}, got {type(value).__name__} {value!r}."
             )
 
 
 def check_model_params(name: str, params: Mapping[str, Any]) -> None:
     """Check that model ``name`` is registered and ``params`` are known names of the right
-    types (from the model's ``__init__`` annotations), before any data is loaded."""
-    cls = models.get_class(name)  # ConfigError with a suggestion if unknown
-    valid = cls.param_names()
-    hints: dict[str, Any] = {}
-    for klass in reversed(cls.__mro__):  # subclass annotations win
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        try:
-            hints.update(typing.get_type_hints(init))
-        except Exception:  # unresolvable annotations: skip the type check, not the job
-            continue
-    for key, value in params.items():
-        if key not in valid:
-            raise ConfigError(
-                f"model.params: {name!r} has no parameter {key!r}{suggest(str(key), valid)}. "
-                f"Valid: {', '.join(valid)}."
-            )
-        hint = hints.get(key, Any)
-        if hint is not type(None) and not _matches(value, hint):
-            raise ConfigError(
-                f"model.params.{key}: {name!r} expects {_type_name(hint)}, "
-                f"got {type(value).__name__} {value!r}."
-            )
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    """Whether a YAML value fits a type annotation (ints are accepted as floats)."""
-    if hint is Any or isinstance(hint, typing.TypeVar):
-        return True
-    if hint is type(None) or hint is None:
-        return value is None
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is typing.Union or isinstance(hint, types.UnionType):
-        return any(_matches(value, a) for a in args)
-    if origin is typing.Literal:
-        return value in args
-    if hint is bool:
-        return isinstance(value, bool | np.bool_)
-    if hint is int:
-        return isinstance(value, int | np.integer) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-            value, bool
-        )
-    if hint is str:
-        return isinstance(value, str)
-    base = origin or hint
-    if base in (dict, Mapping) or (isinstance(base, type) and issubclass(base, Mapping)):
-        if not isinstance(value, Mapping):
-            return False
-        if len(args) == 2:
-            return all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
-        return True
-    if base in (list, tuple, Sequence) or (
-        isinstance(base, type) and issubclass(base, Sequence) and base is not str
-    ):
-        if not isinstance(value, list | tuple):
-            return False
-        if base is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(map(_matches, value, args))
-        elem = args[0] if args else Any
-        return all(_matches(v, elem) for v in value)
-    if isinstance(hint, type):
-        return isinstance(value, hint)
-    return True  # an annotation this check does not understand
-
-
-def _type_name(hint: Any) -> str:
-    """An annotation in words: "an integer", "a list of integers", "a string or null"."""
-    if dataclasses.is_dataclass(hint):
-        keys = ", ".join(f.name for f in dataclasses.fields(hint))
-        return f"a mapping with keys among {keys}"
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true/false"}
-    if hint in names:
-        return names[hint]
-    if hint is type(None) or hint is None:
-        return "null"
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is typing.Union or isinstance(hint, types.UnionType):
-        return " or ".join(_type_name(a) for a in args)
-    if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (list, tuple, Sequence) and args:
-        inner = _type_name(args[0]).removeprefix("an ").removeprefix("a ")
-        return f"a list of {inner}{'s' if not inner.endswith('s') else ''}"
-    if origin in (dict, Mapping):
-        return "a mapping"
-    return str(hint).replace("typing.", "").replace("collections.abc.", "")
+    types (``recforge.models.params.check_params``), before any data is loaded."""
+    check_params(models.get_class(name), params, where="model.params")
 
 
 # ---------------------------------------------------------------------------- data
+# The data layer's hints name Python keyword arguments; in a job they are YAML keys.
+_YAML_HINTS = (
+    (r"pass skip_bad_rows=True", "set data.skip_bad_rows: true"),
+    (r"[Pp]ass data_dir= or set", "Set data.data_dir in the job file or set"),
+    (r"[Pp]ass (\w+)_col= with one of them", r"set data.\1_col to one of them"),
+    (r"pass format= one of", "set data.format to one of"),
+    (
+        r"name it with Interactions\.from_frame\(df, timestamp_col=\.\.\.\)",
+        "name it with data.timestamp_col",
+    ),
+    (
+        r"Interactions\.from_frame\(df, user_col=\.\.\., item_col=\.\.\.\)",
+        "data.user_col / data.item_col",
+    ),
+)
+
+
+def in_job_terms(error: Exception) -> str:
+    """An error message of the data layer with its hints said as job-file settings."""
+    import re
+
+    text = str(error)
+    for pattern, repl in _YAML_HINTS:
+        text = re.sub(pattern, repl, text)
+    return text
+
+
 def load_data(cfg: DataConfig) -> Interactions:
     """The interaction log a job trains on."""
     if cfg.source == "synth":
@@ -385,18 +359,25 @@ def ranking_frame(
 
 
 # ---------------------------------------------------------------------------- train
-def run_train(job: TrainJob, progress: bool = True) -> dict[str, Any]:
-    """Run one train job: load, split, fit, evaluate, save the model and ``job.json``.
+def run_train(job: TrainJob, progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Run one train job: load, split, fit, evaluate; write the model, ``job.json``,
+    ``metrics.json`` and ``report.md`` / ``report.html`` into the output directory.
 
-    Returns {"output": model dir, "model": name, "kind", "metrics": {...,"fit_seconds"},
-    "skipped_rows": malformed log rows skipped (``data.skip_bad_rows``)}.
+    An output directory that already holds something is refused (ConfigError saying so)
+    unless ``overwrite``, which replaces it. Returns {"output": dir, "model": name, "kind",
+    "metrics": {..., "fit_seconds"}, "skipped_rows": malformed log rows skipped
+    (``data.skip_bad_rows``), "report": report.html}.
     """
     cls = models.get_class(job.model.name)
     model = models.get(job.model.name, **job.model.params)
-    inter = load_data(job.data)
-    skipped = int(inter.meta.get("skipped_rows", 0) or 0)
-    train, valid, test = split_data(inter, job.split)
     out = Path(job.output or f"runs/{_stamp()}-{job.model.name}")
+    check_output(out, overwrite)
+    try:
+        inter = load_data(job.data)
+        skipped = int(inter.meta.get("skipped_rows", 0) or 0)
+        train, valid, test = split_data(inter, job.split)
+    except (DataError, ConfigError) as e:
+        raise (DataError if isinstance(e, DataError) else ConfigError)(in_job_terms(e)) from None
     thr = job.data.positive_threshold
     t0 = time.perf_counter()
     if cls.kind == "retrieval":
@@ -410,28 +391,117 @@ def run_train(job: TrainJob, progress: bool = True) -> dict[str, Any]:
     metrics["fit_seconds"] = round(fit_s, 3)
     model.save(out, metrics=metrics)
     (out / "job.json").write_text(json.dumps(asdict(job), indent=2))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    _, report = write_job_report(out, job, model, metrics, n_train=len(train), n_test=len(test))
     return {
         "output": str(out),
         "model": job.model.name,
         "kind": cls.kind,
         "metrics": metrics,
         "skipped_rows": skipped,
+        "report": str(report),
     }
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse an output directory that already holds files, unless ``overwrite``."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        what = "a model" if (out / "manifest.json").exists() else "files"
+        raise ConfigError(
+            f"{out}: already holds {what}; refusing to overwrite it. Pass overwrite=True to "
+            f"replace it, or set another output."
+        )
+
+
+def write_job_report(
+    out: Path, job: TrainJob, model: Any, metrics: Mapping[str, Any], n_train: int, n_test: int
+) -> tuple[Path, Path]:
+    """``report.md`` and ``report.html`` of a job: its metrics and training curves."""
+    from recforge.report import Table, training_curves, write_report
+
+    rows = {job.model.name: {k: v for k, v in metrics.items() if isinstance(v, int | float)}}
+    sections: list[Any] = [Table("Test metrics", list(rows[job.model.name]), rows)]
+    sections += training_curves({job.model.name: getattr(model, "train_history_", None)})
+    meta = {
+        "model": f"{job.model.name} {json.dumps(job.model.params, default=str)}",
+        "data": job.data.source + (f" ({job.data.size})" if job.data.source == "synth" else ""),
+        "split": f"{job.split.method}, test_ratio {job.split.test_ratio}",
+        "rows": f"train {n_train:,}, test {n_test:,}",
+    }
+    return write_report(
+        out, title=f"recforge train: {job.model.name}", sections=sections, meta=meta
+    )
 
 
 def evaluate_model(
     model: Any, job: TrainJob, test: Interactions, known: Interactions | None = None
 ) -> dict[str, Any]:
     """The job's test metrics for a fitted model: full ranking of the positive test rows for
-    a retrieval model; AUC/GAUC/logloss on the labelled test frame for a ranker (``known``:
+    a retrieval model; recall of the merged candidates (``evaluate_recall``) for a
+    ``RecallPipeline``; AUC/GAUC/logloss on the labelled test frame for a ranker (``known``:
     the whole log, so that sampled test negatives are never a user's click in any split)."""
     from recforge.evaluation import evaluate_ranker, full_ranking
 
     thr = job.data.positive_threshold
+    if is_pipeline(model):
+        from recforge.pipeline.recall import evaluate_recall
+
+        return evaluate_recall(model, positives(test, thr), ks=tuple(job.evaluate.k))
     if model.kind == "retrieval":
         return full_ranking(model, positives(test, thr), k=tuple(job.evaluate.k))
     frame = ranking_frame(test, thr, job.evaluate.n_negatives, seed=3, known=known)
     return evaluate_ranker(model, frame, group="user" if "user" in frame.columns else None)
+
+
+def is_pipeline(obj: Any) -> bool:
+    from recforge.pipeline.recall import RecallPipeline
+
+    return isinstance(obj, RecallPipeline)
+
+
+def unknown_share_warnings(model: Any, test: Interactions, limit: float = 0.5) -> list[str]:
+    """Warnings when more than ``limit`` of the test users or items are unknown to the model
+    (it was trained on other data: its metrics mean little). Empty when all is well."""
+    out = []
+    vocabs = []
+    if is_pipeline(model):
+        ch = model.channels[0].model
+        vocabs = [("user", ch.user_vocab_), ("item", ch.item_vocab_)]
+    elif model.kind == "retrieval":
+        vocabs = [("user", model.user_vocab_), ("item", model.item_vocab_)]
+    for kind, vocab in vocabs:
+        ids = pd.unique(test.frame[kind])
+        unknown = float((vocab.index(ids, unknown="mask") < 0).mean()) if len(ids) else 0.0
+        if unknown > limit:
+            out.append(
+                f"{unknown:.0%} of the {len(ids):,} test {kind}s are unknown to the model: it was "
+                f"probably trained on other data, so these metrics say little. Evaluate on the "
+                f"job it was trained with (the job.json beside it) or pass the matching --config."
+            )
+    return out
+
+
+def load_saved(path: str | Path) -> Any:
+    """A saved model or ``RecallPipeline`` directory; a missing one is a ConfigError that
+    says how to make it (and names a close existing directory)."""
+    import difflib
+
+    path = Path(path)
+    if not path.exists():
+        near = []
+        if path.parent.is_dir():
+            names = [p.name for p in path.parent.iterdir() if p.is_dir()]
+            near = difflib.get_close_matches(path.name, names, n=1)
+        hint = f" Did you mean {str(path.parent / near[0])!r}?" if near else ""
+        raise ConfigError(
+            f"{path}: no such directory.{hint} A model directory is what a train job writes "
+            f"(`recforge train --config FILE` writes the job's output: folder)."
+        )
+    from recforge.pipeline.recall import MANIFEST, RecallPipeline
+
+    if (path / MANIFEST).exists():
+        return RecallPipeline.load(path)
+    return models.load(path)
 
 
 def _stamp() -> str:

@@ -3,7 +3,7 @@
 recforge quickstart                         the whole funnel on synthetic data
 recforge datasets synth --size small --out data/synth
 recforge datasets inspect ml-100k | PATH
-recforge models                             every registered model
+recforge models [NAME]                      every registered model; NAME: its parameters
 recforge train --config configs/itemcf.yaml
 recforge evaluate --model runs/itemcf
 recforge recommend --model runs/itemcf --user u12 -k 10
@@ -21,6 +21,7 @@ stderr and exits with status 2; ``-vv`` also prints the traceback.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import sys
@@ -248,13 +249,31 @@ def describe(inter) -> list[str]:
 
 # ---------------------------------------------------------------------------- models
 @main.command("models")
-def list_models() -> None:
-    """List every registered model with its kind and parameters."""
+@click.argument("name", required=False)
+def list_models(name: str | None) -> None:
+    """Every registered model with its kind and when to use it; with NAME, that model's
+    parameters (type, default, description)."""
     from recforge import models as registry
+    from recforge.models.params import param_specs, when_to_use
 
-    for name, kind in registry.available().items():
-        params = ", ".join(registry.get_class(name).param_names())
-        click.echo(f"{name:<16} {kind:<10} {params}")
+    if name is None:
+        for n, kind in registry.available().items():
+            click.echo(f"{n:<14} {kind:<10} {when_to_use(registry.get_class(n))}")
+        click.echo("\nParameters of one model: recforge models NAME")
+        return
+    cls = registry.get_class(name)  # unknown: ConfigError with the closest name
+    click.echo(f"{name} ({cls.kind}): {when_to_use(cls)}")
+    click.echo(
+        f"  class {cls.__module__}.{cls.__name__}; in a job: model: {{name: {name}, params: {{...}}}}"
+    )
+    click.echo("parameters:")
+    specs = param_specs(cls)
+    width = max(len(s.name) for s in specs) if specs else 0
+    for s in specs:
+        default = "required" if s.default is inspect.Parameter.empty else repr(s.default)
+        click.echo(f"  {s.name:<{width}}  {s.type_text} = {default}")
+        if s.description:
+            click.echo(f"  {'':<{width}}    {s.description}")
 
 
 # ---------------------------------------------------------------------------- train / evaluate
@@ -272,8 +291,9 @@ def list_models() -> None:
     default=None,
     help="Override the config's output directory.",
 )
+@click.option("--overwrite", is_flag=True, help="Replace the output directory if it exists.")
 @click.pass_context
-def train(ctx: click.Context, config_path: str, out: str | None) -> None:
+def train(ctx: click.Context, config_path: str, out: str | None, overwrite: bool) -> None:
     """Train the model a YAML job file describes, evaluate it on the job's split, save it.
 
     \b
@@ -283,14 +303,23 @@ def train(ctx: click.Context, config_path: str, out: str | None) -> None:
       model: {name: itemcf, params: {k: 100}}
       evaluate: {k: [10, 20]}
       output: runs/itemcf
+
+    The output directory gets the model, job.json, metrics.json and report.md/.html; an
+    existing one is refused unless --overwrite.
     """
+    from recforge.exceptions import ConfigError
     from recforge.jobs import TrainJob, run_train
 
     job = TrainJob.from_yaml(config_path)
     if out:
         job.output = out
     try:
-        result = run_train(job)
+        result = run_train(job, overwrite=overwrite)
+    except ConfigError as e:  # the library's hint, as this command's options
+        text = str(e).replace("Pass overwrite=True", "Pass --overwrite")
+        raise ConfigError(
+            text.replace("set another output", "set another output: (or --out)")
+        ) from None
     except RecforgeError:
         raise
     except (TypeError, ValueError) as e:  # a parameter value the model's own checks missed
@@ -304,7 +333,7 @@ def train(ctx: click.Context, config_path: str, out: str | None) -> None:
     if result.get("skipped_rows"):
         click.echo(f"skipped {result['skipped_rows']:,} malformed rows (data.skip_bad_rows)")
     _print_metrics(result["metrics"])
-    click.echo(f"saved {result['model']} to {result['output']}")
+    click.echo(f"saved {result['model']} to {result['output']} (metrics.json, {result['report']})")
 
 
 @main.command()
@@ -313,7 +342,7 @@ def train(ctx: click.Context, config_path: str, out: str | None) -> None:
     "model_dir",
     type=click.Path(file_okay=False),
     required=True,
-    help="A model directory.",
+    help="A model or recall-pipeline directory.",
 )
 @click.option(
     "--config",
@@ -323,23 +352,37 @@ def train(ctx: click.Context, config_path: str, out: str | None) -> None:
     help="Job YAML giving data and split (default: the job.json saved with the model).",
 )
 def evaluate(model_dir: str, config_path: str | None) -> None:
-    """Evaluate a saved model on the test split of its job (or of --config)."""
-    from recforge import models as registry
-    from recforge.exceptions import ConfigError
-    from recforge.jobs import TrainJob, evaluate_model, load_data, split_data
+    """Evaluate a saved model or recall pipeline on the test split of its job (or of
+    --config). Warns when most test users or items are unknown to the model."""
+    from recforge.exceptions import ConfigError, DataError
+    from recforge.jobs import (
+        TrainJob,
+        evaluate_model,
+        in_job_terms,
+        load_data,
+        load_saved,
+        split_data,
+        unknown_share_warnings,
+    )
 
+    model = load_saved(model_dir)
     if config_path:
         job = TrainJob.from_yaml(config_path)
     else:
         saved = Path(model_dir) / "job.json"
         if not saved.exists():
             raise ConfigError(
-                f"{saved} not found: pass --config with the data and split to evaluate on."
+                f"{saved} not found (a train job writes it beside the model): pass --config "
+                f"with the job file whose data and split to evaluate on."
             )
         job = TrainJob.from_dict(json.loads(saved.read_text()), where=str(saved))
-    model = registry.load(model_dir)
-    inter = load_data(job.data)
-    _, _, test = split_data(inter, job.split)
+    try:
+        inter = load_data(job.data)
+        _, _, test = split_data(inter, job.split)
+    except (DataError, ConfigError) as e:
+        raise (DataError if isinstance(e, DataError) else ConfigError)(in_job_terms(e)) from None
+    for warning in unknown_share_warnings(model, test):
+        click.echo(f"warning: {warning}", err=True)
     metrics = evaluate_model(model, job, test, known=inter)
     _print_metrics(metrics)
 
@@ -350,7 +393,7 @@ def evaluate(model_dir: str, config_path: str | None) -> None:
     "model_dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="A retrieval model directory.",
+    help="A retrieval model or recall-pipeline directory.",
 )
 @click.option(
     "--bundle",
@@ -385,9 +428,11 @@ def recommend(
     include_seen: bool,
     as_json: bool,
 ) -> None:
-    """Top-k recommendations for users from a saved retrieval model or a serving bundle."""
-    from recforge import models as registry
+    """Top-k recommendations for users from a saved retrieval model, a recall pipeline or
+    a serving bundle. Users the model never saw get the fallback (the most popular items,
+    or the pipeline's / bundle's fallback) and are named on stderr."""
     from recforge.exceptions import ConfigError
+    from recforge.jobs import is_pipeline, load_saved
 
     if (model_dir is None) == (bundle_dir is None):
         raise ConfigError("recommend: give --model DIR or --bundle DIR.")
@@ -396,29 +441,52 @@ def recommend(
 
         recommend_from_bundle(bundle_dir, users, k, history, as_json, explain)
         return
-    model = registry.load(model_dir)
-    if model.kind != "retrieval":
-        raise ConfigError(
-            f"{model_dir} holds a {model.kind} model ({model.name}); recommend needs a retrieval model."
+    loaded = load_saved(model_dir)
+    if is_pipeline(loaded):
+        vocab = loaded.channels[0].model.user_vocab_
+        ids = [_coerce_id(u, vocab.raw_ids) for u in users]
+        result = loaded.recommend(ids, k=k)
+        cold = [u for u in ids if not any(u in c.model.user_vocab_ for c in loaded.channels)]
+        rows = result.items()
+        scores = [
+            result.frame.loc[result.frame["user_pos"] == i, "score"].to_numpy()
+            for i in range(len(ids))
+        ]
+    else:
+        if loaded.kind != "retrieval":
+            raise ConfigError(
+                f"{model_dir} holds a {loaded.kind} model ({loaded.name}); recommend needs a "
+                f"retrieval model or a recall pipeline (a ranker scores given items)."
+            )
+        ids = [_coerce_id(u, loaded.user_vocab_.raw_ids) for u in users]
+        cold = [u for u in ids if u not in loaded.user_vocab_]
+        rows, scores = loaded.recommend(ids, k=k, exclude_seen=not include_seen, unknown="popular")
+    if cold:
+        how = "the pipeline's fallback" if is_pipeline(loaded) else "the most popular items"
+        shown = ", ".join(map(str, cold[:10])) + (
+            f" and {len(cold) - 10} more" if len(cold) > 10 else ""
         )
-    ids = [_coerce_id(u, model.user_vocab_.raw_ids) for u in users]
-    items, scores = model.recommend(ids, k=k, exclude_seen=not include_seen)
+        click.echo(
+            f"note: {len(cold)} user(s) unknown to the model (cold): {shown}; they got {how}.",
+            err=True,
+        )
+    cold_set = set(cold)
     if as_json:
         out = {
             str(u): [
-                {"item": _jsonable(i), "score": float(s)}
-                for i, s in zip(row, srow)
-                if s > float("-inf")
+                {"item": _jsonable(i), "score": float(sc)}
+                for i, sc in zip(row, srow)
+                if sc > float("-inf")
             ]
-            for u, row, srow in zip(ids, items, scores)
+            for u, row, srow in zip(ids, rows, scores)
         }
         click.echo(json.dumps(out, indent=2))
         return
-    for u, row, srow in zip(ids, items, scores):
-        click.echo(f"user {u}:")
-        for rank, (i, s) in enumerate(zip(row, srow), 1):
-            if s > float("-inf"):
-                click.echo(f"  {rank:>3}. {i}  {s:.4f}")
+    for u, row, srow in zip(ids, rows, scores):
+        click.echo(f"user {u}:" + ("  (cold: fallback)" if u in cold_set else ""))
+        for rank, (i, sc) in enumerate(zip(row, srow), 1):
+            if sc > float("-inf"):
+                click.echo(f"  {rank:>3}. {i}  {sc:.4f}")
 
 
 def _coerce_id(text: str, vocab_ids):

@@ -59,8 +59,24 @@ class IdVocab:
         idx = self._index.get_indexer(arr).astype(np.int64)
         if unknown == "raise" and (idx < 0).any():
             bad = list(pd.unique(np.asarray(arr, dtype=object)[idx < 0]))
-            raise UnknownIdError(self.kind, bad)
+            raise UnknownIdError(self.kind, bad, hint=self._type_hint(bad))
         return idx
+
+    def _type_hint(self, bad: list[Any]) -> str | None:
+        """Why ids were not found when their type differs from this vocabulary's ("196"
+        asked of integer ids), else None."""
+        if not len(self._ids):
+            return None
+        mine = _id_type(self._ids[0])
+        theirs = {_id_type(b) for b in bad}
+        if theirs == {mine} or mine is None:
+            return None
+        sample = self._ids[0]
+        given = ", ".join(sorted(t for t in theirs if t))
+        return (
+            f"the {self.kind} ids of this model are {mine} (e.g. {_py(sample)!r}) but "
+            f"{given} were given; pass them as {mine}"
+        )
 
     def ids(self, indices: np.ndarray | Iterable[int]) -> np.ndarray:
         """Raw ids of internal ``indices`` (same shape)."""
@@ -73,6 +89,17 @@ class IdVocab:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> IdVocab:
         return cls(data["ids"], kind=data.get("kind", "item"))
+
+
+def _id_type(x: Any) -> str | None:
+    """ "integers" / "strings" for an id, None for anything else."""
+    if isinstance(x, bool | np.bool_):
+        return None
+    if isinstance(x, int | np.integer):
+        return "integers"
+    if isinstance(x, str | np.str_):
+        return "strings"
+    return None
 
 
 def _py(x: Any) -> Any:

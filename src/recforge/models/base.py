@@ -37,7 +37,6 @@ from recforge.artifacts import (
     unpack_sparse,
     write_artifact,
 )
-from recforge.config import suggest
 from recforge.data.interactions import Interactions
 from recforge.data.vocab import IdVocab
 from recforge.exceptions import ArtifactError, ConfigError, DataError, NotFittedError
@@ -76,15 +75,19 @@ class BaseModel:
         return {name: getattr(self, name) for name in self.param_names()}
 
     def set_params(self, **params: Any) -> BaseModel:
-        valid = self.param_names()
+        from recforge.models.params import check_params
+
+        check_params(type(self), params)
         for key, value in params.items():
-            if key not in valid:
-                raise ConfigError(
-                    f"{type(self).__name__}: unknown parameter {key!r}{suggest(key, valid)}. "
-                    f"Valid: {', '.join(valid)}."
-                )
             setattr(self, key, value)
         return self
+
+    def check_params(self) -> None:
+        """Check every hyperparameter's type against the ``__init__`` annotations (what
+        ``models.get`` checks; ``fit`` calls this for models built directly)."""
+        from recforge.models.params import check_params
+
+        check_params(type(self), self.get_params())
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -222,6 +225,7 @@ class RetrievalModel(BaseModel):
             )
         if len(interactions) == 0:
             raise DataError(f"{type(self).__name__}.fit: the interaction log is empty.")
+        self.check_params()
         user_vocab, item_vocab = interactions.vocabs()
         self.seen_ = interactions.to_csr(user_vocab, item_vocab)
         self.user_vocab_, self.item_vocab_ = user_vocab, item_vocab
@@ -273,20 +277,42 @@ class RetrievalModel(BaseModel):
         k: int = 10,
         exclude_seen: bool = True,
         batch_size: int = 1024,
+        unknown: str = "raise",
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k items for each user, best first.
 
         Returns (item_ids (n_users, k) raw ids, scores (n_users, k) float32). ``k`` is capped
         at the number of items. When a user has fewer than k unseen items, the tail slots
-        hold seen items with score -inf. Unknown user ids raise ``UnknownIdError``.
+        hold seen items with score -inf. Unknown user ids raise ``UnknownIdError``, or, with
+        ``unknown="popular"``, get the items with the most training interactions (scores
+        are those counts).
         """
         self._check_fitted("recommend")
+        _check_k(k)
+        if unknown not in ("raise", "popular"):
+            raise ConfigError(f"unknown={unknown!r}; choose 'raise' or 'popular'.")
         user_ids = _as_list(user_ids)
-        user_idx = self.user_vocab_.index(user_ids)
-        idx, scores = self.recommend_idx(
-            user_idx, k=k, exclude_seen=exclude_seen, batch_size=batch_size
+        user_idx = self.user_vocab_.index(
+            user_ids, unknown="mask" if unknown == "popular" else "raise"
         )
+        known = user_idx >= 0
+        idx, scores = self.recommend_idx(
+            user_idx[known], k=k, exclude_seen=exclude_seen, batch_size=batch_size
+        )
+        if not known.all():
+            pop_idx, pop_scores = self.popular_idx(min(k, self.n_items))
+            full_idx = np.empty((len(user_idx), pop_idx.shape[0]), dtype=np.int64)
+            full_val = np.empty((len(user_idx), pop_idx.shape[0]), dtype=np.float32)
+            full_idx[known], full_val[known] = idx, scores
+            full_idx[~known], full_val[~known] = pop_idx, pop_scores
+            idx, scores = full_idx, full_val
         return self.item_vocab_.ids(idx), scores
+
+    def popular_idx(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k items with the most training interactions: (idx (k,), counts (k,) float32)."""
+        counts = np.asarray(self.seen_.sum(axis=0), dtype=np.float32).ravel()
+        idx, vals = topk(counts[None, :], min(k, self.n_items))
+        return idx[0], vals[0]
 
     def recommend_idx(
         self, user_idx: np.ndarray, k: int = 10, exclude_seen: bool = True, batch_size: int = 1024

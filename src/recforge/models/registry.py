@@ -94,15 +94,18 @@ def get_class(name: str) -> type:
 
 
 def get(name: str, **params: Any):
-    """A new, unfitted model ``name`` with ``params``; unknown parameter names are an error."""
+    """A new, unfitted model ``name`` with ``params``; unknown parameter names and values
+    of the wrong type (``k="ten"``) are a ConfigError naming the field."""
     cls = get_class(name)
-    valid = cls.param_names()
-    for key in params:
-        if key not in valid:
-            raise ConfigError(
-                f"model {name!r}: unknown parameter {key!r}{suggest(key, valid)}. Valid: {', '.join(valid)}."
-            )
+    _check_params(cls, params)
     return cls(**params)
+
+
+def _check_params(cls: type, params: dict[str, Any]) -> None:
+    """Unknown names and values of the wrong type are a ConfigError naming the field."""
+    from recforge.models.params import check_params
+
+    check_params(cls, params)
 
 
 def from_config(config: dict[str, Any] | str | Path):

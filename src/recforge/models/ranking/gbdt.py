@@ -132,6 +132,7 @@ class _LightGBMRanker(Ranker):
     ) -> tuple[sp.csr_matrix, np.ndarray]:
         """Fit the encoder and the booster (sets encoder_, booster_, metrics_); returns the
         training matrix and labels for a second stage."""
+        self.check_params()
         where = f"{type(self).__name__}.fit"
         y = binary_labels(frame, label, where)
         encoder = FeatureEncoder(min_count=self.min_count).fit(frame, label=label)

@@ -260,6 +260,7 @@ class TorchRanker(Ranker):
         return _binary_metrics(y, logits)
 
     def _check_params(self) -> None:
+        self.check_params()  # types against the annotations
         if self.loss not in LOSSES:
             raise ConfigError(f"{type(self).__name__}: loss={self.loss!r}; choose one of {LOSSES}.")
         if self.sampling not in SAMPLING:
