@@ -36,6 +36,7 @@ BENCHES: dict[str, str] = {
     "ann": "benchmarks.ann:run",
     "ctr_quality": "benchmarks.ctr_quality:run",
     "ctr_speed": "benchmarks.ctr_speed:run",
+    "hard_negatives": "benchmarks.hard_negatives:run",
     "seq_beauty": "benchmarks.seq_beauty:run",
     "eval_memory": "benchmarks.eval_memory:run",
 }

@@ -102,6 +102,32 @@ def test_infonce_matches_cross_entropy():
     )
 
 
+def test_infonce_masks_accidental_hits_by_id():
+    """Row 0 and row 2 share a positive item (popular items recur in a batch) and the extra
+    negative 1 is row 1's positive: those are no negatives of the row, so the loss equals a
+    cross-entropy over the remaining columns."""
+    torch.manual_seed(0)
+    q, k, extra = torch.randn(4, 3), torch.randn(4, 3), torch.randn(2, 3)
+    k[2] = k[0]  # same item, same vector
+    key_ids, extra_ids = torch.tensor([7, 8, 7, 9]), torch.tensor([8, 5])
+    got = losses.infonce(
+        q, k, 1.0, normalize=False, extra_negatives=extra, key_ids=key_ids, extra_ids=extra_ids
+    )
+    logits = q @ torch.cat([k, extra]).T  # (4, 6)
+    keep = [[0, 1, 3, 4, 5], [0, 1, 2, 3, 5], [1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5]]
+    ref = torch.stack(
+        [-F.log_softmax(logits[i, cols], 0)[cols.index(i)] for i, cols in enumerate(keep)]
+    ).mean()
+    torch.testing.assert_close(got, ref)
+    unmasked = losses.infonce(q, k, 1.0, normalize=False, extra_negatives=extra)
+    assert unmasked > got  # the duplicates were pulling the positive down
+    # the same masking as sampled_softmax's in-batch accidental hits
+    torch.testing.assert_close(
+        losses.infonce(q, k, 1.0, normalize=False, key_ids=key_ids),
+        losses.sampled_softmax(q, k, pos_ids=key_ids),
+    )
+
+
 def test_sampled_softmax_log_q_and_accidental_hits():
     q, p = torch.randn(5, 3), torch.randn(5, 3)
     # in-batch without correction == unnormalised InfoNCE

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recforge import models
+from recforge import losses, models
 from recforge.data.batching import (
     PairSampler,
     PopularitySampler,
@@ -94,6 +94,11 @@ def test_popularity_sampler_log_q():
     np.testing.assert_allclose(np.bincount(draws, minlength=4) / 20000, q / q.sum(), atol=0.02)
 
 
+def first_batch(sampler, **kwargs):
+    """The first training batch of 8 rows (seed 0, epoch 0) that sampled_batches makes."""
+    return next(iter(sampled_batches(sampler, batch_size=8, seed=0, epoch=0, **kwargs)))
+
+
 def test_log_q_correction_changes_logits_as_defined(data):
     sampler = PairSampler(data.to_csr(*data.vocabs()))
     counts = sampler.item_counts()
@@ -106,19 +111,8 @@ def test_log_q_correction_changes_logits_as_defined(data):
         return items[idx]
 
     for loss in ("sampled_softmax", "in_batch"):
-        batch = next(
-            iter(
-                sampled_batches(
-                    sampler,
-                    batch_size=8,
-                    seed=0,
-                    epoch=0,
-                    loss=loss,
-                    n_negatives=5,
-                    popularity=pop,
-                    in_batch_log_q=in_batch_log_q,
-                )
-            )
+        batch = first_batch(
+            sampler, loss=loss, n_negatives=5, popularity=pop, in_batch_log_q=in_batch_log_q
         )
         pos_ids = batch["pos"]
         np.testing.assert_allclose(
@@ -259,3 +253,57 @@ def test_hard_negatives_that_can_never_run_are_warned_about(caplog):
     with caplog.at_level(logging.WARNING, logger="recforge.models.retrieval.two_tower"):
         model.fit(make_tiny_interactions())
     assert any("hard_negatives=4 has no effect" in r.getMessage() for r in caplog.records)
+
+
+def test_hard_negatives_get_the_log_q_scale_of_sampled_ones(data):
+    """Mined hard negatives used to enter the softmax with log-Q 0 beside sampled negatives
+    corrected by log q ~ -5: e^5 times less weight for the same score. Now every logit is
+    corrected by the log of the item's expected count over both samplers."""
+    from recforge.models.retrieval.torch_base import _mixture_log_q
+
+    pools = np.array([[3, 4], [4, 5]])  # two batch rows, pools of P = 2 mined items
+    out = _mixture_log_q(
+        {"neg": np.array([4, 9]), "hard": np.array([4, 3])},
+        expected_sampled=np.full(10, 0.5),  # N q(i)
+        pools=pools,
+        n_hard_per_row=1,
+    )
+    # item 4 is in both pools: 2 rows x 1 draw / 2 = 1 expected hard copy; item 3: 0.5
+    np.testing.assert_allclose(np.exp(out["log_q_neg"].numpy()), [1.5, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(np.exp(out["log_q_hard"].numpy()), [1.5, 1.0], rtol=1e-6)
+
+    sampler = PairSampler(data.to_csr(*data.vocabs()))
+    pop = PopularitySampler(sampler.item_counts(), 0.75)
+    pool = np.tile(np.arange(6), (sampler.n_users, 1))  # every user's pool: items 0..5
+    batch = first_batch(
+        sampler,
+        loss="sampled_softmax",
+        n_negatives=40,
+        popularity=pop,
+        in_batch_log_q=None,
+        hard_pool=pool,
+        n_hard_per_row=2,
+    )
+    hard, neg = batch["hard"].reshape(-1).numpy(), batch["neg"].numpy()
+    expected = np.log(40 * pop.q + np.where(np.arange(sampler.n_items) < 6, 8 * 2 / 6, 0.0))
+    np.testing.assert_allclose(batch["log_q_hard"].numpy(), expected[hard], rtol=1e-5)
+    np.testing.assert_allclose(batch["log_q_neg"].numpy(), expected[neg], rtol=1e-5)
+    np.testing.assert_allclose(
+        batch["log_q_pos"].numpy(), expected[batch["pos"].numpy()], rtol=1e-5
+    )
+    torch.manual_seed(0)
+    user, items = torch.randn(8, 4), torch.randn(sampler.n_items, 4)
+    got = retrieval_loss(
+        "sampled_softmax", user, items[batch["pos"]], batch, lambda i: items[i], 1.0
+    )
+    all_neg = torch.cat([batch["neg"], batch["hard"].reshape(-1)])
+    ref = losses.sampled_softmax(
+        user,
+        items[batch["pos"]],
+        items[all_neg],
+        log_q_pos=batch["log_q_pos"],
+        log_q_neg=torch.from_numpy(expected[all_neg.numpy()].astype(np.float32)),
+        pos_ids=batch["pos"],
+        neg_ids=all_neg,
+    )
+    torch.testing.assert_close(got, ref)

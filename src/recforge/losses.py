@@ -176,16 +176,33 @@ def infonce(
     *,
     normalize: bool = True,
     extra_negatives: torch.Tensor | None = None,
+    key_ids: torch.Tensor | None = None,
+    extra_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """In-batch InfoNCE: row i of ``query`` (B, D) should pick row i of ``key`` (B, D)
-    among all keys (plus ``extra_negatives`` (N, D)). Cosine similarity when ``normalize``."""
+    among all keys (plus ``extra_negatives`` (N, D)). Cosine similarity when ``normalize``.
+
+    With ids (``key_ids`` (B,), ``extra_ids`` (N,)), accidental hits are masked out, as in
+    ``sampled_softmax``: another row's key that is the same item as row i's (popular items
+    recur within a batch) and an extra negative equal to it are not negatives of row i.
+    """
     if normalize:
         query, key = F.normalize(query, dim=-1), F.normalize(key, dim=-1)
         if extra_negatives is not None:
             extra_negatives = F.normalize(extra_negatives, dim=-1)
     keys = key if extra_negatives is None else torch.cat([key, extra_negatives], 0)
     logits = query @ keys.T / temperature  # (B, B + N)
-    target = torch.arange(query.shape[0], device=query.device)
+    B = query.shape[0]
+    if key_ids is not None:
+        ids = key_ids
+        if extra_negatives is not None:
+            if extra_ids is None:
+                raise ValueError("infonce: pass extra_ids with key_ids and extra_negatives.")
+            ids = torch.cat([key_ids, extra_ids])
+        hit = key_ids.unsqueeze(1) == ids.unsqueeze(0)  # (B, B + N)
+        hit[torch.arange(B), torch.arange(B)] = False  # the target itself stays
+        logits = logits.masked_fill(hit, torch.finfo(logits.dtype).min)
+    target = torch.arange(B, device=query.device)
     return F.cross_entropy(logits, target)
 
 

@@ -17,7 +17,12 @@ Losses (every logit is a dot product ``s = u . v``, divided by ``temperature``):
   batch with probability proportional to their frequency p, so logits are
   ``s / T - log p(item)`` (Yi et al. 2019, "Sampling-bias-corrected neural modeling").
 * ``infonce``: the in-batch negatives plus N uniformly drawn shared ones, ``s / T``, no
-  correction (``recforge.losses.infonce``).
+  correction (``recforge.losses.infonce``); a negative that is the row's own positive item
+  (a popular item twice in the batch, or drawn among the shared ones) is masked out.
+
+Mined hard negatives (two-tower ``hard_negatives``) join the negatives of any loss; under
+the softmax losses all logits are then corrected by the expected count of the item in the
+batch's negatives from both samplers (``_mixture_log_q``).
 * ``bpr``: ``-log sigmoid((s_pos - s_neg) / T)`` with one uniform unseen negative per row.
 
 The softmax losses are ``recforge.losses.sampled_softmax`` / ``infonce``; this module only
@@ -357,12 +362,63 @@ def sampled_batches(
                 b["neg"] = torch.from_numpy(uniform_negatives(sampler, users, 1, rng)[:, 0])
             if hard_pool is not None:
                 cols = rng.integers(0, hard_pool.shape[1], size=(len(users), n_hard_per_row))
-                b["hard"] = torch.from_numpy(hard_pool[users[:, None], cols])
+                hard = hard_pool[users[:, None], cols]
+                b["hard"] = torch.from_numpy(hard)
+                if loss == "sampled_softmax":
+                    assert popularity is not None
+                    b.update(
+                        _mixture_log_q(
+                            {"pos": pos, "neg": neg, "hard": hard.reshape(-1)},
+                            popularity.q * n_negatives,
+                            hard_pool[users],
+                            n_hard_per_row,
+                        )
+                    )
+                elif loss == "in_batch":
+                    assert in_batch_log_q is not None
+                    b.update(
+                        _mixture_log_q(
+                            {"pos": pos, "hard": hard.reshape(-1)},
+                            np.exp(in_batch_log_q) * len(users),
+                            hard_pool[users],
+                            n_hard_per_row,
+                        )
+                    )
             if extra is not None:
                 b.update(extra(users, pos))
             yield b
 
     return EpochBatches(n_batches, make)
+
+
+def _mixture_log_q(
+    ids: dict[str, np.ndarray],
+    expected_sampled: np.ndarray,
+    pools: np.ndarray,
+    n_hard_per_row: int,
+) -> dict[str, torch.Tensor]:
+    """``log_q_<name>`` for each id array when mined hard negatives join the sampled ones.
+
+    The negatives of a batch then come from two samplers: the shared (or in-batch) draws,
+    which hold item i ``expected_sampled[i]`` times on average (N q(i), or B p(i) in-batch),
+    and the hard draws, ``n_hard_per_row`` per row from its pool of P mined items, which
+    hold it ``n_hard_per_row / P`` times for each batch row whose pool contains it. Every
+    logit, positive, sampled or hard, is corrected by the log of the total expected count
+    (the balance heuristic of multiple importance sampling): a hard negative carries the
+    same weight as a sampled one of the same score and frequency, not the log-Q of 0 (an
+    item drawn with certainty) it had next to log q ~ -8 sampled ones. Without hard
+    negatives this is the plain correction shifted by a constant (log N), which softmax
+    ignores. pools: (B, P) the batch rows' pools.
+    """
+    items, rows_with = np.unique(pools, return_counts=True)  # rows whose pool holds it
+    expected_hard_items = rows_with * (n_hard_per_row / pools.shape[1])
+    out = {}
+    for name, idx in ids.items():
+        at = np.searchsorted(items, idx).clip(max=len(items) - 1)
+        expected_hard = np.where(items[at] == idx, expected_hard_items[at], 0.0)
+        total = expected_sampled[idx] + expected_hard
+        out[f"log_q_{name}"] = torch.from_numpy(np.log(np.maximum(total, 1e-30)).astype(np.float32))
+    return out
 
 
 def retrieval_loss(
@@ -376,8 +432,10 @@ def retrieval_loss(
     """The ``loss`` of user vectors (B, D) against positive item vectors (B, D) for a batch
     made by ``sampled_batches``; ``item_vectors(idx)`` embeds negatives (N,) -> (N, D).
 
-    Hard negatives (``batch["hard"]`` (B, H)) join the shared negatives with no log-Q
-    correction (they were not drawn from q).
+    Hard negatives (``batch["hard"]`` (B, H)) join the shared negatives; under the
+    softmax losses every logit is then corrected by ``_mixture_log_q`` (the batch holds
+    ``log_q_hard``), under infonce none is (its negatives are uncorrected by design), and
+    infonce masks accidental hits by item id as sampled_softmax does.
     """
     pos_ids = batch["pos"]
     hard_ids = batch["hard"].reshape(-1) if "hard" in batch else None
@@ -394,19 +452,25 @@ def retrieval_loss(
     if loss == "infonce":
         extra_ids = batch["neg"] if hard_ids is None else torch.cat([batch["neg"], hard_ids])
         return L.infonce(
-            user, pos, temperature, normalize=False, extra_negatives=item_vectors(extra_ids)
+            user,
+            pos,
+            temperature,
+            normalize=False,
+            extra_negatives=item_vectors(extra_ids),
+            key_ids=pos_ids,
+            extra_ids=extra_ids,
         )
     if loss == "in_batch":
         neg, neg_ids, log_q_neg = None, None, None
         if hard_ids is not None:  # in-batch negatives written out, then the hard ones
             neg = torch.cat([pos, item_vectors(hard_ids)])
             neg_ids = torch.cat([pos_ids, hard_ids])
-            log_q_neg = torch.cat([batch["log_q_pos"], torch.zeros(len(hard_ids))])
+            log_q_neg = torch.cat([batch["log_q_pos"], batch["log_q_hard"]])
     else:  # sampled_softmax
         neg_ids, log_q_neg = batch["neg"], batch["log_q_neg"]
         if hard_ids is not None:
             neg_ids = torch.cat([neg_ids, hard_ids])
-            log_q_neg = torch.cat([log_q_neg, torch.zeros(len(hard_ids))])
+            log_q_neg = torch.cat([log_q_neg, batch["log_q_hard"]])
         neg = item_vectors(neg_ids)
     return L.sampled_softmax(
         user,
