@@ -255,14 +255,13 @@ def test_evaluate_a_missing_folder_says_what_to_do(als_dir):
 
 
 def test_evaluate_warns_when_the_test_data_is_not_the_models(als_dir, tmp_path):
+    log = tmp_path / "other.csv"  # another catalogue: none of its items are the model's
+    rows = [f"u{u},x{(u + j) % 40}" for u in range(40) for j in range(6)]
+    log.write_text("user,item\n" + "\n".join(rows) + "\n")
     other = write_job(
         tmp_path / "other.yaml",
-        data={
-            "source": "synth",
-            "size": "tiny",
-            "synth": {**MICRO_SYNTH, "n_items": 400},
-            "seed": 9,
-        },
+        data={"source": "file", "path": str(log)},
+        split={"method": "random", "test_ratio": 0.2},
         evaluate={"k": [5]},
     )
     result = run("evaluate", "--model", als_dir, "--config", other)
