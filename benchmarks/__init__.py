@@ -39,6 +39,7 @@ BENCHES: dict[str, str] = {
     "hard_negatives": "benchmarks.hard_negatives:run",
     "seq_beauty": "benchmarks.seq_beauty:run",
     "eval_memory": "benchmarks.eval_memory:run",
+    "serving_latency": "benchmarks.serving_latency:run",
 }
 
 

@@ -220,11 +220,14 @@ def curl_line(settings, rec) -> str:
 
 
 def set_threads(n: int) -> None:
-    """Torch's intra-op threads, once for the process (only if a torch model is loaded)."""
-    if "torch" in sys.modules:
-        import torch
+    """The process's thread count, once at start-up: the default of every model
+    (``recforge.threads``) and torch's intra-op pool if a torch model is loaded. Requests
+    run in parallel threads; no request changes it."""
+    from recforge.threads import set_default_threads, set_torch_threads
 
-        torch.set_num_threads(int(n))
+    set_default_threads(n)
+    if "torch" in sys.modules:
+        set_torch_threads(n)
 
 
 def recommend_from_bundle(

@@ -266,6 +266,13 @@ class FeatureEncoder:
         multi = {f.name: self.encode_field(f, frame[f.name]) for f in self.fields_of(MULTI)}
         return EncodedFeatures(cat, num, multi)
 
+    def vocabulary(self, name: str) -> pd.Index:
+        """The known values of categorical or multi field ``name``; value at position i
+        encodes to i + 1 (0 is missing / unseen)."""
+        if name not in self._vocabs:
+            raise ConfigError(f"{name!r} has no vocabulary (not a categorical or multi field).")
+        return self._vocabs[name]
+
     def encode_field(self, f: Field, column: pd.Series) -> np.ndarray:
         """One field's codes for a column of raw values: (n,) int64 indices (categorical and
         bucket fields; the bucket field reads its numeric source column), (n,) float32

@@ -78,6 +78,21 @@ class IdVocab:
             f"{given} were given; pass them as {mine}"
         )
 
+    def get(self, raw_id: Any, default: int = -1) -> int:
+        """The index of one raw id, or ``default``: a dict lookup (built on first use), for
+        the one-id-at-a-time online path where ``index`` would cost a pandas call."""
+        pos = self.__dict__.get("_pos")
+        if pos is None:
+            pos = self._pos = {x: i for i, x in enumerate(self._ids.tolist())}
+        try:
+            return pos.get(raw_id, default)
+        except TypeError:  # unhashable
+            return default
+
+    def get_many(self, raw_ids: Iterable[Any]) -> np.ndarray:
+        """``get`` for a short list: (n,) int64, -1 for unknown ids."""
+        return np.fromiter((self.get(x) for x in raw_ids), dtype=np.int64)
+
     def ids(self, indices: np.ndarray | Iterable[int]) -> np.ndarray:
         """Raw ids of internal ``indices`` (same shape)."""
         return self._ids[np.asarray(indices, dtype=np.int64)]

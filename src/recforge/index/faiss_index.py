@@ -346,6 +346,21 @@ class AnnRecommender:
     def config(self) -> IndexConfig:
         return self.index.config
 
+    def _recommend_one(self, u: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``recommend_idx`` of one user with seen items excluded (the online path)."""
+        from recforge.models.base import seen_row
+
+        k = min(int(k), self.model.n_items)
+        seen = seen_row(self.model.seen_, u)
+        fetch = min(k + len(seen), self.model.n_items)
+        idx, scores = self.index.search(self.model.user_vectors(np.array([u])), fetch)
+        drop = (idx[0] < 0) | np.isin(idx[0], seen)
+        idx, scores = idx[0][~drop][:k], scores[0][~drop][:k].astype(np.float32)
+        if len(idx) < k:
+            idx = np.pad(idx, (0, k - len(idx)), constant_values=-1)
+            scores = np.pad(scores, (0, k - len(scores)), constant_values=-np.inf)
+        return idx[None, :], scores[None, :]
+
     def recommend_idx(
         self, user_idx: np.ndarray, k: int = 10, exclude_seen: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -356,6 +371,8 @@ class AnnRecommender:
         largest seen count).
         """
         user_idx = np.asarray(user_idx, dtype=np.int64)
+        if len(user_idx) == 1 and exclude_seen:
+            return self._recommend_one(int(user_idx[0]), k)
         if len(user_idx) > _USER_BATCH:
             parts = [
                 self.recommend_idx(user_idx[s : s + _USER_BATCH], k, exclude_seen)

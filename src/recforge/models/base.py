@@ -494,9 +494,18 @@ class Ranker(BaseModel):
         raise NotImplementedError(f"{type(self).__name__} has no predict_proba_encoded.")
 
 
+def seen_row(seen: sp.csr_matrix, u: int) -> np.ndarray:
+    """Item indices user ``u`` has seen (a view into the CSR; no sparse indexing)."""
+    return seen.indices[seen.indptr[u] : seen.indptr[u + 1]]
+
+
 def mask_seen(scores: np.ndarray, seen: sp.csr_matrix, user_idx: np.ndarray) -> None:
     """Set scores of items each user has seen to -inf, in place. scores: (B, n_items)."""
-    sub = seen[np.asarray(user_idx)]
+    user_idx = np.asarray(user_idx)
+    if len(user_idx) == 1:  # the online path: one user, no sparse row indexing
+        scores[0, seen_row(seen, int(user_idx[0]))] = -np.inf
+        return
+    sub = seen[user_idx]
     rows = np.repeat(np.arange(sub.shape[0]), np.diff(sub.indptr))
     scores[rows, sub.indices] = -np.inf
 

@@ -55,6 +55,7 @@ from recforge.data.interactions import Interactions
 from recforge.data.vocab import IdVocab
 from recforge.exceptions import ArtifactError, ConfigError, DataError, NotFittedError
 from recforge.index.faiss_index import AnnIndex, AnnRecommender, IndexConfig, verify_index
+from recforge.models.base import seen_row
 from recforge.topk import topk
 
 log = logging.getLogger(__name__)
@@ -384,7 +385,7 @@ class RecallPipeline:
         if k < 1:
             raise ConfigError(f"recall k must be >= 1, got {k}.")
         hist = [] if history is None else list(history)
-        hist_cat = on.catalogue.index(hist, unknown="mask") if hist else np.zeros(0, np.int64)
+        hist_cat = on.catalogue.get_many(hist) if hist else np.zeros(0, np.int64)
         unknown = [h for h, i in zip(hist, hist_cat) if i < 0]
         hist_cat = hist_cat[hist_cat >= 0]
         banned = np.concatenate(
@@ -398,10 +399,12 @@ class RecallPipeline:
         cold = not lists
         if self.fallback is not None:
             fb_s = len(self.channels)
-            if self.fallback.user_vocab_.index([user_id], unknown="mask")[0] >= 0:
+            u = self.fallback.user_vocab_.get(user_id)
+            if u >= 0 and not hasattr(self.fallback, "item_scores_"):  # a personalised fallback
                 found = self._model_one(self.fallback, on.to_cat[fb_s], user_id, [], banned, k)
-            else:
-                found = self._cold_one(on, banned, k)
+            else:  # the global list, less what the user has seen
+                seen = on.to_cat[fb_s][seen_row(self.fallback.seen_, u)] if u >= 0 else banned[:0]
+                found = self._cold_one(on, np.concatenate([banned, seen]), k)
             lists.append((fb_s, *found))
         n_src = len(self.channels) + 1
         weights = np.array([float(c.weight) for c in self.channels] + [0.0])
@@ -416,13 +419,13 @@ class RecallPipeline:
     def _model_one(model, to_cat, user_id, hist, banned, q, ann=None):
         """(items (q',) catalogue indices, scores) of one source for one user, or None when
         the source cannot answer (unknown user and no usable history)."""
-        u = model.user_vocab_.index([user_id], unknown="mask")[0]
-        h = model.item_vocab_.index(hist, unknown="mask") if len(hist) else np.zeros(0, np.int64)
+        u = model.user_vocab_.get(user_id)
+        h = model.item_vocab_.get_many(hist) if len(hist) else np.zeros(0, np.int64)
         h = h[h >= 0]
         if getattr(model, "supports_history", False) and (len(h) or u < 0):
             if u < 0 and not len(h):
                 return None
-            train_hist = model.seen_[u].indices if u >= 0 else np.zeros(0, np.int64)
+            train_hist = seen_row(model.seen_, u) if u >= 0 else np.zeros(0, np.int64)
             full = np.concatenate([train_hist, h])
             idx, scores = model.recommend_from_history_idx(full, q + len(banned))
         elif u >= 0:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from recforge.data.features import CATEGORICAL, MULTI, NUMERIC, EncodedFeatures
+from recforge.data.vocab import IdVocab
 from recforge.exceptions import ConfigError, DataError, UnknownIdError
 from recforge.serving.bundle import Bundle, load_bundle
 
@@ -119,12 +120,21 @@ class Recommender:
             aligned = self.bundle.item_table.reindex(items).reset_index(drop=True)
             item_frame = pd.concat([item_frame, aligned], axis=1)
         self._items = self._encode_side(("item", "item_id"), item_frame, pd.Index(items))
+        # one-value lookups of the request (user id, context) by dict, not pandas
+        self._codes = {
+            f.name: IdVocab(enc.vocabulary(f.name), kind=f.name)
+            for f in self._cat_fields
+            if f.source is None and self.fields[f.name]["source"] in ("user_id", "context")
+        }
         users = self.bundle.user_table
         if users is not None:
             user_frame = users.reset_index(drop=True)
             self._users = self._encode_side(("user",), user_frame, users.index)
         else:
             self._users = _Side(pd.Index([]))
+        self._users_pos = (
+            IdVocab(self._users.index, kind="user") if len(self._users.index) else None
+        )
         self._use_encoded = True
         try:  # rankers without the encoded path are served through predict_proba(frame)
             self.ranker.predict_proba_encoded(self._assemble(np.zeros(1, np.int64), None, {}))
@@ -193,7 +203,7 @@ class Recommender:
         context = self._check_context(context)
         allowed = self._check_filters(filters)
         excl_ids = self._coerce_list(exclude, "item")
-        excl = self.catalogue.index(excl_ids, unknown="mask")
+        excl = self.catalogue.get_many(excl_ids) if excl_ids else np.zeros(0, np.int64)
         hist = self._coerce_list(history, "item")
 
         want = max(k, self.rerank.rank_top)
@@ -397,7 +407,7 @@ class Recommender:
         n = len(items)
         known = items >= 0
         safe = np.where(known, items, 0)
-        urow = int(self._users.index.get_indexer([user])[0]) if len(self._users.index) else -1
+        urow = self._users_pos.get(user) if self._users_pos is not None else -1
 
         def one(f: Any, j: int, item_cols: dict, user_cols: dict) -> np.ndarray:
             spec = self.fields[f.name]
@@ -411,6 +421,8 @@ class Recommender:
                 value = context.get(spec["column"])
             else:  # a table column the bundle does not hold
                 value = None
+            if f.name in self._codes:
+                return np.full(n, self._codes[f.name].get(value) + 1)
             return np.full(n, self._enc.encode_field(f, pd.Series([value], dtype=object))[0])
 
         cat = np.zeros((n, len(self._cat_fields)), dtype=np.int64)

@@ -1,8 +1,13 @@
-"""POST /v1/recommend, POST /v1/score, POST /v1/similar: parse, call the core, answer."""
+"""POST /v1/recommend, POST /v1/score, POST /v1/similar: parse, call the core, answer.
+
+The response models document the answers (OpenAPI); the core's dicts are returned as JSON
+directly, not validated a second time on the way out.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from recforge.serving.schemas import (
     RecommendRequest,
@@ -17,10 +22,10 @@ router = APIRouter(prefix="/v1", tags=["recommend"])
 
 
 @router.post("/recommend", response_model=RecommendResponse)
-def recommend(body: RecommendRequest, request: Request) -> dict:
+def recommend(body: RecommendRequest, request: Request) -> JSONResponse:
     """The funnel for one user: recall, filters, rank, re-rank, top-k."""
     rec = request.app.state.source.get(body.model)
-    return rec.recommend(
+    out = rec.recommend(
         body.user,
         k=body.k,
         history=body.history,
@@ -29,16 +34,17 @@ def recommend(body: RecommendRequest, request: Request) -> dict:
         exclude=body.exclude,
         explain=body.explain,
     ).to_dict()
+    return JSONResponse(out)
 
 
 @router.post("/score", response_model=ScoreResponse)
-def score(body: ScoreRequest, request: Request) -> dict:
+def score(body: ScoreRequest, request: Request) -> JSONResponse:
     """Ranker scores of the caller's candidates for a user, in the order given."""
     rec = request.app.state.source.get(body.model)
-    return rec.score(body.user, body.items, context=body.context)
+    return JSONResponse(rec.score(body.user, body.items, context=body.context))
 
 
 @router.post("/similar", response_model=SimilarResponse)
-def similar(body: SimilarRequest, request: Request) -> dict:
+def similar(body: SimilarRequest, request: Request) -> JSONResponse:
     """Items like an item."""
-    return request.app.state.source.get(body.model).similar(body.item, k=body.k)
+    return JSONResponse(request.app.state.source.get(body.model).similar(body.item, k=body.k))
