@@ -90,19 +90,23 @@ def run_one(name: str, seed: int, train, valid, test, params: dict[str, Any]) ->
     model.fit(train, valid=valid)
     fit_s = time.perf_counter() - t0
     load_fit = os.getloadavg()[0]
-    hist = model.train_history_
+    phases = model.phase_histories_  # BERT4Rec: Cloze, then final-position fine-tuning
     history = Interactions(pd.concat([train.frame, valid.frame], ignore_index=True))
     t0 = time.perf_counter()
     ranks = test_ranks(model, history, test)
     eval_s = time.perf_counter() - t0
     out = {
         "model": name,
+        "label": ", ".join(f"{k}={v}" for k, v in params.items() if k != "time_limit_s"),
+        "params": params,
         "seed": seed,
         "fit_s": fit_s,
         "eval_s": eval_s,
-        "epochs_run": len(hist.train_loss),
-        "best_epoch": None if hist.best_epoch is None else hist.best_epoch + 1,
-        "valid_ndcg@10": hist.best_value,
+        "epochs_run": "+".join(str(len(h.train_loss)) for h in phases),
+        "best_epoch": "+".join(str((h.best_epoch or 0) + 1) for h in phases),
+        "valid_ndcg@10": max(h.best_value or 0.0 for h in phases),
+        "valid_curve": [v.get("ndcg@10") for h in phases for v in h.valid],
+        "stopped_by_time": bool(model.time_limit_s) and any(h.stopped_early for h in phases),
         "loss": model.loss_,
         "load_avg": load_fit,
         "n_users": len(ranks),
@@ -159,18 +163,23 @@ def to_markdown(result: dict[str, Any]) -> str:
         "NDCG@10 kept. Mean ± std over seeds; defaults, nothing tuned on the test split.",
         "",
         "| Model | loss | seeds | HR@10 | NDCG@10 | valid NDCG@10 | published HR@10 / NDCG@10 | "
-        "goal | best epoch | fit (s) | full-ranking eval (s) | load avg |",
+        "goal | best / run epochs | fit (s) | full-ranking eval (s) | load avg |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    frame["model"] = [
+        f"{r['model']} ({r['label']})" if r.get("label") else r["model"] for r in result["rows"]
+    ]
     for name, g in frame.groupby("model", sort=False):
-        pub, goal = PUBLISHED.get(name), GOALS.get(name)
+        base = name.split(" ")[0]
+        pub, goal = PUBLISHED.get(base), GOALS.get(base)
         lines.append(
             f"| {name} | {g['loss'].iloc[0]} | {len(g)} | "
             f"{g['test_hr@10'].mean():.4f} ± {g['test_hr@10'].std(ddof=0):.4f} | "
             f"{g['test_ndcg@10'].mean():.4f} ± {g['test_ndcg@10'].std(ddof=0):.4f} | "
             f"{g['valid_ndcg@10'].mean():.4f} | "
             f"{f'{pub[0]} / {pub[1]}' if pub else '-'} | {f'{goal[0]} / {goal[1]}' if goal else '-'} | "
-            f"{', '.join(str(e) for e in g['best_epoch'])} | {g['fit_s'].mean():.0f} | "
+            f"{', '.join(f'{b} / {r}' for b, r in zip(g['best_epoch'], g['epochs_run']))} | "
+            f"{g['fit_s'].mean():.0f} | "
             f"{g['eval_s'].mean():.2f} | {g['load_avg'].mean():.1f} |"
         )
     return "\n".join(lines) + "\n"
@@ -186,11 +195,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--params", default="{}", help='JSON {"model": {param: value}} for experiments'
     )
+    parser.add_argument(
+        "--combine",
+        nargs="*",
+        default=None,
+        help="seq_beauty.json files of separate runs to report together (nothing is trained)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from benchmarks import resolve_data_dir
     from benchmarks.recall_zoo import update_docs
 
+    if args.combine:
+        parts = [json.loads(Path(p).read_text()) for p in args.combine]
+        result = {**parts[0], "rows": [r for p in parts for r in p["rows"]]}
+        result["markdown"] = to_markdown(result)
+        print(result["markdown"])
+        if args.docs:
+            print(f"updated {update_docs(result['markdown'], args.docs, SECTION)}")
+        return
     result = run(
         resolve_data_dir(args.data_dir),
         out=args.out,

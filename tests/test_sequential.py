@@ -147,3 +147,13 @@ def test_errors_name_the_problem():
         models.get("gru4rec", max_len=1).fit(_chains())
     with pytest.raises(ConfigError, match="n_heads=3 must divide"):
         models.get("sasrec", embedding_dim=8, n_heads=3, epochs=1).fit(_chains())
+
+
+@pytest.mark.parametrize("name", ["sasrec", "bert4rec"])
+def test_time_limit_stops_after_the_epoch_that_passes_it(name):
+    params = {**models.get_class(name).smoke_params, "epochs": 5, "time_limit_s": 1e-9}
+    model = models.get(name, **params).fit(_chains(n_users=20))
+    assert len(model.train_history_.train_loss) == 1 and model.train_history_.stopped_early
+    assert len(model.phase_histories_) == 1  # no time left for BERT4Rec's fine-tuning phase
+    with pytest.raises(ConfigError, match="time_limit_s"):
+        models.get(name, **{**params, "time_limit_s": 0}).fit(_chains(n_users=20))

@@ -35,6 +35,7 @@ class TrainConfig:
     monitor: str = "auc"  # key of valid_fn()'s dict used for early stopping / best weights
     mode: str = "max"  # "max" if a larger monitor value is better, else "min"
     checkpoint_dir: str | None = None  # write a checkpoint each epoch; resume from it if present
+    time_limit_s: float | None = None  # stop after the first epoch ending past this wall-clock
     seed: int = 0  # seeds torch (init, dropout) and numpy
     num_threads: int | None = None  # torch intra-op threads; None: recforge.threads default
     progress: bool | None = None  # a bar per epoch with the loss; None: only on a terminal
@@ -56,5 +57,9 @@ class TrainConfig:
                 raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}.")
         if self.clip_norm is not None and self.clip_norm <= 0:
             raise ConfigError(f"TrainConfig.clip_norm must be > 0 or None, got {self.clip_norm!r}.")
+        if self.time_limit_s is not None and self.time_limit_s <= 0:
+            raise ConfigError(
+                f"TrainConfig.time_limit_s must be > 0 or None, got {self.time_limit_s!r}."
+            )
         if self.step_size < 1:
             raise ConfigError(f"TrainConfig.step_size must be >= 1, got {self.step_size!r}.")

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -204,6 +205,7 @@ class Trainer:
         monitor_sign = 1.0 if cfg.mode == "max" else -1.0
         bar = None  # one tqdm bar over every epoch's batches, when progress is shown
         last_valid: dict[str, float] = {}
+        started = time.perf_counter()
 
         for epoch in range(start_epoch, cfg.epochs):
             if hist.stopped_early:
@@ -293,6 +295,17 @@ class Trainer:
                         if bad_epochs >= cfg.patience:
                             hist.stopped_early = True
             log.info(msg)
+            elapsed = time.perf_counter() - started
+            if (
+                cfg.time_limit_s is not None
+                and elapsed > cfg.time_limit_s
+                and not hist.stopped_early
+            ):
+                hist.stopped_early = epoch + 1 < cfg.epochs
+                if hist.stopped_early:
+                    log.info(
+                        "stopping: time_limit_s=%s reached after %.0fs", cfg.time_limit_s, elapsed
+                    )
             if bar is not None:
                 bar.set_postfix_str(_postfix(hist.train_loss[-1], last_valid))
             if ckpt is not None:

@@ -32,6 +32,7 @@ the best epoch's weights; ``patience`` epochs without improvement stop training.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -124,6 +125,8 @@ class SequentialRecommender(TorchRetrievalModel):
     patience: with ``fit(..., valid=...)``, epochs without a better validation NDCG@10
         before stopping and going back to the best epoch (0 = no early stopping, the last
         epoch is kept).
+    time_limit_s: stop after the first epoch that ends past this many seconds of training
+        (every phase together; None = no limit), keeping the best validated epoch.
     """
 
     supports_history: ClassVar[bool] = True
@@ -140,6 +143,7 @@ class SequentialRecommender(TorchRetrievalModel):
         alpha: float = 0.75,
         clip_norm: float | None = 5.0,
         patience: int = 10,
+        time_limit_s: float | None = None,
         **shared: Any,
     ) -> None:
         super().__init__(**(self.train_defaults | shared))
@@ -149,6 +153,7 @@ class SequentialRecommender(TorchRetrievalModel):
         self.alpha = alpha
         self.clip_norm = clip_norm
         self.patience = patience
+        self.time_limit_s = time_limit_s
 
     # ------------------------------------------------------------------ to implement
     def _build_module(self) -> nn.Module:
@@ -220,8 +225,17 @@ class SequentialRecommender(TorchRetrievalModel):
         valid_fn = self._valid_fn(self._valid_log)
         self.phase_histories_: list = []
         best: tuple[float, dict[str, torch.Tensor]] | None = None
+        started = time.perf_counter()
         for phase, epochs in enumerate(self._phases()):
             self._phase = phase
+            left = None
+            if self.time_limit_s is not None:
+                left = float(self.time_limit_s) - (time.perf_counter() - started)
+                if phase == 0:
+                    left = float(self.time_limit_s)  # checked by TrainConfig
+                elif left <= 0:
+                    log.info("%s: no time left for training phase %d", type(self).__name__, phase)
+                    break
 
             def batches(epoch: int, phase: int = phase) -> EpochBatches:
                 rng = np.random.default_rng([int(self.seed), phase, epoch])
@@ -246,6 +260,7 @@ class SequentialRecommender(TorchRetrievalModel):
                 monitor="ndcg@10",
                 mode="max",
                 clip_norm=self.clip_norm,
+                time_limit_s=left,
             )
             self.phase_histories_.append(self.train_history_)
             value = self.train_history_.best_value
