@@ -38,6 +38,7 @@ BENCHES: dict[str, str] = {
     "ctr_speed": "benchmarks.ctr_speed:run",
     "hard_negatives": "benchmarks.hard_negatives:run",
     "seq_beauty": "benchmarks.seq_beauty:run",
+    "ctr_history": "benchmarks.ctr_history:run",
     "eval_memory": "benchmarks.eval_memory:run",
     "serving_latency": "benchmarks.serving_latency:run",
 }

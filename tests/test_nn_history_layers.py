@@ -115,3 +115,12 @@ def test_augru_follows_its_gate_and_ignores_padding():
 def test_packed_rnn_rejects_an_unknown_kind():
     with pytest.raises(ConfigError, match="gru"):
         PackedRNN(D, 4, kind="rnn")
+
+
+def test_din_activation_unit_padding_stays_out_of_dice_statistics_in_training():
+    torch.manual_seed(0)
+    unit = ActivationUnit(D, (8,), activation="dice").train()
+    q, k, mask = torch.randn(B, D), torch.randn(B, L, D), _mask()
+    pooled, _ = unit(q, k, mask)
+    pooled2, _ = unit(q, _perturb_padding(k, mask), mask)  # batch statistics see real rows only
+    torch.testing.assert_close(pooled, pooled2)
