@@ -278,13 +278,13 @@ class FeatureEncoder:
         bucket fields; the bucket field reads its numeric source column), (n,) float32
         standardised values (numeric), or (n, max_len) int64 (multi). Unseen -> 0."""
         if f.type == CATEGORICAL and f.source is not None:
-            values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+            values = _numbers(column, f.source)
             b = np.searchsorted(np.asarray(f.boundaries), values, side="right") + 1
             return np.where(np.isnan(values), 0, b).astype(np.int64)
         if f.type == CATEGORICAL:
             return (_lookup(self._vocabs[f.name], column) + 1).astype(np.int64)
         if f.type == NUMERIC:
-            values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+            values = _numbers(column, f.name)
             return np.nan_to_num((values - f.mean) / f.std, nan=0.0).astype(np.float32)
         flat, lengths = _flatten(column, f.name)
         codes = self._vocabs[f.name].get_indexer(flat) + 1 if len(flat) else np.zeros(0, np.int64)
@@ -386,3 +386,19 @@ def _pad(
 
 def _py(x: Any) -> Any:
     return x.item() if isinstance(x, np.generic) else x
+
+
+def _numbers(column: pd.Series, name: str) -> np.ndarray:
+    """A numeric field's raw values as float64 (missing -> NaN); a value that is present
+    but not a number (``"cheap"`` in a price column) is a DataError naming the column."""
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.isnan(values) & column.notna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"numeric feature {name!r} holds {column.iloc[i]!r} (row {i}), which is not a "
+            f"number; the model was trained with numbers there. Pass numbers (or leave the "
+            f"value missing).",
+            column=name,
+        )
+    return values

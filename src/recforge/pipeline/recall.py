@@ -55,7 +55,7 @@ from recforge.data.interactions import Interactions
 from recforge.data.vocab import IdVocab
 from recforge.exceptions import ArtifactError, ConfigError, DataError, NotFittedError
 from recforge.index.faiss_index import AnnIndex, AnnRecommender, IndexConfig, verify_index
-from recforge.models.base import seen_row
+from recforge.models.base import _check_k, seen_row
 from recforge.topk import topk
 
 log = logging.getLogger(__name__)
@@ -246,9 +246,9 @@ class RecallPipeline:
         from recforge.models.base import _as_list
 
         users = _as_list(user_ids)
-        k = int(k or self.k or sum(c.quota for c in self.channels))
-        if k < 1:
-            raise ConfigError(f"recall k must be >= 1, got {k}.")
+        if k is None:
+            k = self.k or sum(c.quota for c in self.channels)
+        _check_k(k)  # k=0 raises here as it does in model.recommend
         parts = [self._channel_rows(ci, c, users) for ci, c in enumerate(self.channels)]
         if self.fallback is not None:
             parts.append(self._fallback_rows(users, k))
@@ -381,9 +381,9 @@ class RecallPipeline:
         in ``exclude`` (catalogue indices) are never returned.
         """
         on = self._online()
-        k = int(k or self.k or sum(c.quota for c in self.channels))
-        if k < 1:
-            raise ConfigError(f"recall k must be >= 1, got {k}.")
+        if k is None:
+            k = self.k or sum(c.quota for c in self.channels)
+        _check_k(k)
         hist = [] if history is None else list(history)
         hist_cat = on.catalogue.get_many(hist) if hist else np.zeros(0, np.int64)
         unknown = [h for h, i in zip(hist, hist_cat) if i < 0]
