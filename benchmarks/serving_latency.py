@@ -94,11 +94,11 @@ def build(out: Path, size: dict[str, int], seed: int = 0) -> tuple[Path, list[An
 
 def in_process(bundle: Path, users: list[Any], n: int = 500) -> dict[str, Any]:
     """The pure in-process call: latency percentiles and per-stage medians (ms)."""
-    from recforge.cli.serve_cmd import set_threads
     from recforge.serving.core import Recommender
+    from recforge.serving.settings import apply_threads
 
     rec = Recommender.load(bundle)
-    set_threads(1)
+    apply_threads(1)
     for u in users[:20]:  # warm caches
         rec.recommend(u, k=20)
     lat, stages = [], []

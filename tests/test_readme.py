@@ -8,7 +8,7 @@ What runs, in a temporary working directory holding a copy of ``configs/``:
   data directory; the lines that read MovieLens-100K need the real data (skipped if absent);
 * the ```` ```yaml ```` job, parsed and checked as a train job (not trained: the shell
   block trains the same model from ``configs/ml100k_itemcf.yaml``);
-* both ```` ```python ```` blocks, in one namespace, with ``SIZES["small"]`` run as
+* the three ```` ```python ```` blocks (models, rankers, serving), in one namespace, with ``SIZES["small"]`` run as
   ``SIZES["tiny"]`` and ``epochs=3`` as ``epochs=1`` (the full-size DeepFM snippet takes
   minutes on 2 cores); the first block needs the real data.
 
@@ -62,7 +62,7 @@ def workdir(tmp_path, monkeypatch):
 
 
 def test_readme_has_the_blocks_this_test_runs():
-    assert len(blocks("sh")) == 1 and len(blocks("yaml")) == 1 and len(blocks("python")) == 2
+    assert len(blocks("sh")) == 1 and len(blocks("yaml")) == 1 and len(blocks("python")) == 3
     makefile = (ROOT / "Makefile").read_text()
     for target in re.findall(r"^\s+make (\w+)", README, flags=re.M):
         assert re.search(rf"^{target}:", makefile, flags=re.M), f"make {target}"
@@ -108,5 +108,8 @@ def test_readme_python_blocks_run(workdir, capsys):
         exec(compile(smaller(block, workdir), "README.md", "exec"), namespace)  # noqa: S102
     out = capsys.readouterr().out
     assert "auc" in out
+    assert (
+        "'rank'" in out and "True" in out.splitlines()[-1]
+    )  # the serving block's trace, cold user
     if workdir is not None:
         assert "recall@10" in out and Path("runs/itemcf/manifest.json").exists()

@@ -162,10 +162,11 @@ def run_server(bundle_dir: str, settings, echo=click.echo) -> None:
     from recforge.serving.app import create_app
     from recforge.serving.core import Recommender
     from recforge.serving.grpc_server import create_grpc_server
+    from recforge.serving.settings import apply_threads
     from recforge.serving.source import SingleBundle
 
     rec = Recommender.load(bundle_dir)
-    set_threads(settings.threads)
+    apply_threads(settings.threads)
     warm = rec.warmup()
     source = SingleBundle(rec)
     grpc_server = None
@@ -189,6 +190,7 @@ def run_server(bundle_dir: str, settings, echo=click.echo) -> None:
         if settings.workers > 1:
             os.environ["RECFORGE_BUNDLE"] = str(bundle_dir)
             os.environ["RECFORGE_MAX_BODY"] = str(settings.max_body_bytes)
+            os.environ["RECFORGE_THREADS"] = str(settings.threads)
             uvicorn.run(
                 "recforge.serving.app:app_from_env",
                 factory=True,
@@ -217,17 +219,6 @@ def curl_line(settings, rec) -> str:
         f"curl -s -X POST http://{settings.host}:{settings.port}/v1/recommend "
         f"-H 'content-type: application/json' -d '{body}'"
     )
-
-
-def set_threads(n: int) -> None:
-    """The process's thread count, once at start-up: the default of every model
-    (``recforge.threads``) and torch's intra-op pool if a torch model is loaded. Requests
-    run in parallel threads; no request changes it."""
-    from recforge.threads import set_default_threads, set_torch_threads
-
-    set_default_threads(n)
-    if "torch" in sys.modules:
-        set_torch_threads(n)
 
 
 def recommend_from_bundle(

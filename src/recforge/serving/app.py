@@ -130,5 +130,13 @@ def app_from_env() -> FastAPI:
     bundle = os.environ.get("RECFORGE_BUNDLE")
     if not bundle:
         raise ConfigError("RECFORGE_BUNDLE is not set: the bundle directory to serve.")
-    settings = ServerSettings(max_body_bytes=int(os.environ.get("RECFORGE_MAX_BODY", 256 * 1024)))
-    return create_app(SingleBundle(Recommender.load(bundle)), settings)
+    from recforge.serving.settings import apply_threads
+
+    settings = ServerSettings(
+        max_body_bytes=int(os.environ.get("RECFORGE_MAX_BODY", 256 * 1024)),
+        threads=int(os.environ.get("RECFORGE_THREADS", 1)),
+    )
+    rec = Recommender.load(bundle)
+    apply_threads(settings.threads)
+    rec.warmup()
+    return create_app(SingleBundle(rec), settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import sys
 from dataclasses import dataclass
 
 from recforge.exceptions import ConfigError
@@ -36,3 +37,14 @@ class ServerSettings:
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
+
+
+def apply_threads(n: int) -> None:
+    """The process's thread count, once at start-up: the default of every model
+    (``recforge.threads``) and torch's intra-op pool if a torch model is loaded. Requests
+    run in parallel threads; none of them changes it."""
+    from recforge.threads import set_default_threads, set_torch_threads
+
+    set_default_threads(n)
+    if "torch" in sys.modules:
+        set_torch_threads(n)
