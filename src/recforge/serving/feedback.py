@@ -211,6 +211,16 @@ class GroupCommitWriter:
             self._thread.join(timeout)
 
 
+def first_occurrences(events: Sequence[Event]) -> dict[str, int]:
+    """{idempotency key: index of its first event}: later events with a key are duplicates
+    inside the same group, before the database is asked about earlier groups."""
+    first: dict[str, int] = {}
+    for i, e in enumerate(events):
+        if e.key is not None:
+            first.setdefault(e.key, i)
+    return first
+
+
 class GroupCommitStore:
     """What both stores share: ``append`` through the writer, ``stats``, ``close``.
     A subclass sets ``kind``, ``_wconn`` and ``_writer`` (built over its ``_commit``)."""
@@ -307,16 +317,29 @@ class SQLiteEventStore(GroupCommitStore):
     def _commit(self, events: list[Event]) -> list[bool]:
         c = self._wconn
         now = time.time()
+        first = first_occurrences(events)
         c.execute("BEGIN IMMEDIATE")
         try:
-            flags = []
-            for e in events:
-                cur = c.execute(
-                    "INSERT OR IGNORE INTO events (user, item, type, value, ts, key, received) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (e.user, e.item, e.type, e.value, e.timestamp, e.key, now),
-                )
-                flags.append(cur.rowcount == 1)
+            keys = list(first)
+            stored_before = set()
+            for i in range(0, len(keys), 900):  # keys already in the table: duplicates
+                chunk = keys[i : i + 900]
+                marks = ",".join("?" * len(chunk))
+                rows = c.execute(f"SELECT key FROM events WHERE key IN ({marks})", chunk)
+                stored_before.update(r[0] for r in rows)
+            flags = [
+                e.key is None or (first[e.key] == i and e.key not in stored_before)
+                for i, e in enumerate(events)
+            ]
+            c.executemany(
+                "INSERT INTO events (user, item, type, value, ts, key, received) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (e.user, e.item, e.type, e.value, e.timestamp, e.key, now)
+                    for e, ok in zip(events, flags, strict=True)
+                    if ok
+                ],
+            )
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")

@@ -18,6 +18,7 @@ from recforge.serving.feedback import (
     Event,
     GroupCommitStore,
     GroupCommitWriter,
+    first_occurrences,
 )
 
 TABLE = "recforge_events"
@@ -79,11 +80,7 @@ class PostgresEventStore(GroupCommitStore):
         return conn
 
     def _commit(self, events: list[Event]) -> list[bool]:
-        # duplicates inside the group: the first occurrence wins, before the database sees it
-        first: dict[str, int] = {}
-        for i, e in enumerate(events):
-            if e.key is not None:
-                first.setdefault(e.key, i)
+        first = first_occurrences(events)  # the database sees each key once per group
         rows = [e for i, e in enumerate(events) if e.key is None or first[e.key] == i]
         now = time.time()
         cols = (

@@ -12,6 +12,7 @@ Names (all prefixed ``recforge_``):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -111,3 +112,31 @@ class ServingMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class RequestMetrics:
+    """ASGI middleware: ``requests_total`` and ``request_seconds`` per route template (an
+    unmatched path counts as ``unmatched``, so clients cannot grow the label set)."""
+
+    def __init__(self, app, metrics: ServingMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        t0 = time.perf_counter()
+
+        async def send_status(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.requests.labels(route, "rest", str(status)).inc()
+            self.metrics.request_seconds.labels(route, "rest").observe(time.perf_counter() - t0)

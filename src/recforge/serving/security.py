@@ -19,7 +19,12 @@ import ipaddress
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import HTTPException, Request, Security
+from fastapi.security import APIKeyHeader
 
 from recforge.exceptions import ConfigError, RecforgeError
 
@@ -182,3 +187,64 @@ def client_id(key: str | None, peer: str | None) -> str:
     if key:
         return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
     return "ip:" + (peer or "?")
+
+
+# ---------------------------------------------------------------------------- HTTP glue
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
+
+
+def require(kind: str) -> Callable[..., str | None]:
+    """A FastAPI dependency: the request needs a key of ``kind`` (per the app's
+    ``state.access``); 401 without a valid key, 403 with one of a lower kind."""
+    if kind not in _RANK:
+        raise ValueError(kind)
+
+    def dependency(request: Request, _key: str | None = Security(_api_key_header)) -> str | None:
+        access: AccessPolicy | None = getattr(request.app.state, "access", None)
+        if access is None:
+            settings = getattr(request.app.state, "settings", None)
+            access = AccessPolicy(ApiKeys(), host=getattr(settings, "host", "127.0.0.1"))
+        try:
+            return access.authorize(kind, presented_key(request.headers))
+        except AuthError as e:
+            headers = {"WWW-Authenticate": "ApiKey"} if e.status == 401 else None
+            raise HTTPException(e.status, str(e), headers=headers) from None
+
+    dependency.__name__ = f"require_{kind}_key"
+    return dependency
+
+
+class RateLimit:
+    """ASGI middleware: 429 with ``Retry-After`` once a client (API key, else address)
+    exceeds the limiter; health checks are never limited."""
+
+    def __init__(self, app: Any, limiter: RateLimiter, exempt: tuple[str, ...] = ("/health/",)):
+        self.app, self.limiter, self.exempt = app, limiter, exempt
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or self.limiter.rate == 0 or path.startswith(self.exempt):
+            await self.app(scope, receive, send)
+            return
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1")
+            for k, v in scope.get("headers") or []
+            if k.lower() in (b"x-api-key", b"authorization")
+        }
+        peer = (scope.get("client") or (None,))[0]
+        wait = self.limiter.allow(client_id(presented_key(headers), peer))
+        if wait <= 0:
+            await self.app(scope, receive, send)
+            return
+        body = b'{"detail":"rate limit exceeded; retry after the Retry-After seconds"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 429,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"retry-after", str(max(1, math.ceil(wait))).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
