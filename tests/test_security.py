@@ -90,7 +90,8 @@ def test_metrics_follow_the_version_manager(tmp_path):
     mx = ServingMetrics()
     write_fake(tmp_path / "m" / "1", 1)
     write_fake(tmp_path / "m" / "2", 2, nan=True)
-    m = VersionManager(VersionSource(tmp_path), FakeLoader(), on_event=mx.on_version_event)
+    m = VersionManager(VersionSource(tmp_path), FakeLoader())
+    mx.watch_versions(m)
     m.sync()
     text = mx.render().decode()
     assert 'recforge_model_versions_loaded{model="m"} 1.0' in text

@@ -126,7 +126,7 @@ class GroupCommitWriter:
         self._commit = commit
         self.max_batch = max_batch
         self.max_pending = max_pending
-        self._on_commit = on_commit
+        self.on_commit = on_commit
         self._q: queue.Queue[tuple[list[Event], Future] | None] = queue.Queue()
         self._pending = 0
         self._pending_lock = threading.Lock()
@@ -191,8 +191,8 @@ class GroupCommitWriter:
             self.commits += 1
             self.events_committed += n
             self.last_commit_s = dt
-            if self._on_commit is not None:
-                self._on_commit(n, dt)
+            if self.on_commit is not None:
+                self.on_commit(n, dt)
             i = 0
             for evs, fut in batch:
                 f = flags[i : i + len(evs)]
@@ -245,6 +245,10 @@ class GroupCommitStore:
             "events_committed": w.events_committed,
             "last_commit_seconds": w.last_commit_s,
         }
+
+    def observe_commits(self, hook: Callable[[int, float], None]) -> None:
+        """Call ``hook(n_events, seconds)`` after each COMMIT (metrics)."""
+        self._writer.on_commit = hook
 
     def close(self) -> None:
         self._writer.close()

@@ -92,15 +92,25 @@ class ServingMetrics:
             registry=r,
         )
 
+    def watch_versions(self, manager) -> None:
+        """Follow a VersionManager: its events update the version metrics from now on."""
+        self._manager = manager
+        manager.on_event = self.on_version_event
+        for entry in manager.describe():
+            self._count_available(entry["name"])
+
+    def _count_available(self, name: str) -> None:
+        m = getattr(self, "_manager", None)
+        if m is not None:
+            self.versions_loaded.labels(name).set(m.available_count(name))
+
     def on_version_event(self, event: str, rec) -> None:
         """The version manager's ``on_event`` hook (``rec``: its VersionRecord)."""
         if event == "loaded":
-            self.versions_loaded.labels(rec.name).inc()
             self.load_seconds.labels(rec.name).observe(rec.load_seconds or 0.0)
-        elif event == "unloaded":
-            self.versions_loaded.labels(rec.name).dec()
         elif event == "failed":
             self.load_failures.labels(rec.name).inc()
+        self._count_available(rec.name)
 
     def on_commit(self, n_events: int, seconds: float) -> None:
         """The feedback writer's ``on_commit`` hook."""

@@ -269,7 +269,7 @@ class VersionManager:
         self.warmup_budget_s = warmup_budget_s
         self._policies: dict[str, Policy] = dict(policies or {})
         self._schemas: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (schemas or {}).items()}
-        self._on_event = on_event
+        self.on_event = on_event
         self._records: dict[str, dict[int, VersionRecord]] = {}
         self._labels: dict[str, dict[str, int]] = {}
         self._pinned: dict[str, set[int]] = {}  # explicit load(): kept besides the policy
@@ -342,6 +342,11 @@ class VersionManager:
                     }
                 )
             return out
+
+    def available_count(self, name: str) -> int:
+        """How many versions of ``name`` are available now."""
+        route = self._routes.get(name)
+        return len(route.by_version) if route else 0
 
     def ready(self) -> bool:
         """At least one version of every configured name (of every name seen) available."""
@@ -646,9 +651,9 @@ class VersionManager:
         self._routes = routes
 
     def _emit(self, event: str, rec: VersionRecord) -> None:
-        if self._on_event is not None:
+        if self.on_event is not None:
             try:
-                self._on_event(event, rec)
+                self.on_event(event, rec)
             except Exception:  # metrics must never break a load
                 log.exception("version event hook failed")
 
