@@ -9,8 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from recforge.exceptions import ArtifactError
 from recforge.serving.repository import MARKER
+from tests.serving_fixtures import build_tiny_bundle
 
 SCHEMA = {"user_id": "str", "item_id": "int", "context": []}
 
@@ -75,3 +78,50 @@ class FakeLoader:
 
     def warmup(self, servable: FakeServable) -> list[float]:
         return servable.warmup()
+
+
+# ---------------------------------------------------------------------------- real bundles
+def set_bundle_version(bundle: Path, version: str) -> None:
+    """Give a copy its own manifest version (bundle.json is the manifest, not checksummed),
+    so that responses show which copy answered."""
+    m = json.loads((bundle / "bundle.json").read_text())
+    m["version"] = version
+    (bundle / "bundle.json").write_text(json.dumps(m, indent=2))
+
+
+def resign(bundle: Path, rel: str) -> None:
+    """After editing ``rel`` inside a part: refresh its checksum in the part's manifest and in
+    bundle.json, as a forger would, so that only the content checks can catch it."""
+    from recforge.artifacts import sha256_file
+
+    part = bundle / Path(rel).parent
+    pm = json.loads((part / "manifest.json").read_text())
+    pm["files"][Path(rel).name] = sha256_file(bundle / rel)
+    (part / "manifest.json").write_text(json.dumps(pm))
+    m = json.loads((bundle / "bundle.json").read_text())
+    m["files"][rel] = sha256_file(bundle / rel)
+    m["files"][(Path(rel).parent / "manifest.json").as_posix()] = sha256_file(
+        part / "manifest.json"
+    )
+    (bundle / "bundle.json").write_text(json.dumps(m))
+
+
+def edit_weights(bundle: Path, rel: str, fn) -> None:
+    """Rewrite the safetensors file ``rel`` through ``fn(dict of arrays) -> dict``, re-signed."""
+    from safetensors.numpy import load_file, save_file
+
+    arrays = fn(dict(load_file(str(bundle / rel))))
+    save_file(arrays, str(bundle / rel))
+    resign(bundle, rel)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """One tiny real bundle per test session (import this fixture into a test module)."""
+    return build_tiny_bundle(tmp_path_factory.mktemp("tiny-bundle") / "bundle")  # DeepFM ranker
+
+
+@pytest.fixture(scope="session")
+def tiny_recall_bundle(tmp_path_factory) -> Path:
+    """The same without a ranker: a server process over it starts without importing torch."""
+    return build_tiny_bundle(tmp_path_factory.mktemp("tiny-recall") / "bundle", ranker=False)

@@ -34,6 +34,7 @@ import click
 
 from recforge.cli.index_cmd import index as index_group
 from recforge.cli.serve_cmd import bundle as bundle_group
+from recforge.cli.serve_cmd import publish as publish_command
 from recforge.cli.serve_cmd import serve as serve_command
 from recforge.exceptions import RecforgeError
 
@@ -248,11 +249,30 @@ def describe(inter) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- models
-@main.command("models")
-@click.argument("name", required=False)
+class _ModelsGroup(click.Group):
+    """``recforge models [NAME]`` describes models; ``recforge models publish`` publishes a
+    bundle. Any word that is not a subcommand is a model name."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None:
+            return cmd
+        return click.Command(
+            cmd_name, callback=lambda: list_models(cmd_name), add_help_option=False
+        )
+
+
+@main.group("models", cls=_ModelsGroup, invoke_without_command=True)
+@click.pass_context
+def models_group(ctx: click.Context) -> None:
+    """Every registered model with its kind and when to use it; ``models NAME``: that
+    model's parameters (type, default, description); ``models publish SRC ROOT/NAME``: copy a
+    bundle into a model repository as its next version."""
+    if ctx.invoked_subcommand is None:
+        list_models(None)
+
+
 def list_models(name: str | None) -> None:
-    """Every registered model with its kind and when to use it; with NAME, that model's
-    parameters (type, default, description)."""
     from recforge import models as registry
     from recforge.models.params import param_specs, when_to_use
 
@@ -512,6 +532,7 @@ def _print_metrics(metrics: dict) -> None:
 main.add_command(index_group)
 main.add_command(bundle_group)
 main.add_command(serve_command)
+models_group.add_command(publish_command)
 
 
 # ---------------------------------------------------------------------------- bench

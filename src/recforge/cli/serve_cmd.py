@@ -76,6 +76,13 @@ def bundle_info(path: str) -> None:
     help="Bundle directory to serve (`recforge bundle build` writes one).",
 )
 @click.option(
+    "--models",
+    "models_root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Model repository ROOT/<name>/<version>/ (hot reload; `recforge models publish`).",
+)
+@click.option(
     "--demo", is_flag=True, help="Serve a demo bundle on synthetic data (built if missing)."
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address.")
@@ -106,8 +113,44 @@ def bundle_info(path: str) -> None:
     type=click.IntRange(1),
     help="Largest request body in bytes (413 above).",
 )
+@click.option(
+    "--policy",
+    default="latest",
+    show_default=True,
+    help="Version policy with --models: latest, latest:N or specific:V1,V2.",
+)
+@click.option(
+    "--poll-interval", default=2.0, show_default=True, type=float, help="Seconds between scans."
+)
+@click.option(
+    "--memory-budget-mb",
+    default=None,
+    type=float,
+    help="Loaded versions (size on disk) may not exceed this; a load beyond it is refused.",
+)
+@click.option(
+    "--warmup-budget-ms",
+    default=2000.0,
+    show_default=True,
+    type=float,
+    help="A version whose warm-up is slower never takes traffic.",
+)
+@click.option(
+    "--feedback",
+    "feedback_url",
+    default=None,
+    help="Feedback store: sqlite://PATH[?synchronous=NORMAL] or postgresql://...",
+)
+@click.option(
+    "--rate-limit",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Requests/s per client (API key, else address); 0: no limit.",
+)
 def serve(
     bundle_dir: str | None,
+    models_root: str | None,
     demo: bool,
     host: str,
     port: int,
@@ -115,15 +158,25 @@ def serve(
     workers: int,
     threads: int,
     max_body: int,
+    policy: str,
+    poll_interval: float,
+    memory_budget_mb: float | None,
+    warmup_budget_ms: float,
+    feedback_url: str | None,
+    rate_limit: float,
 ) -> None:
-    """Serve a bundle over REST (OpenAPI docs at /docs) and gRPC until interrupted."""
+    """Serve a bundle (or a model repository) over REST (docs at /docs) and gRPC until
+    interrupted. API keys come from RECFORGE_READ_KEYS, RECFORGE_FEEDBACK_KEYS and
+    RECFORGE_ADMIN_KEYS (comma-separated); feedback and admin calls need one."""
     from recforge.exceptions import ConfigError
     from recforge.serving.settings import ServerSettings
 
-    if bool(bundle_dir) == demo:
-        raise ConfigError("serve: give --bundle DIR, or --demo for a demo bundle.")
+    if sum(map(bool, (bundle_dir, models_root, demo))) != 1:
+        raise ConfigError("serve: give --bundle DIR, --models ROOT, or --demo for a demo bundle.")
     if demo:
         bundle_dir = demo_bundle(click.echo)
+    if workers > 1 and (models_root or feedback_url):
+        raise ConfigError("serve: --models and --feedback run in one process; drop --workers.")
     settings = ServerSettings(
         host=host,
         port=port,
@@ -131,8 +184,18 @@ def serve(
         max_body_bytes=max_body,
         threads=threads,
         workers=workers,
-    )
-    run_server(bundle_dir, settings, echo=click.echo)
+        models_root=models_root,
+        version_policy=policy,
+        poll_interval_s=poll_interval,
+        memory_budget_mb=memory_budget_mb,
+        warmup_budget_ms=warmup_budget_ms,
+        feedback_url=feedback_url,
+        rate_limit_rps=rate_limit,
+    ).with_env_keys()
+    if models_root:
+        run_repository(settings, echo=click.echo)
+    else:
+        run_server(bundle_dir, settings, echo=click.echo)
 
 
 def demo_bundle(echo=click.echo, out: str = "runs/demo-bundle") -> str:
@@ -155,13 +218,7 @@ def demo_bundle(echo=click.echo, out: str = "runs/demo-bundle") -> str:
 
 def run_server(bundle_dir: str, settings, echo=click.echo) -> None:
     """Load, warm up and serve ``bundle_dir`` (REST in the foreground, gRPC beside it)."""
-    import os
-
-    import uvicorn
-
-    from recforge.serving.app import create_app
     from recforge.serving.core import Recommender
-    from recforge.serving.grpc_server import create_grpc_server
     from recforge.serving.settings import apply_threads
     from recforge.serving.source import SingleBundle
 
@@ -169,6 +226,57 @@ def run_server(bundle_dir: str, settings, echo=click.echo) -> None:
     apply_threads(settings.threads)
     warm = rec.warmup()
     source = SingleBundle(rec)
+    serve_source(
+        source,
+        settings,
+        f"serving bundle {rec.bundle.version} from {bundle_dir} (warm-up {warm['known_ms']:.1f} ms)",
+        curl_line(settings, rec),
+        echo=echo,
+        bundle_dir=bundle_dir,
+    )
+
+
+def run_repository(settings, echo=click.echo) -> None:
+    """Serve every model under ``settings.models_root``: the version manager and its
+    watcher (hot reload), feedback and keys; stops the watcher and the store at exit."""
+    from recforge.serving.feedback import open_store
+    from recforge.serving.repository import open_repository
+    from recforge.serving.settings import apply_threads
+
+    apply_threads(settings.threads)
+    manager, watcher = open_repository(settings)
+    store = open_store(settings.feedback_url) if settings.feedback_url else None
+    names = ", ".join(
+        f"{e['name']} v{e['default_version']}" if e["default_version"] else f"{e['name']} (none)"
+        for e in manager.describe()
+    )
+    try:
+        serve_source(
+            manager,
+            settings,
+            f"serving the model repository {settings.models_root}: {names or 'no model yet'}",
+            None,
+            echo=echo,
+            feedback=store,
+        )
+    finally:
+        watcher.stop()
+        if store is not None:
+            store.close()
+
+
+def serve_source(
+    source, settings, banner: str, curl: str | None, echo=click.echo, bundle_dir=None, feedback=None
+) -> None:
+    """REST in the foreground (gRPC beside it) over ``source`` until interrupted."""
+    import os
+
+    import uvicorn
+
+    from recforge.serving.app import create_app
+    from recforge.serving.grpc_server import create_grpc_server
+
+    app = create_app(source, settings, feedback)  # refuses an unsafe bind before listening
     grpc_server = None
     if settings.grpc_port:
         grpc_server = create_grpc_server(
@@ -176,14 +284,12 @@ def run_server(bundle_dir: str, settings, echo=click.echo) -> None:
         )
         grpc_server.start()
     if not settings.loopback:
-        echo(
-            f"warning: binding {settings.host}, not loopback: anyone who can reach it can call it."
-        )
+        echo(f"binding {settings.host}, not loopback: every request needs an API key.")
     echo(
-        f"serving bundle {rec.bundle.version} from {bundle_dir} (warm-up {warm['known_ms']:.1f} ms)\n"
+        f"{banner}\n"
         f"  REST  http://{settings.host}:{settings.port}  (docs: /docs)\n"
         + (f"  gRPC  {settings.host}:{settings.grpc_port}\n" if grpc_server else "")
-        + f"  try:  {curl_line(settings, rec)}"
+        + (f"  try:  {curl}" if curl else "")
     )
     sys.stdout.flush()
     try:
@@ -191,6 +297,8 @@ def run_server(bundle_dir: str, settings, echo=click.echo) -> None:
             os.environ["RECFORGE_BUNDLE"] = str(bundle_dir)
             os.environ["RECFORGE_MAX_BODY"] = str(settings.max_body_bytes)
             os.environ["RECFORGE_THREADS"] = str(settings.threads)
+            os.environ["RECFORGE_HOST"] = settings.host  # workers check keys as the parent did
+            os.environ["RECFORGE_RATE_LIMIT"] = str(settings.rate_limit_rps)
             uvicorn.run(
                 "recforge.serving.app:app_from_env",
                 factory=True,
@@ -201,7 +309,7 @@ def run_server(bundle_dir: str, settings, echo=click.echo) -> None:
             )
         else:
             uvicorn.run(
-                create_app(source, settings),
+                app,
                 host=settings.host,
                 port=settings.port,
                 log_level="warning",
@@ -209,6 +317,22 @@ def run_server(bundle_dir: str, settings, echo=click.echo) -> None:
     finally:
         if grpc_server is not None:
             grpc_server.stop(grace=1.0)
+
+
+@click.command("publish")
+@click.argument("src", type=click.Path(exists=True, file_okay=False))
+@click.argument("dest", type=click.Path(file_okay=False))
+def publish(src: str, dest: str) -> None:
+    """Copy bundle SRC into the model repository as DEST=ROOT/NAME's next version.
+
+    SRC is verified first (every file checksummed); the copy is written beside the versions
+    and renamed into place with its READY marker, so a running server never sees half of it.
+    """
+    from recforge.serving.bundle import verify_bundle
+    from recforge.serving.repository import publish as publish_version
+
+    final = publish_version(src, dest, verify=verify_bundle)
+    click.echo(f"published {src} as {final} (version {final.name})")
 
 
 def curl_line(settings, rec) -> str:

@@ -15,13 +15,21 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from recforge.exceptions import ArtifactError, ConfigError, DataError, UnknownIdError
+from recforge.serving.feedback import EventStore
+from recforge.serving.repository import NoServableError
 from recforge.serving.settings import ServerSettings
 from recforge.serving.source import ModelNotFound, RecommenderSource
 
 
-def create_app(source: RecommenderSource, settings: ServerSettings | None = None) -> FastAPI:
-    """The FastAPI app serving ``source``."""
+def create_app(
+    source: RecommenderSource,
+    settings: ServerSettings | None = None,
+    feedback: EventStore | None = None,
+) -> FastAPI:
+    """The FastAPI app serving ``source`` (a SingleBundle or the model repository's
+    VersionManager); ``feedback``: the event store behind POST /v1/feedback."""
     from recforge import __version__
+    from recforge.serving.operations import READ, install
     from recforge.serving.routers import health, models, recommend
 
     settings = settings or ServerSettings()
@@ -33,8 +41,10 @@ def create_app(source: RecommenderSource, settings: ServerSettings | None = None
     app.state.source = source
     app.state.settings = settings
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    for router in (recommend.router, models.router, health.router):
-        app.include_router(router)
+    for router in (recommend.router, models.router):
+        app.include_router(router, dependencies=READ)  # a read key where one is required
+    app.include_router(health.router)
+    install(app, settings, feedback)  # keys, rate limits, metrics, feedback, admin
     _error_handlers(app)
     return app
 
@@ -59,6 +69,10 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ModelNotFound)
     async def no_model(_: Request, e: ModelNotFound) -> JSONResponse:
         return _error(404, "model", str(e), "not_found")
+
+    @app.exception_handler(NoServableError)
+    async def no_servable(_: Request, e: NoServableError) -> JSONResponse:
+        return _error(e.status, "model", str(e), "not_found" if e.status == 404 else "unavailable")
 
     @app.exception_handler(ConfigError)
     async def config_error(_: Request, e: ConfigError) -> JSONResponse:
@@ -133,9 +147,11 @@ def app_from_env() -> FastAPI:
     from recforge.serving.settings import apply_threads
 
     settings = ServerSettings(
+        host=os.environ.get("RECFORGE_HOST", "127.0.0.1"),  # the bind decides if keys are needed
         max_body_bytes=int(os.environ.get("RECFORGE_MAX_BODY", 256 * 1024)),
         threads=int(os.environ.get("RECFORGE_THREADS", 1)),
-    )
+        rate_limit_rps=float(os.environ.get("RECFORGE_RATE_LIMIT", 0)),
+    ).with_env_keys()
     rec = Recommender.load(bundle)
     apply_threads(settings.threads)
     rec.warmup()

@@ -40,6 +40,7 @@ MANIFEST = "bundle.json"
 FORMAT = "recforge.bundle"
 FORMAT_VERSION = 1
 SOURCES = ("user_id", "item_id", "user", "item", "context")
+READY_MARKER = "READY"  # written last by `recforge models publish` (serving/repository.py)
 
 
 @dataclass
@@ -251,7 +252,7 @@ def verify_bundle(path: str | Path) -> dict[str, Any]:
     for part in [p for p in parts if p]:
         safe_name(part, what="part", where=path / MANIFEST)
     verify_files(path, files, required=(), where=path / MANIFEST)
-    listed = set(files) | {MANIFEST}
+    listed = set(files) | {MANIFEST, READY_MARKER}  # the model repository's marker
     for f in path.rglob("*"):
         if f.is_file() and f.relative_to(path).as_posix() not in listed:
             raise ArtifactError(f"{f}: not listed in bundle.json; the bundle was modified.")

@@ -53,16 +53,26 @@ import numpy as np
 
 from recforge.artifacts import atomic_dir
 from recforge.exceptions import ConfigError, RecforgeError
+from recforge.serving.bundle import READY_MARKER
 
 log = logging.getLogger(__name__)
 
-MARKER = "READY"
+MARKER = READY_MARKER  # the one name, defined beside the bundle check that allows it
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 LABELS = ("stable", "canary")
 
 
 class NoServableError(RecforgeError, LookupError):
-    """No available version answers for the name/version/label asked."""
+    """No available version answers for the name/version/label asked. ``status``: 503 when
+    the name exists but no version of it is available (yet); 404 for a name, version or
+    label that does not exist; 409 for an admin call on a version in the wrong state."""
+
+    def __init__(self, message: str, status: int = 503) -> None:
+        self.status = status
+        super().__init__(message)
+
+    def __str__(self) -> str:  # LookupError would repr() the message
+        return str(self.args[0])
 
 
 class State(enum.StrEnum):
@@ -181,7 +191,8 @@ class Loader(Protocol):
 
 
 class BundleLoader:
-    """The production loader: a serving bundle through :class:`recforge.serving.core.Recommender`."""
+    """The production loader: a serving bundle through :class:`recforge.serving.core.Recommender`
+    (``load_bundle`` verifies every file of every part before anything is built)."""
 
     def load(self, path: Path) -> Any:
         from recforge.serving.core import Recommender
@@ -189,11 +200,21 @@ class BundleLoader:
         return Recommender.load(path)
 
     def schema(self, servable: Any) -> dict[str, Any]:
+        """What a client depends on: each ranker field's source (user/item/context), the
+        context fields a request may send, the item fields it may filter on, the id types."""
         info = servable.info()
-        return dict(info.get("schema", {})) if isinstance(info, Mapping) else {}
+        return {
+            "fields": {k: v.get("source") for k, v in sorted(info.get("fields", {}).items())},
+            "context_fields": sorted(info.get("context_fields", [])),
+            "filter_fields": sorted(info.get("filter_fields", [])),
+            "ids": dict(getattr(servable, "_id_kind", {})),
+        }
 
     def warmup(self, servable: Any) -> Any:
-        return servable.warmup()
+        """A known and a cold user (``Recommender.warmup`` raises on a non-finite score),
+        then the cold user's scores for the gate's own finiteness check."""
+        servable.warmup()
+        return servable.recommend("__recforge_warmup__", k=10).scores
 
 
 # ---------------------------------------------------------------------------- the manager
@@ -296,8 +317,10 @@ class VersionManager:
                 rec = route.by_label.get(label)
             else:
                 rec = route.default
-        if rec is None:
-            raise NoServableError(self._why_none(name, version, label))
+        if rec is None:  # 503: the name exists, nothing of it serves yet; 404: no such target
+            known = name in self._records or (self.names is not None and name in self.names)
+            waiting = known and version is None and label is None
+            raise NoServableError(self._why_none(name, version, label), 503 if waiting else 404)
         return rec
 
     @contextlib.contextmanager
@@ -395,7 +418,7 @@ class VersionManager:
             with self._lock:
                 rec = self._records.get(name, {}).get(version)
                 if rec is None or rec.state is not State.AVAILABLE:
-                    raise NoServableError(f"{name} version {version} is not loaded.")
+                    raise NoServableError(f"{name} version {version} is not loaded.", 409)
                 others = [
                     r
                     for r in self._records[name].values()
@@ -459,7 +482,8 @@ class VersionManager:
             known = self.names if self.names is not None else sorted(self._routes)
             if len(known) != 1:
                 raise NoServableError(
-                    f"several models are served ({', '.join(known) or 'none yet'}); name one."
+                    f"several models are served ({', '.join(known) or 'none yet'}); name one.",
+                    404 if known else 503,
                 )
             name = known[0]
         if "@" in name:
@@ -543,16 +567,20 @@ class VersionManager:
         disk = self.source.scan().get(name, {})
         dv = disk.get(version)
         if dv is None:
-            raise NoServableError(f"{name} version {version}: no such directory under the root.")
+            raise NoServableError(
+                f"{name} version {version}: no such directory under the root.", 404
+            )
         if not dv.complete:
-            raise NoServableError(f"{name} version {version}: incomplete (no {MARKER} marker).")
+            raise NoServableError(
+                f"{name} version {version}: incomplete (no {MARKER} marker).", 409
+            )
         with self._lock:
             r = self._records.get(name, {}).get(version)
             if r is not None and r.state is State.FAILED:
                 del self._records[name][version]
         rec = self._load_one(dv)
         if rec.state is not State.AVAILABLE:
-            raise NoServableError(f"{name} version {version} failed to load: {rec.reason}")
+            raise NoServableError(f"{name} version {version} failed to load: {rec.reason}", 409)
 
     def _load_one(self, dv: DiskVersion) -> VersionRecord:
         rec = VersionRecord(dv.name, dv.version, dv.path, dv.size_bytes, State.LOADING)
@@ -670,6 +698,17 @@ def _schema_diff(expected: dict[str, Any], got: dict[str, Any]) -> str:
     return "; ".join(parts) or "differs"
 
 
+@contextlib.contextmanager
+def lease(source: Any, name: str | None = None) -> Iterator[Any]:
+    """The servable of ``source`` for one request: a lease where the source has them (the
+    VersionManager: the version cannot finish unloading mid-request), else ``get``."""
+    if hasattr(source, "lease"):
+        with source.lease(name) as servable:
+            yield servable
+    else:
+        yield source.get(name)
+
+
 # ---------------------------------------------------------------------------- the watcher
 class Watcher:
     """Polls the source every ``interval_s`` and syncs the manager, until ``stop``."""
@@ -700,6 +739,22 @@ class Watcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+
+
+def open_repository(settings: Any) -> tuple[VersionManager, Watcher]:
+    """The manager over ``settings.models_root`` (policy, budgets from the ServerSettings),
+    synced once, and its started watcher."""
+    mb = settings.memory_budget_mb
+    manager = VersionManager(
+        VersionSource(settings.models_root),
+        BundleLoader(),
+        names=list(settings.model_names) if settings.model_names else None,
+        default_policy=Policy.parse(settings.version_policy),
+        memory_budget_bytes=None if mb is None else int(mb * 2**20),
+        warmup_budget_s=settings.warmup_budget_ms / 1000,
+    )
+    manager.sync()
+    return manager, Watcher(manager, settings.poll_interval_s).start()
 
 
 # ---------------------------------------------------------------------------- publish

@@ -39,6 +39,16 @@ class FeedbackResponse(BaseModel):
     duplicates: int
 
 
+def stored_history(request: Request, user: object, given: list) -> list:
+    """The user's stored feedback history (oldest first) followed by the request's own
+    ``history``: accepted events take effect on the next request."""
+    store = getattr(request.app.state, "feedback", None)
+    if store is None:
+        return list(given)
+    limit = getattr(request.app.state, "feedback_history", 50)
+    return [*store.history(str(user), limit=limit), *given] if limit else list(given)
+
+
 @router.post(
     "/feedback", response_model=FeedbackResponse, dependencies=[Depends(require("feedback"))]
 )

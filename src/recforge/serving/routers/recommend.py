@@ -9,6 +9,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from recforge.serving.repository import lease
+from recforge.serving.routers.feedback import stored_history
 from recforge.serving.schemas import (
     RecommendRequest,
     RecommendResponse,
@@ -24,27 +26,28 @@ router = APIRouter(prefix="/v1", tags=["recommend"])
 @router.post("/recommend", response_model=RecommendResponse)
 def recommend(body: RecommendRequest, request: Request) -> JSONResponse:
     """The funnel for one user: recall, filters, rank, re-rank, top-k."""
-    rec = request.app.state.source.get(body.model)
-    out = rec.recommend(
-        body.user,
-        k=body.k,
-        history=body.history,
-        context=body.context,
-        filters=body.filters,
-        exclude=body.exclude,
-        explain=body.explain,
-    ).to_dict()
+    with lease(request.app.state.source, body.model) as rec:  # in flight: this version
+        out = rec.recommend(
+            body.user,
+            k=body.k,
+            history=stored_history(request, body.user, body.history),
+            context=body.context,
+            filters=body.filters,
+            exclude=body.exclude,
+            explain=body.explain,
+        ).to_dict()
     return JSONResponse(out)
 
 
 @router.post("/score", response_model=ScoreResponse)
 def score(body: ScoreRequest, request: Request) -> JSONResponse:
     """Ranker scores of the caller's candidates for a user, in the order given."""
-    rec = request.app.state.source.get(body.model)
-    return JSONResponse(rec.score(body.user, body.items, context=body.context))
+    with lease(request.app.state.source, body.model) as rec:
+        return JSONResponse(rec.score(body.user, body.items, context=body.context))
 
 
 @router.post("/similar", response_model=SimilarResponse)
 def similar(body: SimilarRequest, request: Request) -> JSONResponse:
     """Items like an item."""
-    return JSONResponse(request.app.state.source.get(body.model).similar(body.item, k=body.k))
+    with lease(request.app.state.source, body.model) as rec:
+        return JSONResponse(rec.similar(body.item, k=body.k))
