@@ -147,3 +147,53 @@ def test_rate_limit_and_bind_refusal(tiny_bundle, tmp_path):  # noqa: F811
     with pytest.raises(ConfigError, match="refusing to bind"):
         create_app(manager, ServerSettings(host="0.0.0.0"))
     create_app(manager, ServerSettings(host="0.0.0.0", **KEYS))
+
+
+def test_grpc_keys_and_feedback_twin(served, tmp_path):
+    import grpc
+
+    from recforge.serving.demo import free_port
+    from recforge.serving.grpc_server import create_grpc_server
+    from recforge.serving.protos import recforge_pb2 as pb
+    from recforge.serving.protos import recforge_pb2_grpc as pb_grpc
+
+    client, manager, _ = served
+    app = client.app
+    port = free_port()
+    server = create_grpc_server(manager, port, access=app.state.access, feedback=app.state.feedback)
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.RecommenderStub(channel)
+            assert stub.Health(pb.HealthRequest(), timeout=10).ready  # no key needed
+            with pytest.raises(grpc.RpcError) as e:
+                stub.Recommend(pb.RecommendRequest(user="g1", k=5), timeout=10)
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            before = stub.Recommend(
+                pb.RecommendRequest(user="g1", k=5), metadata=[("x-api-key", R)], timeout=10
+            )
+            ev = pb.FeedbackEvent(user="g1", item=before.items[0].item, type="click", key="g-1")
+            with pytest.raises(grpc.RpcError) as e:
+                stub.Feedback(
+                    pb.FeedbackRequest(events=[ev]), metadata=[("x-api-key", R)], timeout=10
+                )
+            assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            for expected in (1, 0):  # the retry is a duplicate
+                r = stub.Feedback(
+                    pb.FeedbackRequest(events=[ev]), metadata=[("x-api-key", F)], timeout=10
+                )
+                assert (r.stored, r.duplicates) == (expected, 1 - expected)
+            after = stub.Recommend(
+                pb.RecommendRequest(user="g1", k=5), metadata=[("x-api-key", R)], timeout=10
+            )
+            assert before.items[0].item not in [it.item for it in after.items]
+            bad = pb.FeedbackEvent(user="g1", item="1", type="boom")
+            with pytest.raises(grpc.RpcError) as e:
+                stub.Feedback(
+                    pb.FeedbackRequest(events=[bad]), metadata=[("x-api-key", F)], timeout=10
+                )
+            assert (
+                e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'type'" in e.value.details()
+            )
+    finally:
+        server.stop(grace=None)

@@ -280,7 +280,13 @@ def serve_source(
     grpc_server = None
     if settings.grpc_port:
         grpc_server = create_grpc_server(
-            source, settings.grpc_port, settings.host, max_message_bytes=settings.max_body_bytes
+            source,
+            settings.grpc_port,
+            settings.host,
+            max_message_bytes=settings.max_body_bytes,
+            access=app.state.access,  # the same keys as REST
+            feedback=feedback,
+            feedback_history=settings.feedback_history,
         )
         grpc_server.start()
     if not settings.loopback:

@@ -366,6 +366,16 @@ class SQLiteEventStore(GroupCommitStore):
         return {**super().stats(), "synchronous": self.synchronous}
 
 
+def with_stored_history(
+    store: EventStore | None, user: object, given: Sequence, limit: int
+) -> list:
+    """The user's stored history (oldest first, the last ``limit``) followed by a request's own
+    ``history``: what makes accepted feedback take effect on the next request."""
+    if store is None or limit <= 0:
+        return list(given)
+    return [*store.history(str(user), limit=limit), *given]
+
+
 def open_store(url: str, **kw: Any) -> EventStore:
     """``sqlite://PATH?synchronous=NORMAL`` (``sqlite:///var/fb.db`` is /var/fb.db; a bare path
     works too) or ``postgresql://...``."""

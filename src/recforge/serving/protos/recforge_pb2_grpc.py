@@ -59,6 +59,11 @@ class RecommenderStub:
                 request_serializer=recforge_dot_serving_dot_protos_dot_recforge__pb2.HealthRequest.SerializeToString,
                 response_deserializer=recforge_dot_serving_dot_protos_dot_recforge__pb2.HealthResponse.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/recforge.v1.Recommender/Feedback',
+                request_serializer=recforge_dot_serving_dot_protos_dot_recforge__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=recforge_dot_serving_dot_protos_dot_recforge__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class RecommenderServicer:
@@ -94,6 +99,13 @@ class RecommenderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """Append feedback events; answered after they are durable (metadata x-api-key: a feedback key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommenderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +133,11 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.Health,
                     request_deserializer=recforge_dot_serving_dot_protos_dot_recforge__pb2.HealthRequest.FromString,
                     response_serializer=recforge_dot_serving_dot_protos_dot_recforge__pb2.HealthResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=recforge_dot_serving_dot_protos_dot_recforge__pb2.FeedbackRequest.FromString,
+                    response_serializer=recforge_dot_serving_dot_protos_dot_recforge__pb2.FeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +275,33 @@ class Recommender:
             '/recforge.v1.Recommender/Health',
             recforge_dot_serving_dot_protos_dot_recforge__pb2.HealthRequest.SerializeToString,
             recforge_dot_serving_dot_protos_dot_recforge__pb2.HealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recforge.v1.Recommender/Feedback',
+            recforge_dot_serving_dot_protos_dot_recforge__pb2.FeedbackRequest.SerializeToString,
+            recforge_dot_serving_dot_protos_dot_recforge__pb2.FeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-from recforge.serving.feedback import EVENT_TYPES, Event, OverloadedError
+from recforge.serving.feedback import EVENT_TYPES, Event, OverloadedError, with_stored_history
 from recforge.serving.security import require
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
@@ -42,11 +42,10 @@ class FeedbackResponse(BaseModel):
 def stored_history(request: Request, user: object, given: list) -> list:
     """The user's stored feedback history (oldest first) followed by the request's own
     ``history``: accepted events take effect on the next request."""
-    store = getattr(request.app.state, "feedback", None)
-    if store is None:
-        return list(given)
-    limit = getattr(request.app.state, "feedback_history", 50)
-    return [*store.history(str(user), limit=limit), *given] if limit else list(given)
+    state = request.app.state
+    return with_stored_history(
+        getattr(state, "feedback", None), user, given, getattr(state, "feedback_history", 50)
+    )
 
 
 @router.post(
