@@ -224,7 +224,7 @@ def evaluate_ours(
     model.fit(train, label="label", valid=valid)
     fit_s = time.perf_counter() - t0
     p = np.asarray(model.predict_proba(test), dtype=np.float64)
-    hist = getattr(model, "history_", None)
+    hist = getattr(model, "train_history_", None)
     epochs = len(hist.train_loss) if hist is not None else None
     return {
         "auc": metrics.auc(test["label"], p),

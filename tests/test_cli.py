@@ -555,3 +555,9 @@ def test_index_bench_usage_errors(als_dir):
     assert result.exit_code == 2 and "N,D" in result.output
     result = run("index", "bench", "--synthetic", "100,4", "--kinds", "flat,bogus")
     assert result.exit_code == 2 and "bogus" in result.output
+
+
+def test_inspect_missing_column_hint_names_the_option(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("uid,item\nu1,1\n")
+    assert_user_error(run("datasets", "inspect", log), "--user-col", "'uid'")

@@ -130,3 +130,11 @@ def test_cli_threads_option_sets_the_default(monkeypatch):
     res = CliRunner().invoke(main, ["--threads", "3", "models"])
     assert res.exit_code == 0, res.output
     assert threads.default_threads() == 3
+
+
+def test_bpr_asked_for_several_threads_with_a_seed_warns(monkeypatch):
+    monkeypatch.setattr(threads, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="bpr: training with num_threads=2"):
+        models.get("bpr", factors=4, iterations=2, num_threads=2, random_state=0).fit(
+            make_tiny_interactions()
+        )

@@ -207,7 +207,7 @@ def test_torch_ranker_resume_and_determinism(tmp_path):
     ck = str(tmp_path / "ck")
     models.get("deepfm", epochs=2, checkpoint_dir=ck, **params).fit(df)
     resumed = models.get("deepfm", epochs=4, checkpoint_dir=ck, **params).fit(df)
-    assert resumed.history_.resumed_from == 2
+    assert resumed.train_history_.resumed_from == 2
     np.testing.assert_allclose(resumed.predict_proba(df), straight.predict_proba(df), rtol=1e-6)
 
 
@@ -223,7 +223,7 @@ def test_torch_ranker_early_stopping_and_sparse_optimizers():
         batch_size=64,
         sparse=True,
     ).fit(train, valid=valid)
-    h = m.history_
+    h = m.train_history_
     assert h.stopped_early and len(h.valid) < 30
     assert h.best_epoch is not None and h.valid[h.best_epoch]["auc"] == max(
         v["auc"] for v in h.valid

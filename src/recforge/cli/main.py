@@ -207,7 +207,10 @@ def datasets_inspect(
                 p, user_col=user_col, item_col=item_col, skip_bad_rows=skip_bad_rows
             )
     except DataError as e:  # the library's hints name keyword arguments; say the options
+        import re
+
         text = str(e).replace("skip_bad_rows=True", "--skip-bad-rows")
+        text = re.sub(r"\b(user|item)_col=", r"--\1-col", text)
         raise DataError(text.replace("Pass data_dir=", "Pass --data-dir")) from None
     for line in describe(inter):
         click.echo(line)

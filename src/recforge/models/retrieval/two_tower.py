@@ -65,6 +65,7 @@ from recforge.nn.embedding import FeatureEmbedding
 from recforge.nn.inputs import Batch, to_tensors
 from recforge.nn.mlp import MLP
 from recforge.nn.sequence_pool import SequencePooling
+from recforge.threads import ensure_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -317,6 +318,7 @@ class _TwoTower(TorchRetrievalModel):
                     f"per history ({len(histories)} rows) and columns {[f.name for f in self.user_encoder_.fields_]}."
                 )
             side = to_tensors(self.user_encoder_.transform(user_features.reset_index(drop=True)))
+        ensure_torch_threads()
         self.module_.eval()
         with torch.no_grad():
             out = self.module_.user_vectors(None, torch.from_numpy(hist), side)
