@@ -76,7 +76,16 @@ def test_lightgcn_keeps_its_defaults():
 
 
 def test_every_threaded_model_has_num_threads():
-    for name in ("deepfm", "lightgbm", "als", "bpr", "item2vec", "deepwalk", *TORCH_RETRIEVAL):
+    for name in (
+        "deepfm",
+        "lightgbm",
+        "als",
+        "bpr",
+        "ease",
+        "item2vec",
+        "deepwalk",
+        *TORCH_RETRIEVAL,
+    ):
         assert "num_threads" in models.get_class(name).param_names(), name
         assert "workers" not in models.get_class(name).param_names(), name
 

@@ -336,6 +336,10 @@ def train(ctx: click.Context, config_path: str, out: str | None, overwrite: bool
     job = TrainJob.from_yaml(config_path)
     if out:
         job.output = out
+    from recforge.progress import show_progress
+
+    if show_progress(None):  # someone watches: say what is happening before the bars
+        click.echo(f"training {job.model.name} ({config_path}) ...", err=True)
     try:
         result = run_train(job, overwrite=overwrite)
     except ConfigError as e:  # the library's hint, as this command's options

@@ -22,6 +22,7 @@ from recforge.data.interactions import Interactions
 from recforge.exceptions import ConfigError, DataError
 from recforge.models.base import RetrievalModel
 from recforge.models.registry import register
+from recforge.threads import resolve_threads
 from recforge.topk import topk
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class EASE(RetrievalModel):
     l2: the L2 penalty lambda (Steck uses 200-1000 on MovieLens/Netflix-size data).
     weight_col: interaction column used as X's values (None: binary 0/1).
     max_items: refuse to fit above this many items (B is dense, n_items^2 floats).
+    num_threads: BLAS threads for the inverse (None: the ``recforge.threads`` default).
     """
 
     supports_history = True
@@ -56,11 +58,17 @@ class EASE(RetrievalModel):
     smoke_params: ClassVar[dict[str, Any]] = {"l2": 10.0}
 
     def __init__(
-        self, *, l2: float = 500.0, weight_col: str | None = None, max_items: int = 30_000
+        self,
+        *,
+        l2: float = 500.0,
+        weight_col: str | None = None,
+        max_items: int = 30_000,
+        num_threads: int | None = None,
     ) -> None:
         self.l2 = l2
         self.weight_col = weight_col
         self.max_items = max_items
+        self.num_threads = num_threads
 
     def _fit(self, interactions: Interactions) -> None:
         if self.l2 <= 0:
@@ -79,7 +87,10 @@ class EASE(RetrievalModel):
             x = interactions.to_csr(self.user_vocab_, self.item_vocab_, value=self.weight_col)
         x = x.astype(np.float64)
         gram = (x.T @ x).toarray()  # (I, I)
-        self.weights_ = ease_weights(gram, float(self.l2)).astype(np.float32)  # (I, I)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(resolve_threads(self.num_threads), "blas"):
+            self.weights_ = ease_weights(gram, float(self.l2)).astype(np.float32)  # (I, I)
         # X itself when it differs from the 0/1 seen matrix
         self.input_ = x.astype(np.float32).tocsr() if self.weight_col is not None else None
         log.info("ease: %d items, l2=%s", self.n_items, self.l2)
