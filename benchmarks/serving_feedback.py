@@ -166,13 +166,15 @@ def to_markdown(r: dict[str, Any]) -> str:
 
 
 def write_docs(path: str | Path, r: dict[str, Any]) -> None:
-    """Replace (or append) this benchmark's section of the docs file."""
+    """Replace (or append) the section of the docs file that ``r["markdown"]`` starts with
+    (its first line, a ``## `` heading)."""
     path = Path(path)
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     section = r["markdown"]
-    if SECTION in text:
-        start = text.index(SECTION)
-        nxt = text.find("\n## ", start + len(SECTION))
+    heading = section.splitlines()[0]
+    if heading in text:
+        start = text.index(heading)
+        nxt = text.find("\n## ", start + len(heading))
         text = text[:start] + section + ("\n" + text[nxt + 1 :] if nxt != -1 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section

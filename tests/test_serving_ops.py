@@ -118,7 +118,7 @@ def test_admin_labels_rollback_load_unload(served):
 
 def test_metrics_endpoint(served):
     client, _, _ = served
-    client.post("/v1/recommend", json={"user": "u1"}, headers=h(R))
+    client.post("/v1/recommend", json={"user": "u1", "explain": True}, headers=h(R))
     client.post(
         "/v1/feedback", json={"events": [{"user": "u1", "item": 3, "type": "click"}]}, headers=h(F)
     )
@@ -127,6 +127,8 @@ def test_metrics_endpoint(served):
     for needle in (
         'recforge_requests_total{endpoint="/v1/recommend",protocol="rest",status="200"} 1.0',
         "recforge_request_seconds_bucket",
+        'recforge_stage_seconds_count{model="default",stage="core",version="two"} 1.0',
+        'recforge_stage_seconds_count{model="default",stage="recall",version="two"} 1.0',
         'recforge_model_versions_loaded{model="demo"} 1.0',
         "recforge_feedback_commit_seconds_count 1.0",
         "recforge_feedback_queue_depth 0.0",

@@ -92,6 +92,15 @@ class ServingMetrics:
             registry=r,
         )
 
+    def observe_recommend(self, model: str | None, answer: dict, seconds: float) -> None:
+        """A recommend answer: the whole core call as stage ``core`` for its model and
+        version, and each funnel stage when the answer carries a trace (``explain``)."""
+        labels = (model or "default", str(answer.get("version", "")))
+        self.stage_seconds.labels("core", *labels).observe(seconds)
+        for stage, ms in ((answer.get("trace") or {}).get("stage_ms") or {}).items():
+            if stage != "total":
+                self.stage_seconds.labels(stage, *labels).observe(ms / 1000)
+
     def watch_versions(self, manager) -> None:
         """Follow a VersionManager: its events update the version metrics from now on."""
         self._manager = manager

@@ -6,6 +6,8 @@ directly, not validated a second time on the way out.
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -26,6 +28,7 @@ router = APIRouter(prefix="/v1", tags=["recommend"])
 @router.post("/recommend", response_model=RecommendResponse)
 def recommend(body: RecommendRequest, request: Request) -> JSONResponse:
     """The funnel for one user: recall, filters, rank, re-rank, top-k."""
+    t0 = time.perf_counter()
     with lease(request.app.state.source, body.model) as rec:  # in flight: this version
         out = rec.recommend(
             body.user,
@@ -36,6 +39,7 @@ def recommend(body: RecommendRequest, request: Request) -> JSONResponse:
             exclude=body.exclude,
             explain=body.explain,
         ).to_dict()
+    request.app.state.metrics.observe_recommend(body.model, out, time.perf_counter() - t0)
     return JSONResponse(out)
 
 

@@ -1,0 +1,194 @@
+"""Recommend latency while new versions load beside the serving one, against steady state.
+
+The bundle is ``benchmarks.serving_latency``'s (three recall channels, one through Faiss
+HNSW, DeepFM over the top 200), built at ``SIZE``. ``recforge serve --models ROOT`` runs in
+its own process on loopback (watcher polling every 0.2 s); the load generator in this one
+sends REST recommends open-loop (latency from the scheduled send time) at ``RATE``/s:
+``SECONDS`` of steady state, then ``SECONDS`` during which a new copy of the bundle is
+published each time the previous one has taken over (each load: verify every file's
+checksum, load the parts, warm-up), then ``SECONDS`` of steady state again. Server and load
+generator share the machine's cores.
+
+    nice -n 10 python -m benchmarks.serving_swap --docs docs/BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as _dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import REPO
+from benchmarks.serving_feedback import write_docs
+
+SECTION = "## Serving: latency while a version loads"
+COMMAND = "nice -n 10 python -m benchmarks.serving_swap --docs docs/BENCHMARKS.md"
+SIZE = {"n_users": 10_000, "n_items": 60_000, "n_interactions": 300_000, "n_categories": 30}
+RATE, SECONDS = 50.0, 10.0
+
+
+def _start(root: Path, port: int) -> subprocess.Popen:
+    import httpx
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    cmd = [sys.executable, "-m", "recforge.cli.main", "serve", "--models", str(root),
+           "--port", str(port), "--grpc-port", "0", "--poll-interval", "0.2",
+           "--warmup-budget-ms", "10000"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise TimeoutError("the server did not get ready")
+
+
+def run(
+    data_dir: Any = None,
+    out: str | Path | None = None,
+    size: dict[str, int] | None = None,
+    seconds: float = SECONDS,
+    rate: float = RATE,
+    command: str = COMMAND,
+) -> dict[str, Any]:
+    import httpx
+
+    from benchmarks.serving_latency import _open_loop, build
+    from recforge.serving.demo import free_port
+    from recforge.serving.repository import publish
+
+    load_before = os.getloadavg()
+    work = Path(out) if out else Path(tempfile.mkdtemp(prefix="recforge-swap-bench-"))
+    bundle, users = build(work / "bundle", size or SIZE)
+    root = work / "root"
+    shutil.rmtree(root, ignore_errors=True)
+    publish(bundle, root / "bench")
+    port = free_port()
+    proc = _start(root, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        async def phase() -> dict[str, Any]:
+            async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+
+                async def send(u: Any) -> None:
+                    body = {"user": u, "k": 20, "context": {"device": "mobile"}}
+                    (await client.post("/v1/recommend", json=body)).raise_for_status()
+
+                for u in users[:20]:
+                    await send(u)
+                return await _open_loop(send, users, rate, seconds)
+
+        steady1 = asyncio.run(phase())
+        stop = threading.Event()
+        swaps: list[float] = []
+
+        def publisher() -> None:  # a new version as soon as the last one serves
+            while not stop.is_set():
+                v = int(publish(bundle, root / "bench").name)
+                t0 = time.perf_counter()
+                while not stop.is_set():
+                    models = httpx.get(url + "/v1/models", timeout=10).json()["models"]
+                    if models[0]["default_version"] == v:
+                        swaps.append(time.perf_counter() - t0)
+                        break
+                    time.sleep(0.05)
+
+        t = threading.Thread(target=publisher)
+        t.start()
+        during = asyncio.run(phase())
+        stop.set()
+        t.join()
+        steady2 = asyncio.run(phase())
+        models = httpx.get(url + "/v1/models", timeout=10).json()["models"]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    load_s = [v["load_seconds"] for v in models[0]["versions"] if v["load_seconds"]]
+    r = {
+        "size": size or SIZE,
+        "rate": rate,
+        "seconds": seconds,
+        "steady_before": steady1,
+        "while_loading": during,
+        "steady_after": steady2,
+        "versions_swapped": len(swaps),
+        "publish_to_serving_s": [round(x, 2) for x in swaps],
+        "last_load_seconds": load_s,
+        "bundle_mb": round(
+            sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file()) / 2**20, 1
+        ),
+        "date": _dt.date.today().isoformat(),
+        "command": command,
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+    }
+    r["markdown"] = to_markdown(r)
+    if out:
+        (Path(out) / "serving_swap.json").write_text(json.dumps(r, indent=2, default=str))
+    return r
+
+
+def to_markdown(r: dict[str, Any]) -> str:
+    s = r["size"]
+    lines = [
+        SECTION,
+        "",
+        f"`{r['command']}` ({r['date']}; {r['cpus']} cores shared with other jobs, load average "
+        f"{r['loadavg_before'][0]} before, {r['loadavg_after'][0]} after). Bundle of "
+        f"{s['n_items']:,} items / {s['n_users']:,} users ({r['bundle_mb']} MiB on disk), "
+        f"REST recommends open-loop at {r['rate']:.0f}/s for {r['seconds']:.0f} s per phase; "
+        f"during the middle phase {r['versions_swapped']} new versions were published, each "
+        f"as soon as the previous one served (publish to serving: "
+        f"{', '.join(f'{x:.1f}' for x in r['publish_to_serving_s'])} s).",
+        "",
+        "| phase | p50 ms | p99 ms | errors | requests |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, key in (
+        ("steady (before)", "steady_before"),
+        ("while new versions load", "while_loading"),
+        ("steady (after)", "steady_after"),
+    ):
+        x = r[key]
+        lines.append(f"| {name} | {x['p50_ms']} | {x['p99_ms']} | {x['errors']} | {x['n']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=None, help="work folder (bundle, root, serving_swap.json)")
+    p.add_argument("--docs", default=None, help=f"update this markdown file's '{SECTION}'")
+    p.add_argument("--seconds", type=float, default=SECONDS, help="per phase")
+    p.add_argument("--rate", type=float, default=RATE)
+    a = p.parse_args()
+    r = run(
+        out=a.out,
+        seconds=a.seconds,
+        rate=a.rate,
+        command="nice -n 10 python -m benchmarks.serving_swap " + " ".join(sys.argv[1:]),
+    )
+    print(r["markdown"])
+    if a.docs:
+        write_docs(a.docs, r)
+
+
+if __name__ == "__main__":
+    main()
