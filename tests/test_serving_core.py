@@ -208,3 +208,38 @@ def test_write_bundle_is_atomic_and_replaces(bundle_dir, tmp_path):
 def test_warmup(rec):
     warm = rec.warmup()
     assert warm["known_ms"] > 0 and warm["cold_ms"] > 0
+
+
+def test_bundle_job_configs_parse():
+    """configs/bundles/*.yaml and the demo bundle's job are valid bundle jobs."""
+    from pathlib import Path
+
+    from recforge.serving.build import BundleJob
+
+    root = Path(__file__).resolve().parents[1]
+    files = [
+        *sorted((root / "configs" / "bundles").glob("*.yaml")),
+        root / "src/recforge/serving/demo_bundle.yaml",
+    ]
+    assert len(files) >= 2
+    for f in files:
+        job = BundleJob.from_yaml(f)
+        assert job.ranker is not None and job.recall["channels"]
+
+
+def test_bundle_job_rejects_unknown_keys(tmp_path):
+    from recforge.exceptions import ConfigError
+    from recforge.serving.build import BundleJob
+
+    with pytest.raises(ConfigError, match="rerankk"):
+        BundleJob.from_dict(
+            {"recall": {"channels": [{"name": "a", "model": "itemcf"}]}, "rerankk": {}}
+        )
+    with pytest.raises(ConfigError, match="quotaa"):
+        BundleJob.from_dict(
+            {"recall": {"channels": [{"name": "a", "model": "itemcf", "quotaa": 1}]}}
+        )
+    with pytest.raises(ConfigError, match="rank_top"):
+        BundleJob.from_dict({"recall": {"path": "x"}, "rerank": {"rank_top": "many"}})
+    with pytest.raises(ConfigError, match="mmr_lambda"):
+        BundleJob.from_dict({"recall": {"path": "x"}, "rerank": {"mmr_lambda": 2.0}})

@@ -9,7 +9,7 @@ recforge evaluate --model runs/itemcf
 recforge recommend --model runs/itemcf --user u12 -k 10
 recforge index build --model runs/als --kind hnsw --out runs/als-hnsw
 recforge index bench --model runs/als | --synthetic 100000,64
-recforge bundle build --config configs/bundle_synth.yaml
+recforge bundle build --config configs/bundles/synth.yaml
 recforge serve --bundle runs/bundle-synth       REST on :8501, gRPC on :8500
 recforge recommend --bundle runs/bundle-synth --user u12 --explain
 recforge bench [NAME | all]                 the repository's benchmarks (in a checkout)

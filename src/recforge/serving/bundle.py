@@ -52,11 +52,19 @@ class RerankConfig:
     diversity_field: str | None = None  # item feature whose equal values count as similar
     max_k: int = 1000  # largest k a request may ask for
 
-    def check(self, item_columns: list[str]) -> RerankConfig:
+    def __post_init__(self) -> None:
+        from recforge.jobs import check_types
+
+        check_types(self, "rerank")  # a value of the wrong type names the field
         if self.rank_top < 1:
             raise ConfigError(f"rerank.rank_top: must be >= 1, got {self.rank_top!r}.")
         if not 0.0 <= self.mmr_lambda < 1.0:
             raise ConfigError(f"rerank.mmr_lambda: must be in [0, 1), got {self.mmr_lambda!r}.")
+        if self.max_k < 1:
+            raise ConfigError(f"rerank.max_k: must be >= 1, got {self.max_k!r}.")
+
+    def check(self, item_columns: list[str]) -> RerankConfig:
+        """Check the fields against the bundle's item feature columns; returns self."""
         if self.mmr_lambda > 0 and self.diversity_field is None:
             raise ConfigError(
                 "rerank.mmr_lambda > 0 needs rerank.diversity_field: an item feature column "
@@ -67,8 +75,6 @@ class RerankConfig:
                 f"rerank.diversity_field: {self.diversity_field!r} is not an item feature "
                 f"column; item columns: {item_columns}."
             )
-        if self.max_k < 1:
-            raise ConfigError(f"rerank.max_k: must be >= 1, got {self.max_k!r}.")
         return self
 
 

@@ -206,7 +206,6 @@ class Recommender:
         excl = self.catalogue.get_many(excl_ids) if excl_ids else np.zeros(0, np.int64)
         hist = self._coerce_list(history, "item")
 
-        want = max(k, self.rerank.rank_top)
         cand = self.pipeline.candidates(user, k=None, history=hist, exclude=excl[excl >= 0])
         t.append(time.perf_counter())  # recall
 
@@ -233,7 +232,7 @@ class Recommender:
         scores = [float(s) for s in np.asarray(rank_scores)[order]]
         trace = None
         if explain:
-            trace = self._trace(cand, rows, top, final, rank_scores, order, t, hist, want)
+            trace = self._trace(cand, rows, top, final, rank_scores, order, t, hist)
         return Recommendation(
             self._out_id(user), items, scores, self.bundle.version, cand.cold, trace
         )
@@ -268,7 +267,7 @@ class Recommender:
             covered[codes[j]] = True
         return np.asarray(chosen, dtype=np.int64)
 
-    def _trace(self, cand, rows, top, final, rank_scores, order, t, hist, want) -> dict[str, Any]:
+    def _trace(self, cand, rows, top, final, rank_scores, order, t, hist) -> dict[str, Any]:
         stages = ["recall", "filter", "features", "rank", "rerank"]
         ms = {s: round((b - a) * 1e3, 3) for s, a, b in zip(stages, t, t[1:])}
         ms["total"] = round((t[-1] - t[0]) * 1e3, 3)
