@@ -3,8 +3,8 @@
 * ``full_ranking``: every test user's top k over the whole catalogue (the honest protocol
   for recall models), batched over users so that the dense (batch, n_items) score block
   stays within ``recforge.topk.SCORE_MEMORY_BUDGET`` (512 MiB by default, set
-  ``RECFORGE_SCORE_MEMORY_MB`` to change it): 64 users per batch at 1M items, 1,024 (the
-  ``batch_size`` cap) at 50k.
+  ``RECFORGE_SCORE_MEMORY_MB`` to change it): 44 users per batch at 1M items, 894 at 50k,
+  1,024 (the ``batch_size`` cap) below 43k.
 * ``sampled_ranking``: each test (user, item) ranked against ``n_negatives`` sampled items
   (the NCF-style protocol; cheaper, optimistic, comparable only at equal n_negatives).
 * ``evaluate_ranker`` / ``evaluate_scores``: AUC, GAUC, log loss and thresholded metrics

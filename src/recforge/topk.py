@@ -14,8 +14,8 @@ import os
 
 import numpy as np
 
-# Bytes of dense scores one batch may hold (RECFORGE_SCORE_MEMORY_MB overrides): 512 MiB
-# lets 64 users x 1M items or 1,024 users x 50k items through at once.
+# Bytes one batch of dense scores may take (RECFORGE_SCORE_MEMORY_MB overrides), counted at
+# BYTES_PER_SCORE per score: 512 MiB = 44 users x 1M items, 894 users x 50k items.
 SCORE_MEMORY_BUDGET = int(os.environ.get("RECFORGE_SCORE_MEMORY_MB", "512")) << 20
 BYTES_PER_SCORE = 12  # float32 block + the float32 copy being masked, + slack
 _FAST_MIN_COLS = 8192  # below this the plain partition is as fast
