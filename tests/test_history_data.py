@@ -103,3 +103,14 @@ def test_encoder_keeps_the_last_values_of_a_history_and_the_first_of_other_lists
     np.testing.assert_array_equal(enc2.transform(frame).multi["hist"], x.multi["hist"])
     raw = pad_lists(frame["hist"], 4, keep_last=True)
     assert raw.tolist() == [[3, 3, 1, 2], [3, 0, 0, 0], [0, 0, 0, 0]]
+
+
+def test_beauty_brand_and_category_from_the_attribute_lists(real_data):
+    if not (real_data / "amazon-beauty" / "Beauty.txt").exists():
+        pytest.skip("amazon-beauty not in the data folder")
+    from benchmarks.ctr_history import load_beauty
+
+    itf = load_beauty(real_data).item_features
+    assert len(itf) == 12101 and (itf["cat"] != -1).all()  # every item has a category
+    assert 0.5 < (itf["brand"] != -1).mean() < 0.7  # S3-Rec lists a brand for ~62% of items
+    assert not set(itf["brand"]) - {-1} & set(itf["cat"])  # brand ids are never categories
