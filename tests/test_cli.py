@@ -561,3 +561,19 @@ def test_inspect_missing_column_hint_names_the_option(tmp_path):
     log = tmp_path / "log.csv"
     log.write_text("uid,item\nu1,1\n")
     assert_user_error(run("datasets", "inspect", log), "--user-col", "'uid'")
+
+
+def test_split_hints_are_job_settings(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text(
+        "user,item\n" + "\n".join(f"u{u},{(u + j) % 9}" for u in range(9) for j in range(4)) + "\n"
+    )
+    config = write_job(
+        tmp_path / "job.yaml",
+        data={"source": "file", "path": str(log)},
+        split={"method": "temporal", "test_ratio": 0.2},
+        model={"name": "most_popular"},
+        output=str(tmp_path / "out"),
+    )
+    err = assert_user_error(run("train", "--config", config), "data.timestamp_col")
+    assert "Interactions.from_frame" not in err and "random_split" not in err

@@ -246,6 +246,7 @@ _YAML_HINTS = (
         r"name it with Interactions\.from_frame\(df, timestamp_col=\.\.\.\)",
         "name it with data.timestamp_col",
     ),
+    (r"or use random_split", "or set split.method: random"),
     (
         r"Interactions\.from_frame\(df, user_col=\.\.\., item_col=\.\.\.\)",
         "data.user_col / data.item_col",

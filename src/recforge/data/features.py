@@ -389,10 +389,14 @@ def _py(x: Any) -> Any:
 
 
 def _numbers(column: pd.Series, name: str) -> np.ndarray:
-    """A numeric field's raw values as float64 (missing -> NaN); a value that is present
-    but not a number (``"cheap"`` in a price column) is a DataError naming the column."""
+    """A numeric field's raw values as float64 (missing or blank -> NaN); a value that is
+    present but not a number (``"cheap"`` in a price column) is a DataError naming the
+    column."""
     values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
     bad = np.isnan(values) & column.notna().to_numpy()
+    if bad.any():  # an empty or blank string counts as missing, like NaN
+        blank = column.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(dtype=bool)
+        bad &= ~blank
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
