@@ -126,9 +126,12 @@ def _pcts(ms: np.ndarray) -> dict[str, float]:
     }
 
 
-async def _open_loop(send: Any, users: list[Any], rate: float, seconds: float) -> dict[str, Any]:
+async def _open_loop(
+    send: Any, users: list[Any], rate: float, seconds: float, keep: bool = False
+) -> dict[str, Any]:
     """Send ``rate`` requests/s for ``seconds`` on a fixed schedule; latency from the
-    scheduled send time. Returns percentiles, errors and the rate achieved."""
+    scheduled send time. Returns percentiles, errors and the rate achieved (and every
+    latency under ``latencies`` with ``keep``)."""
     n = int(rate * seconds)
     start = time.perf_counter() + 0.2
     lat = np.full(n, np.nan)
@@ -151,6 +154,8 @@ async def _open_loop(send: Any, users: list[Any], rate: float, seconds: float) -
     ok = lat[~np.isnan(lat)]
     out = _pcts(ok) if len(ok) else {"p50_ms": None, "p99_ms": None, "n": 0}
     out.update(errors=errors, rate=rate, sent=n)
+    if keep:
+        out["latencies"] = ok.tolist()
     return out
 
 
