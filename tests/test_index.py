@@ -147,3 +147,13 @@ def test_ivf_pq_on_too_few_vectors_is_a_config_error():
     with pytest.raises(ConfigError, match="lower nbits"):
         build_index(x, kind="ivf_pq", nlist=4, m=4, nbits=8)
     build_index(x, kind="ivf_pq", nlist=4, m=4, nbits=6)  # 64 centroids <= 100 vectors
+
+
+def test_small_pq_training_warns_once_not_per_sub_quantiser(capfd, caplog):
+    import logging
+
+    x = np.random.default_rng(0).normal(size=(600, 16)).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="recforge.index.faiss_index"):
+        build_index(x, kind="ivf_pq", nlist=8, m=8, nbits=6)
+    assert "WARNING clustering" not in capfd.readouterr().err  # faiss' own, once per m
+    assert sum("faiss recommends" in r.getMessage() for r in caplog.records) == 1

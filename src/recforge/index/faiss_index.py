@@ -289,6 +289,7 @@ def build_index(vectors: np.ndarray, config: IndexConfig | None = None, **params
                     f"(e.g. {max(1, n.bit_length() - 1)}) or use ivf_flat / hnsw."
                 )
             index = faiss.IndexIVFPQ(quantizer, d, nlist, m, int(config.nbits), fmetric)
+            _quiet_small_pq_training(index, n, config)
         index.cp.seed = int(config.seed)
         if config.kind == "ivf_pq" and config.refine > 0:
             index = faiss.IndexRefineFlat(index)  # keeps the raw vectors for exact re-ranking
@@ -303,6 +304,27 @@ def build_index(vectors: np.ndarray, config: IndexConfig | None = None, **params
     index.add(x)
     log.info("build_index: %s over %d x %d in %.2fs", config.kind, n, d, time.perf_counter() - t0)
     return AnnIndex(index, config, mips_norm)
+
+
+# faiss k-means wants this many training points per centroid and prints a warning from C++
+# (once per PQ sub-quantiser, e.g. 16 identical lines) when it has fewer.
+_POINTS_PER_CENTROID = 39
+
+
+def _quiet_small_pq_training(index: Any, n: int, config: IndexConfig) -> None:
+    """Say once, through logging, that the PQ codebooks train on few vectors, and stop faiss
+    from printing the same warning for every sub-quantiser."""
+    n_train = min(n, config.train_size) if config.train_size is not None else n
+    need = _POINTS_PER_CENTROID * (1 << int(config.nbits))
+    if n_train < need:
+        log.warning(
+            "build_index: ivf_pq trains %d centroids per sub-quantiser on %d vectors (faiss "
+            "recommends %d); codes will be coarse: lower nbits or index more vectors.",
+            1 << int(config.nbits),
+            n_train,
+            need,
+        )
+        index.pq.cp.min_points_per_centroid = 1
 
 
 # ---------------------------------------------------------------------------- recommender
