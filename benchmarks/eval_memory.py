@@ -132,8 +132,8 @@ def to_markdown(r: dict[str, Any]) -> str:
             "",
             f"`recforge.evaluation.full_ranking` on a random-factor embedding model, "
             f"{r['n_users']:,} users x {r['n_items']:,} items, d = {r['dim']}, k = (10, 20), "
-            f"in a fresh process: **peak RSS {r['peak_rss_mb']:,.0f} MB** (of which "
-            f"{r['rss_before_eval_mb']:,.0f} MB before evaluation: interpreter, factors, seen "
+            f"in a fresh process: **peak RSS {r['peak_rss_mb']:,.0f} MiB** (of which "
+            f"{r['rss_before_eval_mb']:,.0f} MiB before evaluation: interpreter, factors, seen "
             f"matrix), {r['eval_s']:,.0f} s ({r['users_per_s']:,.0f} users/s); score budget "
             f"{r['budget_mb']} MiB = {r['users_per_batch']} users per block. recall@10 "
             f"{r['recall@10']:.6f} (random: {r['expected_random_recall@10']:.6f}).",

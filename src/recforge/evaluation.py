@@ -118,8 +118,9 @@ def full_ranking(
 
     Returns {"recall@10": ..., "ndcg@20": ..., ..., "n_users": evaluated users,
     "n_users_skipped": test users unknown to the model}. Memory: one budget-sized score
-    block at a time (plus O(users x k)), never a dense users x items matrix (100k users x
-    1M items: "Evaluation at scale" in docs/BENCHMARKS.md).
+    block at a time (plus O(users x k)), never a dense users x items matrix: 100k users x
+    1M items (d = 64) evaluated in 663 MiB peak RSS ("Evaluation at scale",
+    docs/BENCHMARKS.md).
     """
     _check_retrieval(model, "full_ranking")
     _check_interactions(test, "full_ranking")
