@@ -31,6 +31,7 @@ from recforge.data.interactions import Interactions
 from recforge.exceptions import ConfigError
 from recforge.models.base import EmbeddingMixin, RetrievalModel
 from recforge.models.registry import register
+from recforge.progress import show_progress
 from recforge.threads import reproducible_threads, resolve_threads
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class _ImplicitMF(EmbeddingMixin, RetrievalModel):
 
     weight_col: str | None
     num_threads: int | None
+    progress: bool | None
 
     def _train_matrix(self, interactions: Interactions) -> sp.csr_matrix:
         """(n_users, n_items) float32: 1 per seen pair, or the summed ``weight_col``."""
@@ -69,7 +71,7 @@ class _ImplicitMF(EmbeddingMixin, RetrievalModel):
         matrix = self._train_matrix(interactions)
         with threadpool_limits(1, "blas"):
             est = self._build()
-            est.fit(matrix, show_progress=False)
+            est.fit(matrix, show_progress=show_progress(self.progress))
         self.user_factors_ = np.ascontiguousarray(
             est.user_factors, dtype=np.float32
         )  # (n_users, d)
@@ -100,6 +102,7 @@ class ALS(_ImplicitMF):
         None uses 1 per seen pair.
     num_threads: implicit's threads (None: the ``recforge.threads`` default).
     random_state: seed of the factor initialisation.
+    progress: implicit's progress bar over iterations (None: only in an interactive terminal).
     """
 
     smoke_params: ClassVar[dict[str, Any]] = {
@@ -120,6 +123,7 @@ class ALS(_ImplicitMF):
         weight_col: str | None = None,
         num_threads: int | None = None,
         random_state: int | None = 0,
+        progress: bool | None = None,
     ) -> None:
         self.factors = factors
         self.regularization = regularization
@@ -129,6 +133,7 @@ class ALS(_ImplicitMF):
         self.weight_col = weight_col
         self.num_threads = num_threads
         self.random_state = random_state
+        self.progress = progress
 
     def _build(self) -> Any:
         from implicit.cpu.als import AlternatingLeastSquares
@@ -164,6 +169,7 @@ class BPR(_ImplicitMF):
     num_threads: implicit's threads (None: 1 when random_state is set, which makes runs
         repeat exactly; else the ``recforge.threads`` default).
     random_state: seed of initialisation and sampling.
+    progress: implicit's progress bar over iterations (None: only in an interactive terminal).
     """
 
     smoke_params: ClassVar[dict[str, Any]] = {
@@ -184,6 +190,7 @@ class BPR(_ImplicitMF):
         weight_col: str | None = None,
         num_threads: int | None = None,
         random_state: int | None = 0,
+        progress: bool | None = None,
     ) -> None:
         self.factors = factors
         self.learning_rate = learning_rate
@@ -193,6 +200,7 @@ class BPR(_ImplicitMF):
         self.weight_col = weight_col
         self.num_threads = num_threads
         self.random_state = random_state
+        self.progress = progress
 
     def _train_matrix(self, interactions: Interactions) -> sp.csr_matrix:
         m = super()._train_matrix(interactions)
