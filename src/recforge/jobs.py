@@ -369,10 +369,16 @@ def run_train(job: TrainJob, progress: bool = True, overwrite: bool = False) -> 
     "metrics": {..., "fit_seconds"}, "skipped_rows": malformed log rows skipped
     (``data.skip_bad_rows``), "report": report.html}.
     """
+    from recforge.train import distributed
+
     cls = models.get_class(job.model.name)
     model = models.get(job.model.name, **job.model.params)
     out = Path(job.output or f"runs/{_stamp()}-{job.model.name}")
-    check_output(out, overwrite)
+    # under torchrun every rank trains its shard; rank 0 alone checks and writes the output
+    distributed.init_from_env()
+    main_rank = distributed.is_main()
+    if main_rank:
+        check_output(out, overwrite)
     try:
         inter = load_data(job.data)
         skipped = int(inter.meta.get("skipped_rows", 0) or 0)
@@ -388,8 +394,21 @@ def run_train(job: TrainJob, progress: bool = True, overwrite: bool = False) -> 
         va = ranking_frame(valid, thr, n_neg, seed=2, known=inter) if valid is not None else None
         model.fit(ranking_frame(train, thr, n_neg, seed=1, known=inter), label="label", valid=va)
     fit_s = time.perf_counter() - t0
+    if not main_rank:
+        return {
+            "output": str(out),
+            "model": job.model.name,
+            "kind": cls.kind,
+            "metrics": {},
+            "skipped_rows": skipped,
+            "report": None,
+            "rank": distributed.world()[0],
+        }
     metrics = evaluate_model(model, job, test, known=inter)
     metrics["fit_seconds"] = round(fit_s, 3)
+    world = distributed.world()[1]
+    if world > 1:
+        metrics["world_size"] = world
     model.save(out, metrics=metrics)
     (out / "job.json").write_text(json.dumps(asdict(job), indent=2))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))

@@ -315,8 +315,17 @@ def list_models(name: str | None) -> None:
     help="Override the config's output directory.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace the output directory if it exists.")
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Data-parallel processes: launches torchrun (DistributedDataParallel, gloo on CPU).",
+)
 @click.pass_context
-def train(ctx: click.Context, config_path: str, out: str | None, overwrite: bool) -> None:
+def train(
+    ctx: click.Context, config_path: str, out: str | None, overwrite: bool, nproc: int
+) -> None:
     """Train the model a YAML job file describes, evaluate it on the job's split, save it.
 
     \b
@@ -336,6 +345,11 @@ def train(ctx: click.Context, config_path: str, out: str | None, overwrite: bool
     job = TrainJob.from_yaml(config_path)
     if out:
         job.output = out
+    if nproc > 1:
+        from recforge.train.distributed import launch
+
+        args = ["train", "--config", config_path] + (["--out", out] if out else [])
+        sys.exit(launch(nproc, [*args, *(["--overwrite"] if overwrite else [])]))
     from recforge.progress import show_progress
 
     if show_progress(None):  # someone watches: say what is happening before the bars
@@ -357,6 +371,8 @@ def train(ctx: click.Context, config_path: str, out: str | None, overwrite: bool
             f"{type(e).__name__}: {e}. Check the values under model.params "
             f"(`recforge models` lists each model's parameters; -vv shows the traceback).",
         )
+    if result.get("rank"):  # a torchrun worker other than rank 0: rank 0 reports
+        return
     if result.get("skipped_rows"):
         click.echo(f"skipped {result['skipped_rows']:,} malformed rows (data.skip_bad_rows)")
     _print_metrics(result["metrics"])

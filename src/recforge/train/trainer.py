@@ -33,6 +33,7 @@ from torch import nn
 from recforge.exceptions import ConfigError, TrainingError
 from recforge.progress import show_progress
 from recforge.threads import set_torch_threads
+from recforge.train import distributed as dist
 from recforge.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class History:
     stopped_early: bool = False
     resumed_from: int | None = None  # epochs already done when a checkpoint was resumed
     steps: int = 0  # optimizer steps taken (including resumed ones)
+    world_size: int = 1  # data-parallel processes (recforge.train.distributed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -188,17 +190,26 @@ class Trainer:
         cfg = self.config
         set_torch_threads(cfg.num_threads)
         seed_everything(cfg.seed)
+        rank, size = dist.world() if dist.is_distributed() else (0, 1)
+        l2_modules = [m for m in module.modules() if hasattr(m, "l2_penalty")] if cfg.l2 else []
+
+        def full_loss(m: nn.Module, batch: Any) -> torch.Tensor:
+            loss = loss_fn(m, batch)
+            if l2_modules:
+                loss = loss + cfg.l2 * sum(x.l2_penalty() for x in l2_modules)
+            return loss
+
+        ddp = dist.wrap(module, full_loss) if size > 1 else None  # broadcasts rank 0's weights
         opts = self._optimizers(module)
         base_lrs = [[g["lr"] for g in o.param_groups] for o in opts]
-        l2_modules = [m for m in module.modules() if hasattr(m, "l2_penalty")] if cfg.l2 else []
-        hist = History()
+        hist = History(world_size=size)
         best_state: dict[str, torch.Tensor] | None = None
         bad_epochs = 0
         start_epoch = 0
         ckpt = Path(cfg.checkpoint_dir) / CHECKPOINT if cfg.checkpoint_dir else None
         if ckpt is not None and ckpt.exists():
             start_epoch, hist, best_state, bad_epochs = _load_checkpoint(ckpt, module, opts)
-            hist.resumed_from = start_epoch
+            hist.resumed_from, hist.world_size = start_epoch, size
             log.info("resumed from %s after epoch %d", ckpt, start_epoch)
         step = hist.steps
         total_steps: int | None = None
@@ -211,11 +222,11 @@ class Trainer:
             if hist.stopped_early:
                 break
             module.train()
-            it = batches(epoch)
+            it = dist.shard_batches(batches(epoch), rank, size)
             n_batches = len(it) if hasattr(it, "__len__") else None  # type: ignore[arg-type]
             if n_batches is not None:
                 total_steps = n_batches * cfg.epochs
-            if bar is None and show_progress(cfg.progress):
+            if bar is None and rank == 0 and show_progress(cfg.progress):
                 from tqdm.auto import tqdm
 
                 total = None if n_batches is None else n_batches * (cfg.epochs - start_epoch)
@@ -231,10 +242,10 @@ class Trainer:
                         g["lr"] = base * factor
                 for o in opts:
                     o.zero_grad(set_to_none=True)
-                loss = loss_fn(module, batch)
-                if l2_modules:
-                    loss = loss + cfg.l2 * sum(m.l2_penalty() for m in l2_modules)
+                loss = ddp(batch) if ddp is not None else full_loss(module, batch)
                 value = float(loss.detach())
+                if size > 1:  # the mean over ranks: one NaN stops every rank, not just one
+                    value = dist.all_reduce_mean([value])[0]
                 if not math.isfinite(value):
                     raise TrainingError(
                         f"loss became {value} at epoch {epoch + 1}, step {i + 1} (global step "
@@ -270,6 +281,9 @@ class Trainer:
                 module.eval()
                 with torch.no_grad():
                     metrics = {k: float(v) for k, v in valid_fn(module).items()}
+                if size > 1:  # every rank decides early stopping on the same numbers
+                    keys = sorted(metrics)
+                    metrics = dict(zip(keys, dist.all_reduce_mean([metrics[k] for k in keys])))
                 hist.valid.append(metrics)
                 last_valid = metrics
                 msg += " " + " ".join(f"{k} {v:.5f}" for k, v in metrics.items())
@@ -296,6 +310,8 @@ class Trainer:
                             hist.stopped_early = True
             log.info(msg)
             elapsed = time.perf_counter() - started
+            if size > 1:  # one clock for all ranks, so that all stop after the same epoch
+                elapsed = dist.all_reduce_mean([elapsed])[0]
             if (
                 cfg.time_limit_s is not None
                 and elapsed > cfg.time_limit_s
@@ -308,7 +324,7 @@ class Trainer:
                     )
             if bar is not None:
                 bar.set_postfix_str(_postfix(hist.train_loss[-1], last_valid))
-            if ckpt is not None:
+            if ckpt is not None and rank == 0:
                 _save_checkpoint(ckpt, epoch + 1, module, opts, hist, best_state, bad_epochs)
         if bar is not None:
             bar.close()

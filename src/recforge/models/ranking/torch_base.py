@@ -335,19 +335,30 @@ class _Batches:
         self.x, self.y, self.bs, self.seed = x, y, int(batch_size), int(seed)
         self.n = int(y.shape[0])
         self.epoch = 0
+        self.rank, self.size = 0, 1  # data-parallel shard: batches i with i % size == rank
 
     def __call__(self, epoch: int) -> _Batches:
         self.epoch = epoch
         return self
 
-    def __len__(self) -> int:
+    def shard(self, rank: int, size: int) -> _Batches:
+        """This epoch's batches of rank ``rank`` of ``size`` (``recforge.train.distributed``):
+        the same permutation on every rank, batch i to rank i % size, equal counts."""
+        self.rank, self.size = int(rank), int(size)
+        return self
+
+    def _n_all(self) -> int:
         full, rest = divmod(self.n, self.bs)
         return full + (1 if rest > 1 or (rest == 1 and full == 0) else 0)
+
+    def __len__(self) -> int:
+        return self._n_all() // self.size
 
     def __iter__(self) -> Iterator[tuple[Batch, torch.Tensor]]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         perm = torch.randperm(self.n, generator=g)
-        for i in range(len(self)):
+        for j in range(len(self)):
+            i = j * self.size + self.rank
             idx = perm[i * self.bs : (i + 1) * self.bs]
             yield take(self.x, idx), self.y.index_select(0, idx)
 
