@@ -43,6 +43,8 @@ BENCHES: dict[str, str] = {
     "serving_latency": "benchmarks.serving_latency:run",
     "serving_feedback": "benchmarks.serving_feedback:run",
     "serving_swap": "benchmarks.serving_swap:run",
+    "multitask": "benchmarks.multitask:run",
+    "onnx_latency": "benchmarks.onnx_latency:run",
 }
 
 

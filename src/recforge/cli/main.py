@@ -32,6 +32,7 @@ from typing import NoReturn
 
 import click
 
+from recforge.cli.export_cmd import export as export_command
 from recforge.cli.index_cmd import index as index_group
 from recforge.cli.serve_cmd import bundle as bundle_group
 from recforge.cli.serve_cmd import publish as publish_command
@@ -556,6 +557,7 @@ main.add_command(index_group)
 main.add_command(bundle_group)
 main.add_command(serve_command)
 models_group.add_command(publish_command)
+main.add_command(export_command)
 
 
 # ---------------------------------------------------------------------------- bench

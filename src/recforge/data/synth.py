@@ -507,6 +507,7 @@ def make_ctr_frame(
     with_timestamp: bool = False,
     text_columns: tuple[str, ...] = ("title",),
     known: Interactions | None = None,
+    conversion_min_rating: int | None = None,
 ) -> pd.DataFrame:
     """A ranking / CTR training frame: logged positives plus sampled unclicked impressions.
 
@@ -529,6 +530,12 @@ def make_ctr_frame(
     come from ``interactions`` (no future popularity leaks into a train frame); items it
     never shows are drawn only for a user with nothing else left. Default: the split
     itself, which is only right when it is the whole log.
+
+    conversion_min_rating: the conversion stage after the click, for multi-task rankers
+    (ESMM, PLE, MMoE): adds a ``conversion`` column (int8), 1 on a clicked row whose log
+    rating is >= this value and 0 elsewhere (an unclicked impression never converts). On
+    ``make_synthetic`` logs the rating follows the user's utility for the item (taste, device,
+    price sensitivity) plus noise; on MovieLens it is the user's rating.
     """
     if n_negatives < 1:
         raise ConfigError(f"make_ctr_frame: n_negatives must be >= 1, got {n_negatives}.")
@@ -584,4 +591,12 @@ def make_ctr_frame(
     if with_timestamp and interactions.has("timestamp"):
         out["timestamp"] = frame["timestamp"].to_numpy()[row]
     out["label"] = label.ravel()
+    if conversion_min_rating is not None:
+        if not interactions.has("rating"):
+            raise ConfigError(
+                "make_ctr_frame: conversion_min_rating needs a rating column in the log; "
+                "leave it None for logs without ratings."
+            )
+        good = frame["rating"].to_numpy()[row] >= conversion_min_rating
+        out["conversion"] = (out["label"].to_numpy() & good).astype(np.int8)
     return out

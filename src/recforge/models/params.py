@@ -289,6 +289,8 @@ WHEN_TO_USE: dict[str, str] = {
     "ipnn": "Product-based network (inner products) for sparse categorical data.",
     "opnn": "Product-based network (outer products); more capacity than IPNN.",
     "mmoe": "Several labels at once (click, like, buy) with shared experts.",
+    "ple": "Several labels that pull apart (click vs conversion): own and shared experts.",
+    "esmm": "Click then conversion: CVR trained on all impressions, no selection bias.",
     "lightgbm": "Tabular features with numeric signal; fast, strong, no tuning of embeddings.",
     "gbdt_lr": "Tree-learned feature crosses fed to a logistic regression (the Facebook recipe).",
 }

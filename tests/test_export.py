@@ -1,0 +1,68 @@
+"""ONNX export of the torch rankers: onnxruntime scores as torch does (dynamic batch,
+multi-task columns, history inputs), and ``recforge export --onnx``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from recforge import models
+from recforge.exceptions import ConfigError
+from tests.conftest import make_tiny_ctr
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from recforge.export import OnnxRanker, export_onnx  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return make_tiny_ctr(300, seed=2, history=True)
+
+
+def fitted(name, frame, label="label"):
+    return models.get(name, **models.get_class(name).smoke_params).fit(frame, label=label)
+
+
+@pytest.mark.parametrize("name", ["deepfm", "bst"])
+def test_onnx_scores_like_torch(name, frame, tmp_path):
+    model = fitted(name, frame)
+    path = export_onnx(model, tmp_path / f"{name}.onnx")
+    onnx_model = OnnxRanker(path, num_threads=1)
+    for rows in (frame, frame.iloc[:1], frame.iloc[:200]):  # dynamic batch, one row included
+        x = model.encode(model.encoder_, rows)
+        got = onnx_model.predict_proba_encoded(x)
+        assert got.shape == (len(rows),)
+        np.testing.assert_allclose(got, model.predict_proba(rows), rtol=0, atol=1e-5)
+
+
+def test_onnx_multi_task_columns(tmp_path):
+    from tests.test_multitask import conversion_frame
+
+    train = conversion_frame(300, 0)
+    model = fitted("esmm", train, ["click", "conversion"])
+    got = OnnxRanker(export_onnx(model, tmp_path / "esmm.onnx")).predict_proba_encoded(
+        model.encoder_.transform(train)
+    )
+    assert got.shape == (300, 2)
+    np.testing.assert_allclose(got, model.predict_proba(train), rtol=0, atol=1e-5)
+
+
+def test_non_torch_rankers_are_refused(frame, tmp_path):
+    model = fitted("lightgbm", frame.drop(columns=["hist_item", "hist_cat", "hist_session"]))
+    with pytest.raises(ConfigError, match="torch rankers"):
+        export_onnx(model, tmp_path / "x.onnx")
+
+
+def test_cli_export(frame, tmp_path):
+    from recforge.cli.main import main
+
+    model_dir = fitted("deepfm", frame).save(tmp_path / "deepfm")
+    out = tmp_path / "deepfm.onnx"
+    result = CliRunner().invoke(main, ["export", "--onnx", str(model_dir), str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and "within 1e-05" in result.output
+    again = CliRunner().invoke(main, ["export", "--onnx", str(model_dir), str(out)])
+    assert again.exit_code == 2 and "--force" in again.output
