@@ -41,6 +41,7 @@ BENCHES: dict[str, str] = {
     "ctr_history": "benchmarks.ctr_history:run",
     "eval_memory": "benchmarks.eval_memory:run",
     "serving_latency": "benchmarks.serving_latency:run",
+    "batch_inference": "benchmarks.batch_inference:run",
     "serving_feedback": "benchmarks.serving_feedback:run",
     "serving_swap": "benchmarks.serving_swap:run",
     "multitask": "benchmarks.multitask:run",

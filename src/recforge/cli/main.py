@@ -12,6 +12,7 @@ recforge index bench --model runs/als | --synthetic 100000,64
 recforge bundle build --config configs/bundles/synth.yaml
 recforge serve --bundle runs/bundle-synth       REST on :8501, gRPC on :8500
 recforge recommend --bundle runs/bundle-synth --user u12 --explain
+recforge batch-recommend --model runs/als --users all -k 100 --out recs.parquet
 recforge bench [NAME | all]                 the repository's benchmarks (in a checkout)
 
 Every mistake recforge can name (a missing file, a bad config key or value, a malformed
@@ -34,6 +35,7 @@ import click
 
 from recforge.cli.export_cmd import export as export_command
 from recforge.cli.index_cmd import index as index_group
+from recforge.cli.serve_cmd import batch_recommend_cmd
 from recforge.cli.serve_cmd import bundle as bundle_group
 from recforge.cli.serve_cmd import publish as publish_command
 from recforge.cli.serve_cmd import serve as serve_command
@@ -556,6 +558,7 @@ def _print_metrics(metrics: dict) -> None:
 main.add_command(index_group)
 main.add_command(bundle_group)
 main.add_command(serve_command)
+main.add_command(batch_recommend_cmd)
 models_group.add_command(publish_command)
 main.add_command(export_command)
 

@@ -377,3 +377,45 @@ def recommend_from_bundle(
             click.echo(f"  {rank:>3}. {e['item']}  {e['score']:.4f}")
         if explain:
             click.echo(f"  trace: {json.dumps(a['trace']['stage_ms'])}")
+
+
+@click.command("batch-recommend")
+@click.option(
+    "--model",
+    "source",
+    type=click.Path(file_okay=False, exists=True),
+    required=True,
+    help="A retrieval model, recall pipeline or bundle directory.",
+)
+@click.option(
+    "--users",
+    default="all",
+    show_default=True,
+    help="'all' (every user the source knows) or a file with one user id a line.",
+)
+@click.option("-k", "--k", "k", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option(
+    "--out", required=True, type=click.Path(), help="Parquet dataset directory (e.g. recs.parquet)."
+)
+@click.option("--chunk-size", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--include-seen", is_flag=True, help="Allow items the user interacted with.")
+def batch_recommend_cmd(
+    source: str, users: str, k: int, out: str, chunk_size: int, processes: int, include_seen: bool
+) -> None:
+    """Top-k for many users into Parquet, in chunks, resumable (rerun to finish a killed run)."""
+    from recforge.serving.batch import batch_recommend
+
+    ids: str | list = "all"
+    if users != "all":
+        lines = Path(users).read_text().split()
+        ids = [int(x) if x.lstrip("-").isdigit() else x for x in lines]
+    r = batch_recommend(
+        source, out, users=ids, k=k, chunk_size=chunk_size, processes=processes,
+        exclude_seen=not include_seen, echo=lambda m: click.echo(m, err=True),
+    )  # fmt: skip
+    click.echo(
+        f"{r['rows']:,} rows for {r['users']:,} users in {r['chunks']} chunks "
+        f"({r['written']} written, {r['skipped']} already there) -> {r['out']} "
+        f"in {r['seconds']}s ({r['users_per_s']} users/s)"
+    )
