@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from recforge import models
@@ -64,3 +65,40 @@ def test_training_history_is_saved_with_the_model(tmp_path, name, data):
     assert svg_curve(curves[0]).startswith("<svg")
     if data == "ctr":
         assert any(c.title == "Validation auc" for c in curves)
+
+
+@pytest.mark.parametrize("name", ["lightgcn", "dssm", "youtube_dnn", "simplex", "fm_recall"])
+def test_torch_retrieval_reports_validation_per_epoch(name):
+    from recforge.data.splits import random_split
+
+    train, valid = random_split(make_tiny_interactions(), test_ratio=0.2, seed=0)
+    cls = models.get_class(name)
+    model = models.get(name, **{**cls.smoke_params, "epochs": 2}).fit(train, valid=valid)
+    hist = model.train_history_
+    assert len(hist.valid) == 2
+    assert 0.0 <= hist.valid[-1]["recall@10"] <= 1.0 and "ndcg@10" in hist.valid[-1]
+    # the final vectors are the ones the last epoch's validation ranked with
+    again = models.get(name, **{**cls.smoke_params, "epochs": 2}).fit(train)
+    np.testing.assert_allclose(again.item_factors_, model.item_factors_, rtol=1e-5, atol=1e-6)
+
+
+def test_a_job_with_a_validation_split_records_retrieval_validation(tmp_path):
+    from recforge.jobs import TrainJob, run_train
+
+    job = TrainJob.from_dict(
+        {
+            "data": {
+                "source": "synth",
+                "size": "tiny",
+                "synth": {"n_users": 60, "n_items": 50, "n_interactions": 600, "n_categories": 4},
+            },
+            "split": {"method": "user_temporal", "test_ratio": 0.2, "valid_ratio": 0.1},
+            "model": {"name": "lightgcn", "params": {**models.get_class("lightgcn").smoke_params}},
+            "evaluate": {"k": [5]},
+            "output": str(tmp_path / "out"),
+        }
+    )
+    run_train(job)
+    state = json.loads((tmp_path / "out" / "state.json").read_text())
+    assert len(state["train_history"]["valid"]) == job.model.params["epochs"]
+    assert "Validation recall@10" in (tmp_path / "out" / "report.md").read_text()

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import inspect
 import json
 import logging
 import time
@@ -388,7 +389,9 @@ def run_train(job: TrainJob, progress: bool = True, overwrite: bool = False) -> 
     thr = job.data.positive_threshold
     t0 = time.perf_counter()
     if cls.kind == "retrieval":
-        model.fit(positives(train, thr))
+        takes_valid = "valid" in inspect.signature(model.fit).parameters
+        extra = {"valid": positives(valid, thr)} if valid is not None and takes_valid else {}
+        model.fit(positives(train, thr), **extra)  # valid: per-epoch metrics (torch models)
     else:
         n_neg = job.evaluate.n_negatives
         va = ranking_frame(valid, thr, n_neg, seed=2, known=inter) if valid is not None else None

@@ -241,12 +241,12 @@ class FMRecall(TorchRetrievalModel):
                 neg_ids=neg,
             )
 
-        self._train(module, loss_fn, batches, l2=float(self.l2))
+        def vectors(m: FMRecallModule) -> tuple[np.ndarray, np.ndarray]:
+            users = m.user_vectors(torch.arange(self.n_users))
+            items = m.item_vectors(torch.arange(self.n_items))
+            return users.numpy().astype(np.float32), items.numpy().astype(np.float32)
+
+        self._train(module, loss_fn, batches, vectors=vectors, l2=float(self.l2))
         self.module_ = module
         with torch.no_grad():
-            self.user_factors_ = (
-                module.user_vectors(torch.arange(self.n_users)).numpy().astype(np.float32)
-            )
-            self.item_factors_ = (
-                module.item_vectors(torch.arange(self.n_items)).numpy().astype(np.float32)
-            )
+            self.user_factors_, self.item_factors_ = vectors(module)

@@ -151,7 +151,11 @@ class LightGCN(TorchRetrievalModel):
             ) / (2 * len(users))
             return bpr + l2 * reg
 
-        self._train(module, loss_fn, batches)
+        def vectors(m: LightGCNModule) -> tuple[np.ndarray, np.ndarray]:
+            final = m.propagate().numpy()
+            return final[: self.n_users], final[self.n_users :]
+
+        self._train(module, loss_fn, batches, vectors=vectors)
         with torch.no_grad():
             final = module.propagate().numpy()
         self.user_factors_ = np.ascontiguousarray(final[: self.n_users], dtype=np.float32)

@@ -173,15 +173,14 @@ class SimpleX(TorchRetrievalModel):
                 accidental=neg[None, :] == pos[:, None],
             )
 
-        self._train(module, loss_fn, batches)
+        def vectors(m: SimpleXModule) -> tuple[np.ndarray, np.ndarray]:
+            users = m.user_vectors(torch.arange(self.n_users), torch.from_numpy(hist))
+            items = m.item_vectors(torch.arange(self.n_items))
+            return users.numpy().astype(np.float32), items.numpy().astype(np.float32)
+
+        self._train(module, loss_fn, batches, vectors=vectors)
         with torch.no_grad():
-            users = torch.arange(self.n_users)
-            self.user_factors_ = (
-                module.user_vectors(users, torch.from_numpy(hist)).numpy().astype(np.float32)
-            )
-            self.item_factors_ = (
-                module.item_vectors(torch.arange(self.n_items)).numpy().astype(np.float32)
-            )
+            self.user_factors_, self.item_factors_ = vectors(module)
             self.history_items_ = module.item.weight[1:].numpy().astype(np.float32)  # (I, D)
             self.aggregate_ = module.aggregate.weight.numpy().astype(np.float32)  # (D, D)
 

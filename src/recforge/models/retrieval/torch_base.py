@@ -56,6 +56,7 @@ from recforge.train.trainer import History, Trainer, history_from_json, history_
 log = logging.getLogger(__name__)
 
 LOSSES = ("sampled_softmax", "in_batch", "infonce", "bpr")
+VALID_ROWS = 2000  # validation rows ranked per epoch (a sample when there are more)
 MODULE_PREFIX = "module."
 
 
@@ -231,11 +232,48 @@ class TorchRetrievalModel(EmbeddingMixin, RetrievalModel):
         module: nn.Module,
         loss_fn: Callable[[nn.Module, Any], torch.Tensor],
         batches: Callable[[int], Any],
+        vectors: Callable[[nn.Module], tuple[np.ndarray, np.ndarray]] | None = None,
         **config: Any,
     ) -> History:
-        history = Trainer(self._train_config(**config)).fit(module, loss_fn, batches)
+        """Run the Trainer. ``vectors(module) -> (user vectors (n_users, D), item vectors
+        (n_items, D))``: with it and ``fit(..., valid=...)``, each epoch reports recall@10
+        and ndcg@10 of the validation items (in the history and the progress bar)."""
+        valid_fn = self._epoch_valid_fn(vectors)
+        history = Trainer(self._train_config(**config)).fit(module, loss_fn, batches, valid_fn)
         self.train_history_ = history
         return history
+
+    def _epoch_valid_fn(
+        self, vectors: Callable[[nn.Module], tuple[np.ndarray, np.ndarray]] | None
+    ) -> Callable[[nn.Module], dict[str, float]] | None:
+        """Validation metrics per epoch: rank of each held-out (user, item) among the items
+        the user has not seen in training, on up to ``VALID_ROWS`` rows."""
+        valid = getattr(self, "_epoch_valid", None)
+        if valid is None or vectors is None:
+            return None
+        u = self.user_vocab_.index(valid.frame["user"].to_numpy(), unknown="mask")
+        i = self.item_vocab_.index(valid.frame["item"].to_numpy(), unknown="mask")
+        keep = np.flatnonzero((u >= 0) & (i >= 0))
+        if len(keep) == 0:
+            log.warning("%s: no validation row has a training user and item", type(self).__name__)
+            return None
+        if len(keep) > VALID_ROWS:
+            keep = np.sort(np.random.default_rng(self.seed).choice(keep, VALID_ROWS, replace=False))
+        users, items = u[keep], i[keep]
+
+        def valid_fn(module: nn.Module) -> dict[str, float]:
+            user_vecs, item_vecs = vectors(module)
+            scores = user_vecs[users] @ item_vecs.T  # (V, n_items)
+            target = scores[np.arange(len(users)), items].copy()
+            mask_seen(scores, self.seen_, users)
+            rank = (scores > target[:, None]).sum(1)  # 0-based rank of the held-out item
+            hit = rank < 10
+            return {
+                "recall@10": float(hit.mean()),
+                "ndcg@10": float(np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0).mean()),
+            }
+
+        return valid_fn
 
     @property
     def train_loss_(self) -> list[float]:
@@ -252,12 +290,19 @@ class TorchRetrievalModel(EmbeddingMixin, RetrievalModel):
         super()._load_state(arrays, state)
         self.train_history_ = history_from_json(state["train_history"])
 
-    def fit(self, interactions: Interactions) -> TorchRetrievalModel:
+    def fit(
+        self, interactions: Interactions, valid: Interactions | None = None
+    ) -> TorchRetrievalModel:
         """Check the shared parameters, set torch's threads once, then fit (see
-        ``RetrievalModel.fit``); returns self."""
+        ``RetrievalModel.fit``); with ``valid`` (held-out interactions of the training users)
+        each epoch reports validation recall@10 / ndcg@10. Returns self."""
         self._check_common()
         set_torch_threads(self.num_threads)
-        return super().fit(interactions)  # type: ignore[return-value]
+        self._epoch_valid = valid
+        try:
+            return super().fit(interactions)  # type: ignore[return-value]
+        finally:
+            del self._epoch_valid
 
     def _check_common(self) -> None:
         for name in ("embedding_dim", "epochs", "batch_size"):

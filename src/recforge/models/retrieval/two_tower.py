@@ -221,7 +221,7 @@ class _TwoTower(TorchRetrievalModel):
                 self.loss, user, pos, batch, m.item_vectors, float(self.temperature)
             )
 
-        self._train(module, loss_fn, batches)
+        self._train(module, loss_fn, batches, vectors=lambda m: self._vectors(m, hist))
         self.module_ = module
         self._materialise()
 
