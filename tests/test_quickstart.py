@@ -33,6 +33,19 @@ def test_quickstart_tiny(tmp_path, monkeypatch):
     html = (tmp_path / "report.html").read_text()
     assert "recforge quickstart" in html and "itemcf" in html and "<svg" in html
     assert (tmp_path / "report.md").exists()
+    from recforge.report import read_report
+
+    titles = [s.title for s in read_report(tmp_path)["sections"]]
+    for start in (
+        "Served funnel replay",
+        "Item popularity long tail",
+        "Recall@K, K = 5..100",
+        "Recall channels",
+        "Calibration",
+        "ROC curve",
+        "Training loss",
+    ):
+        assert any(t.startswith(start) for t in titles), start
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["data"]["size"] == "tiny"
 

@@ -376,6 +376,7 @@ def run_train(job: TrainJob, progress: bool = True, overwrite: bool = False) -> 
     model = models.get(job.model.name, **job.model.params)
     out = Path(job.output or f"runs/{_stamp()}-{job.model.name}")
     # under torchrun every rank trains its shard; rank 0 alone checks and writes the output
+    t_start = time.perf_counter()
     distributed.init_from_env()
     main_rank = distributed.is_main()
     if main_rank:
@@ -415,7 +416,16 @@ def run_train(job: TrainJob, progress: bool = True, overwrite: bool = False) -> 
     model.save(out, metrics=metrics)
     (out / "job.json").write_text(json.dumps(asdict(job), indent=2))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
-    _, report = write_job_report(out, job, model, metrics, n_train=len(train), n_test=len(test))
+    _, report = write_job_report(
+        out,
+        job,
+        model,
+        metrics,
+        data=inter,
+        train=train,
+        test=test,
+        seconds=time.perf_counter() - t_start,
+    )
     return {
         "output": str(out),
         "model": job.model.name,
@@ -437,23 +447,46 @@ def check_output(out: Path, overwrite: bool) -> None:
 
 
 def write_job_report(
-    out: Path, job: TrainJob, model: Any, metrics: Mapping[str, Any], n_train: int, n_test: int
+    out: Path,
+    job: TrainJob,
+    model: Any,
+    metrics: Mapping[str, Any],
+    *,
+    data: Interactions,
+    train: Interactions,
+    test: Interactions,
+    seconds: float | None = None,
+    title: str | None = None,
 ) -> tuple[Path, Path]:
-    """``report.md`` and ``report.html`` of a job: its metrics and training curves."""
+    """``report.md``/``report.html`` of a job: its metrics, the data and split (with the
+    split's leakage note), training curves, ROC/PR/calibration for a ranker or
+    Recall/NDCG/HR@K curves for a retrieval model, and the run's metadata."""
+    from recforge import report_parts as parts
     from recforge.report import Table, training_curves, write_report
 
-    rows = {job.model.name: {k: v for k, v in metrics.items() if isinstance(v, int | float)}}
-    sections: list[Any] = [Table("Test metrics", list(rows[job.model.name]), rows)]
-    sections += training_curves({job.model.name: getattr(model, "train_history_", None)})
+    name = job.model.name
+    rows = {name: {k: v for k, v in metrics.items() if isinstance(v, int | float)}}
+    split = f"{job.split.method}, test_ratio {job.split.test_ratio}"
+    sections: list[Any] = [Table("Test metrics", list(rows[name]), rows)]
+    sections += parts.data_sections(data, train, test, split)
+    sections += training_curves({name: getattr(model, "train_history_", None)})
+    thr = job.data.positive_threshold
+    if is_pipeline(model):
+        sections += parts.channel_sections(model, positives(test, thr))
+    elif model.kind == "retrieval":
+        sections += parts.recall_sections({name: model}, positives(test, thr))[0]
+    else:
+        frame = ranking_frame(test, thr, job.evaluate.n_negatives, seed=3, known=data)
+        scores = {name: (frame["label"].to_numpy(), model.predict_proba(frame))}
+        sections += parts.ranking_sections(scores)
     meta = {
-        "model": f"{job.model.name} {json.dumps(job.model.params, default=str)}",
+        "model": f"{name} {json.dumps(job.model.params, default=str)}",
         "data": job.data.source + (f" ({job.data.size})" if job.data.source == "synth" else ""),
-        "split": f"{job.split.method}, test_ratio {job.split.test_ratio}",
-        "rows": f"train {n_train:,}, test {n_test:,}",
+        "split": split,
+        "rows": f"train {len(train):,}, test {len(test):,}",
+        **parts.run_meta(config=asdict(job), data=data, seconds=seconds),
     }
-    return write_report(
-        out, title=f"recforge train: {job.model.name}", sections=sections, meta=meta
-    )
+    return write_report(out, title=title or f"recforge train: {name}", sections=sections, meta=meta)
 
 
 def evaluate_model(

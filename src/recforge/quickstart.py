@@ -5,7 +5,8 @@
 3. recall: fit MostPopular, ItemCF, ALS and EASE, evaluate full ranking (Recall/NDCG@K);
 4. rank: build an impression frame (clicks + popularity-sampled non-clicks with user, item
    and context features), train LR, DeepFM, DCNv2 and LightGBM, evaluate AUC / GAUC / logloss;
-5. save every model as an artifact directory and write ``report.html`` / ``report.md``;
+5. save every model as an artifact directory and write ``report.html`` / ``report.md``
+   (``recforge.report_parts``: data, recall curves, channels, ranking, funnel, metadata);
 6. build a serving bundle (ItemCF + ALS through HNSW + EASE, DeepFM over the top 200),
    replay the funnel on the test split, start ``recforge serve`` on loopback, ask it once
    through REST (with the explain trace) and once through gRPC, and stop it.
@@ -134,7 +135,8 @@ def run(
     summary["bundle"] = _funnel(bundle_dir, test, echo)
     summary["seconds"] = round(time.perf_counter() - t_start, 1)
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
-    report = _report(out, summary, curves, histories)
+    parts = {"inter": inter, "train": train, "test": test, "fitted": fitted, "bundle": bundle_dir}
+    report = _report(out, summary, curves, histories, parts)
     echo(f"models saved under {out / 'models'}; report: {report}")
     if serve:
         from recforge.serving.demo import ask_server
@@ -197,8 +199,18 @@ def _known(test: Interactions, train: Interactions) -> Interactions:
     return test.subset(keep.to_numpy())
 
 
-def _report(out: Path, summary: dict[str, Any], scores: dict, histories: dict) -> Path:
-    from recforge.report import Bars, Table, roc_pr_curves, training_curves, write_report
+def _report(
+    out: Path,
+    summary: dict[str, Any],
+    scores: dict,
+    histories: dict,
+    parts: dict[str, Any],
+) -> Path:
+    """report.html / report.md: data and split, recall (K curves, coverage, novelty, each
+    channel's unique contribution), ranking (ROC, PR, calibration, training curves), the
+    served funnel replay, metadata. ``parts``: inter, train, test, fitted, bundle."""
+    from recforge import report_parts as rp
+    from recforge.report import Bars, Table, training_curves, write_report
 
     def table(title, rows, key="model"):
         cols = [c for c in rows[0] if c != key] if rows else []
@@ -206,44 +218,38 @@ def _report(out: Path, summary: dict[str, Any], scores: dict, histories: dict) -
 
     d = summary["data"]
     recall = summary["recall"]
-    sections = [
+    split = "user_temporal, latest 20% of each user's clicks as test"
+    sections: list[Any] = []
+    if summary.get("bundle"):
+        sections += rp.funnel_sections(summary["bundle"], "DeepFM")
+    sections += rp.data_sections(parts["inter"], parts["train"], parts["test"], split)
+    sections += [
         table("Recall: full ranking, training items excluded", recall),
         Bars(
             "Recall@K per recall channel",
             {r["model"]: {f"recall@{k}": r[f"recall@{k}"] for k in (10, 20, 50)} for r in recall},
         ),
+    ]
+    sections += rp.recall_sections(parts["fitted"], parts["test"], max_users=1000)[0]
+    if parts.get("bundle") is not None:
+        from recforge.serving.core import Recommender
+
+        pipe = Recommender.load(parts["bundle"]).pipeline
+        sections += rp.channel_sections(pipe, parts["test"], max_users=300)
+    sections += [
         table("Ranking: each click + 4 popularity-sampled non-clicks", summary["ranking"]),
-        *roc_pr_curves(scores),
+        *rp.ranking_sections(scores),
         *training_curves(histories),
     ]
-    funnel = summary.get("bundle")
-    if funnel:
-        k = funnel["k"]
-        stages = ["funnel", "recall_merged"] + [
-            n.removesuffix(f"/ndcg@{k}")
-            for n in funnel
-            if n.startswith("channel/") and n.endswith(f"/ndcg@{k}")
-        ]
-        rows = [
-            {
-                "stage": s,
-                f"recall@{k}": funnel[f"{s}/recall@{k}"],
-                f"ndcg@{k}": funnel[f"{s}/ndcg@{k}"],
-            }
-            for s in stages
-        ]
-        sections.append(
-            table(
-                f"Served funnel replay ({funnel['n_users']} test users): recall -> DeepFM -> top {k}, "
-                f"against the merged recall order and each channel alone",
-                rows,
-                key="stage",
-            )
-        )
     meta = {
         "dataset": f"synthetic ({d['size']}): {d['rows']:,} interactions, {d['users']:,} users, {d['items']:,} items",
-        "split": "per-user temporal, latest 20% of each user's clicks as test",
+        "split": split,
         "run time": f"{summary['seconds']} s",
+        **rp.run_meta(
+            config={"size": d["size"], "recall": RECALL_MODELS, "rankers": RANKERS},
+            data=parts["inter"],
+            seconds=summary["seconds"],
+        ),
     }
     _, html_path = write_report(out, title="recforge quickstart", sections=sections, meta=meta)
     return html_path

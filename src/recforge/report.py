@@ -7,13 +7,18 @@ Sections are small dataclasses: ``Text``, ``Table`` (models as rows, metrics as 
 the best value of each column in bold), ``Curve`` (line charts: ROC, PR) and ``Bars``
 (grouped bar charts, e.g. Recall@K per recall model). Charts are hand-written SVG: inlined
 in the HTML (no external file, script or font) and written beside the Markdown under
-``figures/``. No plotting dependency.
+``figures/``. No plotting dependency. ``report.json`` beside them holds the sections as
+data, which ``compare(run_dirs, out)`` (``recforge report compare``) merges: the same
+section of several runs side by side, their curves overlaid. ``recforge.report_parts``
+builds the sections a run shows from library objects.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import html
+import json
 import logging
 import math
 import re
@@ -26,7 +31,17 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Bars", "Curve", "Table", "Text", "roc_pr_curves", "write_report"]
+__all__ = [
+    "Bars",
+    "Curve",
+    "Table",
+    "Text",
+    "compare",
+    "read_report",
+    "roc_pr_curves",
+    "training_curves",
+    "write_report",
+]
 
 PALETTE = [
     "#1f77b4",
@@ -111,10 +126,11 @@ def roc_pr_curves(scores: Mapping[str, tuple[Any, Any]]) -> list[Curve]:
 
 
 def training_curves(histories: Mapping[str, Any]) -> list[Curve]:
-    """Training loss per epoch and each validation metric per epoch, one line per model:
+    """Training loss, each validation metric and the learning rate per epoch, one line per model:
     ``histories`` maps a name to a model's ``train_history_`` (a ``History``, or the dict
     saved with the model); models without one are left out."""
     loss: dict[str, tuple[list[float], list[float]]] = {}
+    lr: dict[str, tuple[list[float], list[float]]] = {}
     valid: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
     for name, hist in histories.items():
         if hist is None:
@@ -122,6 +138,8 @@ def training_curves(histories: Mapping[str, Any]) -> list[Curve]:
         h = hist if isinstance(hist, Mapping) else hist.to_dict()
         if h.get("train_loss"):
             loss[name] = (list(range(1, len(h["train_loss"]) + 1)), list(h["train_loss"]))
+        if h.get("lr"):
+            lr[name] = (list(range(1, len(h["lr"]) + 1)), [float(v) for v in h["lr"]])
         for epoch, metrics in enumerate(h.get("valid") or [], 1):
             for metric, value in metrics.items():
                 xs, ys = valid.setdefault(metric, {}).setdefault(name, ([], []))
@@ -132,6 +150,10 @@ def training_curves(histories: Mapping[str, Any]) -> list[Curve]:
         curves.append(Curve("Training loss", loss, "epoch", "mean loss", unit_square=False))
     for metric, series in valid.items():
         curves.append(Curve(f"Validation {metric}", series, "epoch", metric, unit_square=False))
+    if lr:
+        curves.append(
+            Curve("Learning rate (end of epoch)", lr, "epoch", "learning rate", unit_square=False)
+        )
     return curves
 
 
@@ -496,5 +518,114 @@ def write_report(
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"
     md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
     html_path.write_text("\n".join(doc) + "\n", encoding="utf-8")
+    data = {"title": title, "meta": meta, "sections": [_section_to_json(s) for s in sections]}
+    (run_dir / REPORT_JSON).write_text(json.dumps(data, default=_json_default), encoding="utf-8")
     log.info("report written to %s and %s", md_path, html_path)
     return md_path, html_path
+
+
+# ---------------------------------------------------------------------- comparing runs
+
+REPORT_JSON = "report.json"  # the report's sections as data, for ``compare``
+_KINDS: dict[str, type] = {"text": Text, "table": Table, "curve": Curve, "bars": Bars}
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return str(x)
+
+
+def _section_to_json(sec: Section) -> dict[str, Any]:
+    kind = next(k for k, cls in _KINDS.items() if isinstance(sec, cls))
+    d = dict(sec.__dict__)
+    if isinstance(sec, Curve):
+        d["series"] = {
+            n: [list(map(float, x)), list(map(float, y))] for n, (x, y) in sec.series.items()
+        }
+    return {"kind": kind, **d}
+
+
+def read_report(run_dir: str | Path) -> dict[str, Any]:
+    """A run's report as data: {"title", "meta", "sections": [Text/Table/Curve/Bars]}."""
+    path = Path(run_dir) / REPORT_JSON
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found: a run written by recforge train/evaluate/quickstart or bundle "
+            f"build holds one; re-run it with this version to compare it."
+        )
+    data = json.loads(path.read_text(encoding="utf-8"))
+    sections = []
+    for d in data["sections"]:
+        cls = _KINDS[d.pop("kind")]
+        if cls is Curve:
+            d["series"] = {n: (x, y) for n, (x, y) in d["series"].items()}
+        sections.append(cls(**d))
+    return {"title": data["title"], "meta": data.get("meta", {}), "sections": sections}
+
+
+def compare(run_dirs: Sequence[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
+    """One report with several runs side by side: sections of the same title are merged
+    (curves overlaid, table rows and bar groups prefixed by the run's name, texts one
+    paragraph per run). Returns the (markdown, html) paths written to ``out_dir``."""
+    if len(run_dirs) < 2:
+        raise ValueError("compare: give at least two run directories.")
+    names: list[str] = []
+    for d in run_dirs:
+        name = Path(d).resolve().name or str(d)
+        while name in names:
+            name += "'"
+        names.append(name)
+    reports = [read_report(d) for d in run_dirs]
+    merged: dict[tuple[str, str], list[tuple[str, Section]]] = {}
+    for name, rep in zip(names, reports):
+        for sec in rep["sections"]:
+            merged.setdefault((type(sec).__name__, sec.title), []).append((name, sec))
+    runs = Table(
+        "Runs",
+        ["title", "date", "wall time", "data hash", "split"],
+        {
+            n: {
+                "title": r["title"],
+                **{k: r["meta"].get(k) for k in ("date", "wall time", "data hash")},
+                "split": r["meta"].get("split"),
+            }
+            for n, r in zip(names, reports)
+        },
+        row_header="run",
+        bold_best=False,
+    )
+    sections: list[Section] = [runs]
+    for (_, title), parts in merged.items():
+        first = parts[0][1]
+        if isinstance(first, Curve):
+            series = {}
+            for run, sec in parts:
+                for s, xy in sec.series.items():  # type: ignore[union-attr]
+                    series[run if len(sec.series) == 1 else f"{run}: {s}"] = xy  # type: ignore[union-attr]
+            sections.append(dataclasses.replace(first, series=series))
+        elif isinstance(first, Table):
+            rows, cols = {}, list(first.columns)
+            for run, sec in parts:
+                cols += [c for c in sec.columns if c not in cols]  # type: ignore[union-attr]
+                for r, v in sec.rows.items():  # type: ignore[union-attr]
+                    rows[run if len(sec.rows) == 1 else f"{run} / {r}"] = v  # type: ignore[union-attr]
+            sections.append(dataclasses.replace(first, columns=cols, rows=rows))
+        elif isinstance(first, Bars):
+            values = {
+                f"{run} / {g}": v
+                for run, sec in parts
+                for g, v in sec.values.items()  # type: ignore[union-attr]
+            }
+            sections.append(dataclasses.replace(first, values=values))
+        else:
+            body = "\n\n".join(f"{run}: {sec.body.strip()}" for run, sec in parts)  # type: ignore[union-attr]
+            sections.append(Text(title, body))
+    return write_report(
+        out_dir,
+        title="recforge report compare: " + ", ".join(names),
+        sections=sections,
+        meta={"runs": ", ".join(str(d) for d in run_dirs)},
+    )

@@ -26,6 +26,7 @@ import inspect
 import json
 import logging
 import sys
+import time
 import traceback
 from pathlib import Path
 from types import ModuleType
@@ -35,6 +36,7 @@ import click
 
 from recforge.cli.export_cmd import export as export_command
 from recforge.cli.index_cmd import index as index_group
+from recforge.cli.report_cmd import report as report_group
 from recforge.cli.serve_cmd import batch_recommend_cmd
 from recforge.cli.serve_cmd import bundle as bundle_group
 from recforge.cli.serve_cmd import publish as publish_command
@@ -409,6 +411,7 @@ def evaluate(model_dir: str, config_path: str | None) -> None:
         load_saved,
         split_data,
         unknown_share_warnings,
+        write_job_report,
     )
 
     model = load_saved(model_dir)
@@ -424,13 +427,26 @@ def evaluate(model_dir: str, config_path: str | None) -> None:
         job = TrainJob.from_dict(json.loads(saved.read_text()), where=str(saved))
     try:
         inter = load_data(job.data)
-        _, _, test = split_data(inter, job.split)
+        train, _, test = split_data(inter, job.split)
     except (DataError, ConfigError) as e:
         raise (DataError if isinstance(e, DataError) else ConfigError)(in_job_terms(e)) from None
     for warning in unknown_share_warnings(model, test):
         click.echo(f"warning: {warning}", err=True)
+    t0 = time.perf_counter()
     metrics = evaluate_model(model, job, test, known=inter)
     _print_metrics(metrics)
+    _, report = write_job_report(
+        Path(model_dir) / "evaluate",
+        job,
+        model,
+        metrics,
+        data=inter,
+        train=train,
+        test=test,
+        seconds=time.perf_counter() - t0,
+        title=f"recforge evaluate: {model_dir}",
+    )
+    click.echo(f"report: {report}")
 
 
 @main.command()
@@ -561,6 +577,7 @@ main.add_command(serve_command)
 main.add_command(batch_recommend_cmd)
 models_group.add_command(publish_command)
 main.add_command(export_command)
+main.add_command(report_group)
 
 
 # ---------------------------------------------------------------------------- bench

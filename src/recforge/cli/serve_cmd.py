@@ -42,6 +42,9 @@ def bundle_build(config_path: str, out: str | None) -> None:
                 f"  {name:<24} recall@{k}={m[f'{name}/recall@{k}']:.4f} "
                 f"ndcg@{k}={m[f'{name}/ndcg@{k}']:.4f}"
             )
+    from recforge.report_parts import write_bundle_report
+
+    click.echo(f"report: {write_bundle_report(job, result)}")
     click.echo(f"serve it: recforge serve --bundle {result['output']}")
 
 
