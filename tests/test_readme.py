@@ -10,7 +10,8 @@ What runs, in a temporary working directory holding a copy of ``configs/``:
   block trains the same model from ``configs/ml100k_itemcf.yaml``);
 * the three ```` ```python ```` blocks (models, rankers, serving), in one namespace, with ``SIZES["small"]`` run as
   ``SIZES["tiny"]`` and ``epochs=3`` as ``epochs=1`` (the full-size DeepFM snippet takes
-  minutes on 2 cores); the first block needs the real data.
+  minutes on 2 cores, so its printed numbers are not checked); the first block needs the
+  real data, and the recall@10 / ndcg@10 in its comment must match what it computes.
 
 The ``make run`` / ``make test`` lines are checked to be Makefile targets, not run.
 """
@@ -113,3 +114,8 @@ def test_readme_python_blocks_run(workdir, capsys):
     )  # the serving block's trace, cold user
     if workdir is not None:
         assert "recall@10" in out and Path("runs/itemcf/manifest.json").exists()
+        # the example output the README shows as a comment is what the block printed
+        for key in ("recall@10", "ndcg@10"):
+            said = float(re.search(rf'"{key}": ([0-9.]+)', blocks("python")[0]).group(1))
+            got = float(re.search(rf"'{key}': ([0-9.]+)", out).group(1))
+            assert got == pytest.approx(said, abs=0.0015), key
