@@ -30,7 +30,7 @@ def create_app(
     VersionManager); ``feedback``: the event store behind POST /v1/feedback."""
     from recforge import __version__
     from recforge.serving.operations import READ, install
-    from recforge.serving.routers import health, models, recommend
+    from recforge.serving.routers import health, models, recommend, ui
 
     settings = settings or ServerSettings()
     app = FastAPI(
@@ -44,6 +44,7 @@ def create_app(
     for router in (recommend.router, models.router):
         app.include_router(router, dependencies=READ)  # a read key where one is required
     app.include_router(health.router)
+    app.include_router(ui.router)  # the page; its script calls the keyed API
     install(app, settings, feedback)  # keys, rate limits, metrics, feedback, admin
     _error_handlers(app)
     return app
