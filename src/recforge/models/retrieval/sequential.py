@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 LOSSES = ("auto", "ce", "sampled_softmax", "bce")
 FULL_SOFTMAX_MAX_ITEMS = 100_000  # "auto" switches to sampled softmax above this
+FINAL_PHASES_SHARE = 0.2  # of time_limit_s kept for the phases after the first
 
 
 def resolve_loss(loss: str, n_items: int) -> str:
@@ -126,7 +127,8 @@ class SequentialRecommender(TorchRetrievalModel):
         before stopping and going back to the best epoch (0 = no early stopping, the last
         epoch is kept).
     time_limit_s: stop after the first epoch that ends past this many seconds of training
-        (every phase together; None = no limit), keeping the best validated epoch.
+        (every phase together, the first phase getting 80% when there are more; None = no
+        limit), keeping the best validated epoch.
     """
 
     supports_history: ClassVar[bool] = True
@@ -230,9 +232,10 @@ class SequentialRecommender(TorchRetrievalModel):
             self._phase = phase
             left = None
             if self.time_limit_s is not None:
-                left = float(self.time_limit_s) - (time.perf_counter() - started)
-                if phase == 0:
-                    left = float(self.time_limit_s)  # checked by TrainConfig
+                limit = float(self.time_limit_s)  # > 0, checked by TrainConfig
+                left = limit - (time.perf_counter() - started)
+                if phase == 0:  # later phases keep FINAL_PHASES_SHARE of the budget
+                    left = limit * (1.0 - FINAL_PHASES_SHARE * (len(self._phases()) > 1))
                 elif left <= 0:
                     log.info("%s: no time left for training phase %d", type(self).__name__, phase)
                     break
