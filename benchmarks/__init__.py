@@ -42,6 +42,7 @@ BENCHES: dict[str, str] = {
     "eval_memory": "benchmarks.eval_memory:run",
     "serving_latency": "benchmarks.serving_latency:run",
     "batch_inference": "benchmarks.batch_inference:run",
+    "out_of_core": "benchmarks.out_of_core:run",
     "serving_feedback": "benchmarks.serving_feedback:run",
     "serving_swap": "benchmarks.serving_swap:run",
     "multitask": "benchmarks.multitask:run",

@@ -140,82 +140,24 @@ class FeatureEncoder:
             raise DataError(
                 f"FeatureEncoder.fit expects a pandas DataFrame, got {type(frame).__name__}."
             )
-        skip = set(self.exclude) | ({label} if label else set())
-        columns = (
-            self.features
-            if self.features is not None
-            else [c for c in frame.columns if c not in skip]
-        )
-        forced = [
-            *self.categorical,
-            *self.numeric,
-            *self.multi,
-            *self.bucketize,
-            *self.share,
-            *self.keep_last,
-        ]
-        for col in [*columns, *forced]:
-            if col not in frame.columns:
-                raise DataError(
-                    f"feature column {col!r} not in the frame{suggest(col, list(frame.columns))}; "
-                    f"found {list(frame.columns)}.",
-                    column=col,
-                )
-        if not columns:
-            raise DataError(
-                f"no feature columns left; found {list(frame.columns)}, label={label!r}."
-            )
-        fields: list[Field] = []
-        vocabs: dict[str, pd.Index] = {}
-        for col in columns:
-            kind = self._type_of(frame[col])
-            if kind == NUMERIC:
-                values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64)
-                if np.isnan(values).all():
-                    raise DataError(f"numeric column {col!r} has no numeric value.", column=col)
-                mean, std = float(np.nanmean(values)), float(np.nanstd(values))
-                fields.append(Field(col, NUMERIC, mean=mean, std=std if std > 0 else 1.0))
-            elif kind == CATEGORICAL:
-                vocabs[col] = self._vocab(_native_or_object(frame[col]))
-                fields.append(Field(col, CATEGORICAL, vocab_size=len(vocabs[col]) + 1))
-        for col in columns:  # multi after categorical so that shared vocabularies exist
-            if self._type_of(frame[col]) != MULTI:
-                continue
-            max_len = self.max_lens.get(col, self.max_len)
-            if col in self.share:
-                target = self.share[col]
-                if target not in vocabs:
-                    raise ConfigError(
-                        f"share: {col!r} -> {target!r}, but {target!r} is not a categorical feature."
-                    )
-                vocabs[col] = vocabs[target]
-            else:
-                flat, _ = _flatten(frame[col], col)
-                vocabs[col] = self._vocab(flat)
-            fields.append(
-                Field(
-                    col,
-                    MULTI,
-                    vocab_size=len(vocabs[col]) + 1,
-                    max_len=max_len,
-                    share=self.share.get(col),
-                    keep="last" if col in self.keep_last else "first",
-                )
-            )
-        for col in self.bucketize:
-            values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64)
-            qs = np.nanquantile(values, np.linspace(0, 1, self.n_buckets + 1)[1:-1])
-            edges = sorted(set(float(q) for q in qs))
-            fields.append(
-                Field(
-                    f"{col}_bucket",
-                    CATEGORICAL,
-                    vocab_size=len(edges) + 2,
-                    source=col,
-                    boundaries=edges,
-                )
-            )
-        self._fields, self._vocabs = fields, vocabs
+        return self.fit_stream([frame], label)
+
+    def fit_stream(
+        self, frames: Iterable[pd.DataFrame], label: str | None = None
+    ) -> FeatureEncoder:
+        """Learn fields in one pass over chunks of a frame too large for memory (e.g.
+        ``recforge.data.stream.ParquetSource.frames()``): the same fields as ``fit`` on the
+        concatenation — vocabularies in order of first appearance with ``min_count``,
+        numeric mean/std merged exactly; bucket edges are quantiles of a uniform sample of
+        at most ``BUCKET_SAMPLE`` values. Column types are read from the first chunk."""
+        stats: _FitStats | None = None
+        for frame in frames:
+            if stats is None:
+                stats = _FitStats(self, frame, label)
+            stats.add(frame)
+        if stats is None:
+            raise DataError("FeatureEncoder.fit_stream: no data (the stream was empty).")
+        self._fields, self._vocabs = stats.finish()
         return self
 
     def _type_of(self, s: pd.Series) -> str:
@@ -319,6 +261,157 @@ def pad_lists(col: pd.Series, max_len: int, *, keep_last: bool = False) -> np.nd
             f"column {col.name!r} must hold lists of integers: {e}", column=col.name
         ) from e
     return _pad(values, lengths, max_len, keep_last=keep_last)
+
+
+BUCKET_SAMPLE = 200_000  # values kept (uniformly, reservoir) for streaming bucket edges
+
+
+class _FitStats:
+    """What ``FeatureEncoder.fit_stream`` accumulates: value counts, moments, samples."""
+
+    def __init__(self, enc: FeatureEncoder, frame: pd.DataFrame, label: str | None) -> None:
+        if not isinstance(frame, pd.DataFrame):
+            raise DataError(
+                f"FeatureEncoder.fit_stream: chunks must be DataFrames, got {type(frame).__name__}."
+            )
+        self.enc = enc
+        skip = set(enc.exclude) | ({label} if label else set())
+        columns = (
+            enc.features
+            if enc.features is not None
+            else [c for c in frame.columns if c not in skip]
+        )
+        forced = [
+            *enc.categorical,
+            *enc.numeric,
+            *enc.multi,
+            *enc.bucketize,
+            *enc.share,
+            *enc.keep_last,
+        ]
+        for col in [*columns, *forced]:
+            if col not in frame.columns:
+                raise DataError(
+                    f"feature column {col!r} not in the frame{suggest(col, list(frame.columns))}; "
+                    f"found {list(frame.columns)}.",
+                    column=col,
+                )
+        if not columns:
+            raise DataError(
+                f"no feature columns left; found {list(frame.columns)}, label={label!r}."
+            )
+        self.columns = list(columns)
+        self.kinds = {c: enc._type_of(frame[c]) for c in self.columns}
+        self.counts: dict[str, list[pd.Series]] = {
+            c: [] for c in self.columns if self.kinds[c] != NUMERIC
+        }
+        self.moments = {
+            c: (0, 0.0, 0.0) for c in self.columns if self.kinds[c] == NUMERIC
+        }  # n, mean, M2
+        self.samples: dict[str, list[np.ndarray]] = {c: [] for c in enc.bucketize}
+        self.seen = {c: 0 for c in enc.bucketize}
+        self.rng = np.random.default_rng(0)
+
+    def add(self, frame: pd.DataFrame) -> None:
+        enc = self.enc
+        for col in self.columns:
+            kind = self.kinds[col]
+            if kind == NUMERIC:
+                v = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64)
+                v = v[~np.isnan(v)]
+                if len(v):  # Chan et al.'s merge of two (n, mean, M2)
+                    n0, m0, q0 = self.moments[col]
+                    n1, m1 = len(v), float(v.mean())
+                    q1 = float(((v - m1) ** 2).sum())
+                    n = n0 + n1
+                    d = m1 - m0
+                    self.moments[col] = (n, m0 + d * n1 / n, q0 + q1 + d * d * n0 * n1 / n)
+            elif kind == CATEGORICAL:
+                self._count(col, _native_or_object(frame[col]))
+            elif col not in enc.share:  # multi with a vocabulary of its own
+                self._count(col, _flatten(frame[col], col)[0])
+        for col in enc.bucketize:
+            v = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64)
+            self.samples[col].append(v)
+            self.seen[col] += len(v)
+            kept = np.concatenate(self.samples[col])
+            if len(kept) > BUCKET_SAMPLE:  # keep a uniform sample of everything seen so far
+                keep = self.rng.choice(len(kept), BUCKET_SAMPLE, replace=False)
+                self.samples[col] = [kept[np.sort(keep)]]
+
+    def _count(self, col: str, values: np.ndarray) -> None:
+        parts = self.counts[col]
+        parts.append(pd.Series(values).dropna().value_counts(sort=False))
+        if len(parts) >= 16:  # merged now and then: memory is the number of distinct values
+            self.counts[col] = [_merge_counts(parts)]
+
+    def _vocab(self, col: str) -> pd.Index:
+        parts = self.counts[col]
+        counts = _merge_counts(parts) if parts else pd.Series(dtype=np.int64)
+        kept = counts.index[counts.to_numpy() >= self.enc.min_count]
+        if kept.dtype.kind in "iu":  # plain integer column: no Python objects
+            return pd.Index(kept.to_numpy(dtype=np.int64))
+        return pd.Index(list(kept))
+
+    def finish(self) -> tuple[list[Field], dict[str, pd.Index]]:
+        enc = self.enc
+        fields: list[Field] = []
+        vocabs: dict[str, pd.Index] = {}
+        for col in self.columns:
+            kind = self.kinds[col]
+            if kind == NUMERIC:
+                n, mean, m2 = self.moments[col]
+                if n == 0:
+                    raise DataError(f"numeric column {col!r} has no numeric value.", column=col)
+                std = float(np.sqrt(m2 / n))
+                fields.append(Field(col, NUMERIC, mean=float(mean), std=std if std > 0 else 1.0))
+            elif kind == CATEGORICAL:
+                vocabs[col] = self._vocab(col)
+                fields.append(Field(col, CATEGORICAL, vocab_size=len(vocabs[col]) + 1))
+        for col in self.columns:  # multi after categorical so that shared vocabularies exist
+            if self.kinds[col] != MULTI:
+                continue
+            max_len = enc.max_lens.get(col, enc.max_len)
+            if col in enc.share:
+                target = enc.share[col]
+                if target not in vocabs:
+                    raise ConfigError(
+                        f"share: {col!r} -> {target!r}, but {target!r} is not a categorical feature."
+                    )
+                vocabs[col] = vocabs[target]
+            else:
+                vocabs[col] = self._vocab(col)
+            fields.append(
+                Field(
+                    col,
+                    MULTI,
+                    vocab_size=len(vocabs[col]) + 1,
+                    max_len=max_len,
+                    share=enc.share.get(col),
+                    keep="last" if col in enc.keep_last else "first",
+                )
+            )
+        for col in enc.bucketize:
+            values = np.concatenate(self.samples[col])
+            qs = np.nanquantile(values, np.linspace(0, 1, enc.n_buckets + 1)[1:-1])
+            edges = sorted(set(float(q) for q in qs))
+            fields.append(
+                Field(
+                    f"{col}_bucket",
+                    CATEGORICAL,
+                    vocab_size=len(edges) + 2,
+                    source=col,
+                    boundaries=edges,
+                )
+            )
+        return fields, vocabs
+
+
+def _merge_counts(parts: list[pd.Series]) -> pd.Series:
+    """Sum of value counts, values in order of first appearance."""
+    if len(parts) == 1:
+        return parts[0]
+    return pd.concat(parts).groupby(level=0, sort=False).sum()
 
 
 def _native_or_object(col: pd.Series) -> np.ndarray:

@@ -201,7 +201,15 @@ class TorchRanker(Ranker):
     def fit(
         self, frame: pd.DataFrame, label: str = "label", valid: pd.DataFrame | None = None
     ) -> TorchRanker:
-        """Encode ``frame``, train on it (validating on ``valid`` each epoch); returns self."""
+        """Encode ``frame``, train on it (validating on ``valid`` each epoch); returns self.
+
+        ``frame`` may also be a ``recforge.data.stream.ParquetSource`` (data larger than
+        memory): the encoder is fitted in one streaming pass and every epoch reads the
+        Parquet again through the source's bounded shuffle buffer."""
+        from recforge.data.stream import ParquetSource
+
+        if isinstance(frame, ParquetSource):
+            return self._fit_stream(frame, label, valid)
         self._check_params()
         y = _labels(frame, label, "fit")
         encoder = self.make_encoder(frame).fit(frame, label)
@@ -225,6 +233,32 @@ class TorchRanker(Ranker):
         self.encoder_ = encoder  # last: marks the model fitted
         return self
 
+    def _fit_stream(self, source: Any, label: str, valid: pd.DataFrame | None) -> TorchRanker:
+        """``fit`` on a ParquetSource: one streaming pass fits the encoder, then epochs of
+        shuffled chunks, each encoded as it is read (memory: the shuffle buffer)."""
+        self._check_params()
+        if self.sampling != "none":
+            raise ConfigError(
+                f"{type(self).__name__}: sampling={self.sampling!r} needs the data in memory; "
+                f"train from a DataFrame, or down-sample the Parquet beforehand."
+            )
+        first = next(source.frames())
+        encoder = self.make_encoder(first).fit_stream(source.frames(), label)
+        valid_data = None
+        if valid is not None:
+            valid_data = (
+                to_tensors(self.encode(encoder, valid)),
+                _labels(valid, label, "fit(valid=...)"),
+            )
+        x0 = to_tensors(self.encode(encoder, first))
+        y0 = torch.from_numpy(_labels(first, label, "fit").astype(np.float32))
+        batches = _StreamBatches(self, source, encoder, label)
+        module, hist = self._train_on(encoder.fields_, batches, x0, y0, valid_data, 1.0)
+        self.module_, self.train_history_, self.neg_rate_ = module, hist, 1.0
+        self.n_features_ = len(encoder.fields_)
+        self.encoder_ = encoder
+        return self
+
     def _train(
         self,
         fields: Sequence[Field],
@@ -233,13 +267,26 @@ class TorchRanker(Ranker):
         valid: tuple[Batch, np.ndarray] | None,
         neg_rate: float,
     ) -> tuple[nn.Module, History]:
+        xt = to_tensors(x)
+        yt = torch.from_numpy(np.asarray(y, dtype=np.float32))
+        batches = _Batches(xt, yt, self.batch_size, self.seed)
+        return self._train_on(fields, batches, xt, yt, valid, neg_rate)
+
+    def _train_on(
+        self,
+        fields: Sequence[Field],
+        batches: Any,
+        xt: Batch,
+        yt: torch.Tensor,
+        valid: tuple[Batch, np.ndarray] | None,
+        neg_rate: float,
+    ) -> tuple[nn.Module, History]:
+        """Build the module (``_init_module`` sees ``xt``/``yt``) and train it on
+        ``batches`` (an epoch -> batches callable)."""
         set_torch_threads(self.num_threads)
         seed_everything(self.seed)
         module = self.build_module(fields)
-        xt = to_tensors(x)
-        yt = torch.from_numpy(np.asarray(y, dtype=np.float32))
         self._init_module(module, xt, yt)
-        batches = _Batches(xt, yt, self.batch_size, self.seed)
 
         def loss_fn(m: nn.Module, b: tuple[Batch, torch.Tensor]) -> torch.Tensor:
             return self.training_loss(m, b[0], b[1])
@@ -361,6 +408,49 @@ class _Batches:
             i = j * self.size + self.rank
             idx = perm[i * self.bs : (i + 1) * self.bs]
             yield take(self.x, idx), self.y.index_select(0, idx)
+
+
+class _StreamBatches:
+    """Epochs of mini-batches from a ParquetSource: shuffled chunks encoded as they are read.
+    Under data parallelism each rank reads its own row groups and every rank stops after
+    the same number of steps (that of the smallest share)."""
+
+    def __init__(
+        self, model: TorchRanker, source: Any, encoder: FeatureEncoder, label: str
+    ) -> None:
+        self.model, self.source, self.encoder, self.label = model, source, encoder, label
+        self.bs = int(model.batch_size)
+        self.epoch, self.rank, self.size = 0, 0, 1
+
+    def __call__(self, epoch: int) -> _StreamBatches:
+        self.epoch = epoch
+        return self
+
+    def shard(self, rank: int, size: int) -> _StreamBatches:
+        self.rank, self.size = int(rank), int(size)
+        return self
+
+    def _steps(self, n: int) -> int:
+        buf = self.source.buffer_rows
+        per_block = -(-buf // self.bs)
+        return (n // buf) * per_block + -(-(n % buf) // self.bs)
+
+    def __len__(self) -> int:
+        shares = [self.source.shard(r, self.size).n_rows for r in range(self.size)]
+        return self._steps(min(shares))
+
+    def __iter__(self) -> Iterator[tuple[Batch, torch.Tensor]]:
+        src = self.source.shard(self.rank, self.size) if self.size > 1 else self.source
+        steps, taken = len(self), 0
+        for block in src.shuffled(self.epoch):
+            x = to_tensors(self.model.encode(self.encoder, block))
+            y = torch.from_numpy(_labels(block, self.label, "fit").astype(np.float32))
+            for s in range(0, len(block), self.bs):
+                if taken >= steps:
+                    return
+                idx = torch.arange(s, min(s + self.bs, len(block)))
+                taken += 1
+                yield take(x, idx), y.index_select(0, idx)
 
 
 def _predict_logits(module: nn.Module, x: Batch, batch_size: int) -> np.ndarray:
