@@ -43,6 +43,7 @@ BENCHES: dict[str, str] = {
     "serving_latency": "benchmarks.serving_latency:run",
     "batch_inference": "benchmarks.batch_inference:run",
     "out_of_core": "benchmarks.out_of_core:run",
+    "ddp_throughput": "benchmarks.ddp_throughput:run",
     "serving_feedback": "benchmarks.serving_feedback:run",
     "serving_swap": "benchmarks.serving_swap:run",
     "multitask": "benchmarks.multitask:run",
