@@ -224,7 +224,12 @@ def run(
     load_before = os.getloadavg()
     work = Path(out) if out else Path(tempfile.mkdtemp(prefix="recforge-serving-bench-"))
     t0 = time.perf_counter()
-    bundle, users = build(work / "bundle", size or SIZE)
+    users_file = work / "users.json"
+    if (work / "bundle" / "bundle.json").is_file() and users_file.is_file():  # --out reused
+        bundle, users = work / "bundle", json.loads(users_file.read_text())
+    else:
+        bundle, users = build(work / "bundle", size or SIZE)
+        users_file.write_text(json.dumps(users))
     build_s = time.perf_counter() - t0
     inproc = in_process(bundle, users)
     loaded = under_load(bundle, users, rates=rates, seconds=seconds)
@@ -278,7 +283,11 @@ def markdown(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=None, help="folder for the bundle and serving_latency.json")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="folder for the bundle and serving_latency.json (a bundle already there is reused)",
+    )
     p.add_argument("--docs", default=None, help="markdown file to update, e.g. docs/BENCHMARKS.md")
     p.add_argument("--seconds", type=float, default=10.0, help="seconds per load level")
     p.add_argument("--small", action="store_true", help="a 5k-item bundle (a quick check)")
