@@ -5,8 +5,9 @@ missing and the tests run as root with apt-get (``apt-get update`` then
 ``apt-get install -y chromium``, as on a fresh CI machine); where it cannot be installed,
 the tests skip and say why. Each page is loaded with the flags below; the test fails on a
 console error, a page that renders blank (its screenshot no larger than a blank page's)
-or a section missing from the DOM after its scripts ran. The quickstart screenshot is
-what docs/quickstart-report.png shows (``RECFORGE_UPDATE_SCREENSHOT=1`` rewrites it).
+or a section missing from the DOM after its scripts ran. docs/quickstart-report.png is
+the same screenshot of a ``recforge quickstart`` run at the default size (small);
+``RECFORGE_UPDATE_SCREENSHOT=1`` writes this test's (tiny) one there instead.
 """
 
 from __future__ import annotations
