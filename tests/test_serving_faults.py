@@ -206,20 +206,23 @@ def test_hot_swap_under_load(tiny_recall_bundle, tmp_path):  # noqa: F811
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
     for t in threads:
         t.start()
-    try:
-        time.sleep(2.0)
-        phase[0] = "swap"
-        for src in staged:
-            publish(src, root / "demo")
-            time.sleep(0.15)
-        deadline = time.monotonic() + 10
-        while (
-            httpx.post(server.url + "/v1/recommend", json={"user": "u0"}).json()["version"] != "v20"
-        ):
-            assert time.monotonic() < deadline, "the last version never took over"
-            time.sleep(0.05)
+    try:  # steady and swap windows alternate, so that a shared machine's drift hits both
+        for rnd in range(4):
+            phase[0] = "steady"
+            time.sleep(1.2)
+            phase[0] = "swap"
+            for src in staged[5 * rnd : 5 * rnd + 5]:
+                publish(src, root / "demo")
+                time.sleep(0.15)
+            last, deadline = f"v{5 * rnd + 5}", time.monotonic() + 10
+            while (
+                httpx.post(server.url + "/v1/recommend", json={"user": "u0"}).json()["version"]
+                != last
+            ):
+                assert time.monotonic() < deadline, f"{last} never took over"
+                time.sleep(0.05)
         phase[0] = "steady"
-        time.sleep(2.0)
+        time.sleep(1.2)
     finally:
         stop.set()
         for t in threads:

@@ -42,6 +42,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -263,7 +264,9 @@ class VersionManager:
     sizes plus the candidate's may not exceed it (``None``: no limit). ``warmup_budget_s``:
     the warm-up call's latency budget. ``schemas``: per name, the schema a version must have
     (otherwise: the schema of the version serving now, if any). ``on_event``: called with
-    ``(event, record)`` for metrics (``loaded``, ``failed``, ``unloaded``).
+    ``(event, record)`` for metrics (``loaded``, ``failed``, ``unloaded``). ``load_share``: the
+    largest share of the interpreter a load may take from the request threads (see
+    ``run_yielding``); 1.0 lets it run flat out.
     """
 
     def __init__(
@@ -276,6 +279,7 @@ class VersionManager:
         default_policy: Policy | None = None,
         memory_budget_bytes: int | None = None,
         warmup_budget_s: float = 2.0,
+        load_share: float = 0.3,
         schemas: Mapping[str, dict[str, Any]] | None = None,
         on_event: Callable[[str, VersionRecord], None] | None = None,
     ) -> None:
@@ -288,6 +292,9 @@ class VersionManager:
         self.default_policy = default_policy or Policy()
         self.memory_budget_bytes = memory_budget_bytes
         self.warmup_budget_s = warmup_budget_s
+        if not 0 < load_share <= 1:
+            raise ConfigError(f"load_share {load_share!r}: a fraction in (0, 1].")
+        self.load_share = load_share
         self._policies: dict[str, Policy] = dict(policies or {})
         self._schemas: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (schemas or {}).items()}
         self.on_event = on_event
@@ -299,6 +306,7 @@ class VersionManager:
         self._lock = threading.Lock()  # records, labels, routes: held briefly
         self._sync_lock = threading.RLock()  # one scan/load/unload at a time
         self._last_scan: dict[str, dict[int, DiskVersion]] = {}
+        self._graveyard: list[VersionRecord] = []  # unloaded, not yet freed
 
     # ------------------------------------------------------------ RecommenderSource
     def get(self, name: str | None = None, *, version: int | None = None, label: str | None = None):
@@ -459,6 +467,9 @@ class VersionManager:
     def sync(self) -> None:
         """Scan the source and load/unload so each name matches its policy."""
         with self._sync_lock:
+            with self._lock:
+                dead, self._graveyard = self._graveyard, []
+            run_yielding(dead.clear, self.load_share)  # the last references: freed here
             disk = self.source.scan()
             self._last_scan = disk
             names = self.names if self.names is not None else sorted(disk)
@@ -601,7 +612,7 @@ class VersionManager:
             )
         t0 = time.perf_counter()
         try:
-            servable = self.loader.load(dv.path)
+            servable = run_yielding(lambda: self.loader.load(dv.path), self.load_share)
         except Exception as e:  # the gate: any load error is the version's failure reason
             return self._fail(rec, f"load: {type(e).__name__}: {e}")
         try:
@@ -662,9 +673,12 @@ class VersionManager:
         with self._lock:
             if rec.state is not State.UNLOADING:
                 return
-            recs = self._records.get(rec.name, {})  # the servable is freed with its last
-            if recs.get(rec.version) is rec:  # reference (a request that used get())
+            recs = self._records.get(rec.name, {})
+            if recs.get(rec.version) is rec:
                 del recs[rec.version]
+            # freed by the next sync in the watcher thread, not in the request thread whose
+            # lease ended last (freeing a version's arrays and indexes takes time)
+            self._graveyard.append(rec)
         log.info("%s version %d unloaded", rec.name, rec.version)
         self._emit("unloaded", rec)
 
@@ -684,6 +698,35 @@ class VersionManager:
                 self.on_event(event, rec)
             except Exception:  # metrics must never break a load
                 log.exception("version event hook failed")
+
+
+def run_yielding(fn: Callable[[], Any], share: float, slice_s: float = 0.001) -> Any:
+    """``fn()`` in this thread, giving the GIL back on a schedule: after each ``slice_s`` of
+    running it sleeps long enough that it holds the interpreter at most ``share`` of the time.
+
+    A version loads in the serving process beside the request threads; under the GIL a
+    thread that loads flat out takes about half of the interpreter from them, which is what
+    spikes request latency during a load (TF Serving #881). A profile hook (this thread only)
+    checks the clock at every call; C code that holds the GIL for long is not interrupted.
+    """
+    if share >= 1.0:
+        return fn()
+    pause = slice_s * (1.0 - share) / share
+    mark = time.perf_counter()
+
+    def hook(frame: Any, event: str, arg: Any) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        if now - mark > slice_s:
+            time.sleep(pause)
+            mark = time.perf_counter()
+
+    previous = sys.getprofile()
+    sys.setprofile(hook)
+    try:
+        return fn()
+    finally:
+        sys.setprofile(previous)
 
 
 def _mib(n: int) -> str:
