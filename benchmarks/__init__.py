@@ -48,6 +48,7 @@ BENCHES: dict[str, str] = {
     "serving_swap": "benchmarks.serving_swap:run",
     "multitask": "benchmarks.multitask:run",
     "onnx_latency": "benchmarks.onnx_latency:run",
+    "ltr_funnel": "benchmarks.ltr_funnel:run",
 }
 
 

@@ -153,7 +153,9 @@ def test_ui_page_in_chromium_with_an_api_key(chromium, keyed_server, tmp_path):
     assert httpx.get(f"{base}/v1/models", timeout=10).status_code in (401, 403)  # keyed
     user = tiny_log().users[0]
     shot = tmp_path / "ui.png"
-    dom, console = run_chromium(chromium, f"{base}/ui#key=ui-test-key-0123456789&user={user}&k=5", shot)
+    dom, console = run_chromium(
+        chromium, f"{base}/ui#key=ui-test-key-0123456789&user={user}&k=5", shot
+    )
     assert not errors(console), console
     for section in ("models", "traffic", "stages", "feedback", "try"):
         assert f'id="{section}"' in dom, section

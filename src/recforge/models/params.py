@@ -292,6 +292,7 @@ WHEN_TO_USE: dict[str, str] = {
     "ple": "Several labels that pull apart (click vs conversion): own and shared experts.",
     "esmm": "Click then conversion: CVR trained on all impressions, no selection bias.",
     "lightgbm": "Tabular features with numeric signal; fast, strong, no tuning of embeddings.",
+    "lambdamart": "Re-rank each user's recall candidates: trees trained on NDCG of whole lists.",
     "gbdt_lr": "Tree-learned feature crosses fed to a logistic regression (the Facebook recipe).",
 }
 

@@ -86,6 +86,8 @@ class MultiTaskRanker(TorchRanker):
             raise ConfigError(
                 f"{name}: sampling must be 'none' (re-sampling needs a single label)."
             )
+        if self.list_loss != "none":
+            raise ConfigError(f"{name}: list_loss must be 'none' (listwise losses take one label).")
         if not isinstance(frame, pd.DataFrame):
             raise DataError(f"{name}.fit expects a pandas DataFrame, got {type(frame).__name__}.")
         self.check_tasks(tasks)

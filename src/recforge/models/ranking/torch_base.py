@@ -52,6 +52,7 @@ from recforge.train.trainer import history_from_json, history_to_json
 log = logging.getLogger(__name__)
 
 LOSSES = ("bce", "weighted_bce", "focal")
+LIST_LOSSES = ("none", "softmax", "listnet", "lambdarank")
 SAMPLING = ("none", "over", "under", "negative_downsample", "smote", "adasyn")
 
 
@@ -69,6 +70,16 @@ class TorchRanker(Ranker):
     sampling: "none", "over", "under" (random over/under-sampling to a minority:majority
         ratio of ``sampling_rate``), "negative_downsample" (keep each negative with
         probability ``sampling_rate``; predictions are re-calibrated), "smote", "adasyn".
+    list_loss: "none" (pointwise: ``loss`` per row) or a listwise loss over each list of
+        rows sharing ``list_group`` (e.g. one user's recall candidates): "softmax" (cross-
+        entropy of softmax(scores) against the labels normalised to sum 1), "listnet"
+        (``losses.listnet``) or "lambdarank" (``losses.lambdarank`` at k=10). Batches then
+        hold whole lists (about ``batch_size`` rows); lists without a positive are skipped.
+    list_group: the column naming each row's list when ``list_loss`` is set.
+    list_bce_weight: weight of the pointwise ``loss`` added to the listwise one. A listwise
+        loss does not change when a list's scores shift together, so without an anchor the
+        logits drift until ``predict_proba`` saturates at 0/1 and ties; a small pointwise
+        term keeps them on a probability scale (0 = the pure listwise loss).
     min_count, max_len, encoder_options: passed to ``FeatureEncoder`` (encoder_options is a
         dict of its other keyword arguments, e.g. ``{"bucketize": ["price"]}``).
     """
@@ -99,6 +110,9 @@ class TorchRanker(Ranker):
         focal_alpha: float | None = None,
         sampling: str = "none",
         sampling_rate: float = 1.0,
+        list_loss: str = "none",
+        list_group: str = "user",
+        list_bce_weight: float = 0.1,
         min_count: int = 1,
         max_len: int = 8,
         encoder_options: dict[str, Any] | None = None,
@@ -126,6 +140,9 @@ class TorchRanker(Ranker):
         self.focal_alpha = focal_alpha
         self.sampling = sampling
         self.sampling_rate = sampling_rate
+        self.list_loss = list_loss
+        self.list_group = list_group
+        self.list_bce_weight = list_bce_weight
         self.min_count = min_count
         self.max_len = max_len
         self.encoder_options = encoder_options
@@ -197,6 +214,27 @@ class TorchRanker(Ranker):
             return losses.focal(logits, y, self.focal_gamma, self.focal_alpha)
         raise ConfigError(f"{type(self).__name__}: loss={self.loss!r}; choose one of {LOSSES}.")
 
+    def list_loss_value(
+        self, logits: torch.Tensor, y: torch.Tensor, seg: torch.Tensor
+    ) -> torch.Tensor:
+        """The listwise loss of a batch of whole lists: logits, y (B,), seg (B,) the list of
+        each row (0..G-1, rows of a list contiguous)."""
+        n_lists = int(seg[-1]) + 1
+        starts = torch.searchsorted(seg, torch.arange(n_lists))  # (G,) first row of each list
+        pos = torch.arange(len(seg)) - starts[seg]  # (B,) place inside its list
+        width = int(pos.max()) + 1
+        scores = logits.new_zeros(n_lists, width)
+        labels = y.new_zeros(n_lists, width)
+        mask = torch.zeros(n_lists, width, dtype=torch.bool)
+        scores[seg, pos], labels[seg, pos], mask[seg, pos] = logits, y, True  # (G, L)
+        if self.list_loss == "softmax":
+            logp = torch.log_softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
+            target = labels / labels.sum(1, keepdim=True).clamp_min(1e-12)
+            return -(target * logp.masked_fill(~mask, 0.0)).sum(1).mean()
+        if self.list_loss == "listnet":
+            return losses.listnet(scores, labels, mask)
+        return losses.lambdarank(scores, labels, mask, k=10)
+
     # ------------------------------------------------------------------ fit
     def fit(
         self, frame: pd.DataFrame, label: str = "label", valid: pd.DataFrame | None = None
@@ -215,6 +253,21 @@ class TorchRanker(Ranker):
         encoder = self.make_encoder(frame).fit(frame, label)
         x = self.encode(encoder, frame)
         neg_rate = 1.0
+        groups = None
+        if self.list_loss != "none":
+            if self.list_group not in frame.columns:
+                raise DataError(
+                    f"{type(self).__name__}.fit: list_loss={self.list_loss!r} groups rows by "
+                    f"list_group={self.list_group!r}, which is not a column (columns: "
+                    f"{list(frame.columns)}); set list_group to the user/request column.",
+                    column=self.list_group,
+                )
+            if self.sampling != "none":
+                raise ConfigError(
+                    f"{type(self).__name__}: sampling must be 'none' with a list_loss "
+                    f"(re-sampling would break the lists)."
+                )
+            groups = pd.factorize(frame[self.list_group])[0]
         if self.sampling != "none":
             from recforge.data.imbalance import resample
 
@@ -227,7 +280,7 @@ class TorchRanker(Ranker):
                 to_tensors(self.encode(encoder, valid)),
                 _labels(valid, label, "fit(valid=...)"),
             )
-        module, hist = self._train(encoder.fields_, x, y, valid_data, neg_rate)
+        module, hist = self._train(encoder.fields_, x, y, valid_data, neg_rate, groups)
         self.module_, self.train_history_, self.neg_rate_ = module, hist, neg_rate
         self.n_features_ = len(encoder.fields_)
         self.encoder_ = encoder  # last: marks the model fitted
@@ -241,6 +294,11 @@ class TorchRanker(Ranker):
             raise ConfigError(
                 f"{type(self).__name__}: sampling={self.sampling!r} needs the data in memory; "
                 f"train from a DataFrame, or down-sample the Parquet beforehand."
+            )
+        if self.list_loss != "none":
+            raise ConfigError(
+                f"{type(self).__name__}: list_loss={self.list_loss!r} needs whole lists in "
+                f"memory; train from a DataFrame."
             )
         first = next(source.frames())
         encoder = self.make_encoder(first).fit_stream(source.frames(), label)
@@ -266,10 +324,15 @@ class TorchRanker(Ranker):
         y: np.ndarray,
         valid: tuple[Batch, np.ndarray] | None,
         neg_rate: float,
+        groups: np.ndarray | None = None,
     ) -> tuple[nn.Module, History]:
+        """Train a new module; ``groups`` (n,) list ids switch to listwise batches."""
         xt = to_tensors(x)
         yt = torch.from_numpy(np.asarray(y, dtype=np.float32))
-        batches = _Batches(xt, yt, self.batch_size, self.seed)
+        if groups is None:
+            batches: Any = _Batches(xt, yt, self.batch_size, self.seed)
+        else:
+            batches = _ListBatches(xt, yt, self.batch_size, self.seed, groups)
         return self._train_on(fields, batches, xt, yt, valid, neg_rate)
 
     def _train_on(
@@ -288,7 +351,13 @@ class TorchRanker(Ranker):
         module = self.build_module(fields)
         self._init_module(module, xt, yt)
 
-        def loss_fn(m: nn.Module, b: tuple[Batch, torch.Tensor]) -> torch.Tensor:
+        def loss_fn(m: nn.Module, b: tuple) -> torch.Tensor:
+            if len(b) == 3:  # whole lists: (x, y, list of each row)
+                logits = m(b[0])
+                loss = self.list_loss_value(logits, b[1], b[2])
+                if self.list_bce_weight > 0:
+                    loss = loss + self.list_bce_weight * self.loss_value(logits, b[1])
+                return loss
             return self.training_loss(m, b[0], b[1])
 
         valid_fn = None
@@ -310,6 +379,10 @@ class TorchRanker(Ranker):
         self.check_params()  # types against the annotations
         if self.loss not in LOSSES:
             raise ConfigError(f"{type(self).__name__}: loss={self.loss!r}; choose one of {LOSSES}.")
+        if self.list_loss not in LIST_LOSSES:
+            raise ConfigError(
+                f"{type(self).__name__}: list_loss={self.list_loss!r}; choose one of {LIST_LOSSES}."
+            )
         if self.sampling not in SAMPLING:
             raise ConfigError(
                 f"{type(self).__name__}: sampling={self.sampling!r}; choose one of {SAMPLING}."
@@ -451,6 +524,55 @@ class _StreamBatches:
                 idx = torch.arange(s, min(s + self.bs, len(block)))
                 taken += 1
                 yield take(x, idx), y.index_select(0, idx)
+
+
+class _ListBatches(_Batches):
+    """Mini-batches of whole lists for a listwise loss: lists with a positive and at least
+    two rows, in an order shuffled by (seed, epoch), packed until a batch holds
+    ``batch_size`` rows (a longer list is a batch alone). Yields (x, y, seg), seg (B,) the
+    batch-local list index of each row."""
+
+    def __init__(
+        self, x: Batch, y: torch.Tensor, batch_size: int, seed: int, groups: np.ndarray
+    ) -> None:
+        super().__init__(x, y, batch_size, seed)
+        order = np.argsort(groups, kind="stable")
+        bounds = np.flatnonzero(np.diff(groups[order])) + 1
+        lists = np.split(order, bounds)
+        yn = y.numpy()
+        self.lists = [g for g in lists if len(g) >= 2 and yn[g].max() > 0]
+        if not self.lists:
+            raise DataError(
+                "listwise training: no list has a positive and two rows; check list_group "
+                "and the labels."
+            )
+
+    def _cuts(self, perm: np.ndarray) -> list[np.ndarray]:
+        cuts, cur, rows = [], [], 0
+        for k in perm:
+            cur.append(k)
+            rows += len(self.lists[k])
+            if rows >= self.bs:
+                cuts.append(np.asarray(cur))
+                cur, rows = [], 0
+        if cur:
+            cuts.append(np.asarray(cur))
+        return cuts
+
+    def _n_all(self) -> int:
+        # the count in list order; an epoch's shuffled packing may differ by a batch or
+        # two, so __iter__ wraps around its own cuts (every rank yields the same count)
+        return len(self._cuts(np.arange(len(self.lists))))
+
+    def __iter__(self) -> Iterator[tuple[Batch, torch.Tensor, torch.Tensor]]:
+        rng = np.random.default_rng(self.seed * 1_000_003 + self.epoch)
+        cuts = self._cuts(rng.permutation(len(self.lists)))
+        for j in range(len(self)):
+            chosen = cuts[(j * self.size + self.rank) % len(cuts)]
+            idx = np.concatenate([self.lists[k] for k in chosen])
+            seg = np.repeat(np.arange(len(chosen)), [len(self.lists[k]) for k in chosen])
+            t = torch.from_numpy(idx)
+            yield take(self.x, t), self.y.index_select(0, t), torch.from_numpy(seg)
 
 
 def _predict_logits(module: nn.Module, x: Batch, batch_size: int) -> np.ndarray:
