@@ -114,3 +114,10 @@ def test_beauty_brand_and_category_from_the_attribute_lists(real_data):
     assert len(itf) == 12101 and (itf["cat"] != -1).all()  # every item has a category
     assert 0.5 < (itf["brand"] != -1).mean() < 0.7  # S3-Rec lists a brand for ~62% of items
     assert not set(itf["brand"]) - {-1} & set(itf["cat"])  # brand ids are never categories
+
+
+def test_targets_restrict_the_samples_but_not_the_histories(log):
+    last = log.frame.sort_values("timestamp").groupby("user").tail(1)  # u1: 14, u2: 15
+    df = history_samples(log, max_len=10, n_negatives=0, targets=last)
+    assert sorted(df["item"]) == [14, 15]
+    assert list(df.set_index("item").loc[14, "hist_item"]) == [10, 11, 13, 16]

@@ -330,8 +330,12 @@ def ranking_frame(
     n_negatives: int,
     seed: int = 0,
     known: Interactions | None = None,
+    history: bool = False,
 ) -> pd.DataFrame:
     """A labelled frame for a ranker: the log with user/item features joined.
+
+    ``history`` (a ranker that ``reads_history``: DIN, DIEN, DSIN, BST): ``history_frame``
+    instead, each row with the user's behaviours before it.
 
     Label: the log's ``label`` when it holds both classes; else ``rating >= threshold``;
     else (an implicit or click-only log) every row is a positive and ``n_negatives``
@@ -339,6 +343,8 @@ def ranking_frame(
     ``inter`` is one split of it; sampled negatives are never an item the user clicked in
     any split (without it, a test negative could be a train click).
     """
+    if history:
+        return history_frame(inter, n_negatives, seed=seed, known=known)
     use_label = _has_both_labels(inter)
     use_rating = not use_label and threshold is not None and inter.has("rating")
     if not (use_label or use_rating):
@@ -357,6 +363,41 @@ def ranking_frame(
             t = table.drop(columns=text)
             t = t.add_prefix(f"{key}_") if set(t.columns) & set(frame.columns) else t
             frame = frame.join(t, on=key)
+    return frame
+
+
+HISTORY_LEN = 50  # behaviours kept per row in job frames
+SESSION_GAP = 1800.0  # seconds of inactivity that start a new session (DSIN's 30 minutes)
+
+
+def history_frame(
+    inter: Interactions, n_negatives: int, seed: int = 0, known: Interactions | None = None
+) -> pd.DataFrame:
+    """DIN-style samples (``data.history.history_samples``) for the events of ``inter``,
+    histories and never-clicked negatives taken from ``known`` (the whole log), the item's
+    categorical features as history attributes and the user features joined."""
+    from recforge.data.history import history_samples
+
+    full = known if known is not None else inter
+    itf = full.item_features
+    attrs = []
+    if itf is not None:
+        for c in itf.columns:
+            col = itf[c]
+            scalar = not (col.dtype == object and col.map(lambda v: isinstance(v, list)).any())
+            if scalar and not pd.api.types.is_float_dtype(col) and c not in ("title", "url"):
+                attrs.append(c)
+    frame = history_samples(
+        full,
+        attributes=attrs,
+        max_len=HISTORY_LEN,
+        n_negatives=max(1, n_negatives),
+        session_gap=SESSION_GAP,
+        targets=inter.frame,
+        seed=seed,
+    ).drop(columns=["events_after"])
+    if full.user_features is not None:
+        frame = frame.join(full.user_features, on="user")
     return frame
 
 
@@ -395,8 +436,12 @@ def run_train(job: TrainJob, progress: bool = True, overwrite: bool = False) -> 
         model.fit(positives(train, thr), **extra)  # valid: per-epoch metrics (torch models)
     else:
         n_neg = job.evaluate.n_negatives
-        va = ranking_frame(valid, thr, n_neg, seed=2, known=inter) if valid is not None else None
-        model.fit(ranking_frame(train, thr, n_neg, seed=1, known=inter), label="label", valid=va)
+        hist = getattr(cls, "reads_history", False)
+        va = None
+        if valid is not None:
+            va = ranking_frame(valid, thr, n_neg, seed=2, known=inter, history=hist)
+        train_frame = ranking_frame(train, thr, n_neg, seed=1, known=inter, history=hist)
+        model.fit(train_frame, label="label", valid=va)
     fit_s = time.perf_counter() - t0
     if not main_rank:
         return {
@@ -505,7 +550,8 @@ def evaluate_model(
         return evaluate_recall(model, positives(test, thr), ks=tuple(job.evaluate.k))
     if model.kind == "retrieval":
         return full_ranking(model, positives(test, thr), k=tuple(job.evaluate.k))
-    frame = ranking_frame(test, thr, job.evaluate.n_negatives, seed=3, known=known)
+    hist = getattr(model, "reads_history", False)
+    frame = ranking_frame(test, thr, job.evaluate.n_negatives, seed=3, known=known, history=hist)
     return evaluate_ranker(model, frame, group="user" if "user" in frame.columns else None)
 
 

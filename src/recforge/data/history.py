@@ -46,6 +46,7 @@ def history_samples(
     alpha: float = 0.75,
     session_gap: float | None = None,
     session_max_events: int | None = None,
+    targets: pd.DataFrame | None = None,
     seed: int = 0,
 ) -> pd.DataFrame:
     """CTR samples with histories (see the module docstring).
@@ -61,6 +62,8 @@ def history_samples(
         alpha: popularity exponent for ``negatives="popularity"``.
         session_gap: a gap longer than this (timestamp units) starts a new session.
         session_max_events: a session also ends after this many events.
+        targets: only events whose (user, item, timestamp) is a row of this frame are
+            targets (e.g. one split of the log, the histories still coming from all of it).
         seed: seeds the negative sampler.
 
     Returns:
@@ -101,7 +104,11 @@ def history_samples(
     events_after = np.repeat(user_end, np.diff(np.r_[np.flatnonzero(new_user), n])) - 1
     events_after -= np.arange(n)
 
-    targets = np.flatnonzero(position >= max(min_history, 0))
+    is_target = position >= max(min_history, 0)
+    if targets is not None:
+        key = ["user", "item", "timestamp"]
+        is_target &= pd.MultiIndex.from_frame(log[key]).isin(pd.MultiIndex.from_frame(targets[key]))
+    targets = np.flatnonzero(is_target)
     h = np.minimum(position[targets], max_len)  # history length per target
     flat = np.repeat(targets - h, h) + _ranges(h)  # log rows of every history event, in order
     cuts = np.cumsum(h)[:-1]

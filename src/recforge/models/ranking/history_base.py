@@ -89,6 +89,7 @@ class HistoryRanker(TorchRanker):
     history_len: most recent behaviours kept per row (older ones are dropped).
     """
 
+    reads_history: ClassVar[bool] = True  # jobs build its frames with history columns
     smoke_params: ClassVar[dict[str, Any]] = {
         "embedding_dim": 4,
         "epochs": 2,
