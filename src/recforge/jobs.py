@@ -521,7 +521,8 @@ def write_job_report(
     elif model.kind == "retrieval":
         sections += parts.recall_sections({name: model}, positives(test, thr))[0]
     else:
-        frame = ranking_frame(test, thr, job.evaluate.n_negatives, seed=3, known=data)
+        hist = getattr(model, "reads_history", False)
+        frame = ranking_frame(test, thr, job.evaluate.n_negatives, seed=3, known=data, history=hist)
         scores = {name: (frame["label"].to_numpy(), model.predict_proba(frame))}
         sections += parts.ranking_sections(scores)
     meta = {
