@@ -12,8 +12,8 @@ E (B, F, D) -> x = flatten(E) -> two towers::
 
     loss   = BCE(pCTR, click) + BCE(pCTCVR, conversion)          over all impressions
 
-The network returns logits (B, 2): ``logit(pCTR)`` and ``logit(pCTCVR)`` (computed from log
-probabilities, ``log pCTCVR = logσ(a) + logσ(b)``), so the shared training, validation and
+The network returns logits (B, 2): ``logit(pCTR)`` and ``logit(pCTCVR)`` (in closed form,
+``logit(σ(a)σ(b)) = -logsumexp(-a, -b, -a-b)``), so the shared training, validation and
 ``predict_proba`` of ``MultiTaskRanker`` apply unchanged: ``predict_proba`` gives columns
 pCTR and pCTCVR; ``predict_cvr`` gives pCVR. With a single label ESMM is the CTR tower alone.
 
@@ -31,7 +31,6 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from recforge.data.features import Field
@@ -64,8 +63,9 @@ class ESMMModule(nn.Module):
         a, b = self.towers(batch)
         if self.n_tasks == 1:
             return a.unsqueeze(1)  # (B, 1)
-        log_p = (F.logsigmoid(a) + F.logsigmoid(b)).clamp(max=-1e-7)  # log pCTCVR < 0
-        ctcvr = log_p - torch.log(-torch.expm1(log_p))  # logit(p) = log p - log(1 - p)
+        # logit(σ(a)σ(b)) = log p - log(1 - p) = -logsumexp(-a, -b, -a - b): exact, stable
+        # for any a, b, and made of ops every ONNX exporter knows
+        ctcvr = -torch.logsumexp(torch.stack([-a, -b, -a - b]), dim=0)  # (B,)
         return torch.stack([a, ctcvr], dim=1)  # (B, 2)
 
 
