@@ -185,7 +185,7 @@ def to_markdown(r: dict[str, Any]) -> str:
         f"REST recommends open-loop at {r['rate']:.0f}/s, {r['rounds']} rounds of a "
         f"{r['seconds']:.0f} s steady phase and a {r['seconds']:.0f} s phase in which new "
         f"versions were published, each as soon as the previous one served: "
-        f"{r['versions_swapped']} versions, publish to serving "
+        f"{r['versions_swapped']} version(s) took over, publish to serving "
         f"{', '.join(f'{x:.1f}' for x in r['publish_to_serving_s'])} s.",
         "",
         "| phase | p50 ms | p99 ms | errors | requests |",
