@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recforge import losses as L
+from recforge.data.augment import two_views
 from recforge.data.batching import PairSampler, PopularitySampler, uniform_negatives
 from recforge.data.interactions import Interactions
 from recforge.data.sequences import pad_sequences, sequence_lengths, sequence_matrix
@@ -126,6 +127,10 @@ class SequentialRecommender(TorchRetrievalModel):
     patience: with ``fit(..., valid=...)``, epochs without a better validation NDCG@10
         before stopping and going back to the best epoch (0 = no early stopping, the last
         epoch is kept).
+    cl_weight: weight of the CL4SRec contrastive term added to the next-item loss: two
+        augmented views of each training history (``recforge.data.augment``: crop, mask,
+        reorder) should give close query vectors, InfoNCE with in-batch negatives at
+        ``cl_temperature`` (0 = off, the default).
     time_limit_s: stop after the first epoch that ends past this many seconds of training
         (every phase together, the first phase getting 80% when there are more; None = no
         limit), keeping the best validated epoch.
@@ -146,9 +151,13 @@ class SequentialRecommender(TorchRetrievalModel):
         clip_norm: float | None = 5.0,
         patience: int = 10,
         time_limit_s: float | None = None,
+        cl_weight: float = 0.0,
+        cl_temperature: float = 1.0,
         **shared: Any,
     ) -> None:
         super().__init__(**(self.train_defaults | shared))
+        self.cl_weight = cl_weight
+        self.cl_temperature = cl_temperature
         self.max_len = max_len
         self.loss = loss
         self.n_negatives = n_negatives
@@ -199,6 +208,11 @@ class SequentialRecommender(TorchRetrievalModel):
             raise ConfigError(
                 f"{type(self).__name__}: max_len must be an integer >= 2, got {self.max_len!r}."
             )
+        if float(self.cl_weight) < 0 or float(self.cl_temperature) <= 0:
+            raise ConfigError(
+                f"{type(self).__name__}: need cl_weight >= 0 and cl_temperature > 0, got "
+                f"{self.cl_weight!r} and {self.cl_temperature!r}."
+            )
         loss = resolve_loss(self.loss, self.n_items)
         torch.manual_seed(self.seed)
         self.sequences_ = sequence_matrix(
@@ -222,7 +236,11 @@ class SequentialRecommender(TorchRetrievalModel):
         def loss_fn(m: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
             where = batch["target"] > 0  # (B, L')
             h = m.hidden(batch["input"])[where]  # (N, D)
-            return next_item_loss(loss, h, batch["target"][where] - 1, m.item_table(), batch)
+            out = next_item_loss(loss, h, batch["target"][where] - 1, m.item_table(), batch)
+            if "view1" in batch:  # CL4SRec: two views of each history, in-batch InfoNCE
+                q1, q2 = self._query(m, batch["view1"]), self._query(m, batch["view2"])
+                out = out + float(self.cl_weight) * L.infonce(q1, q2, float(self.cl_temperature))
+            return out
 
         valid_fn = self._valid_fn(self._valid_log)
         self.phase_histories_: list = []
@@ -249,6 +267,9 @@ class SequentialRecommender(TorchRetrievalModel):
                         inp, tgt = self._training_targets(trim(train[rows], self.align), rng)
                         b = {"input": torch.from_numpy(inp), "target": torch.from_numpy(tgt)}
                         b.update(self._negatives(loss, rows, tgt, sampler, popularity, rng))
+                        if self.cl_weight > 0:
+                            v1, v2 = two_views(inp, self.align, rng)
+                            b["view1"], b["view2"] = torch.from_numpy(v1), torch.from_numpy(v2)
                         yield b
 
                 return EpochBatches(len(groups), make)
