@@ -159,11 +159,53 @@ async def _open_loop(
     return out
 
 
+class _HttpPool:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams: the load generator shares
+    the cores with the server, so it should cost as little CPU per request as possible
+    (a full client such as httpx costs about as much as the server's own work)."""
+
+    def __init__(self, host: str, port: int, size: int) -> None:
+        self.host, self.port = host, port
+        self.free: asyncio.Queue = asyncio.Queue()
+        self.size, self.opened = size, 0
+
+    async def _conn(self) -> tuple[Any, Any]:
+        if self.free.empty() and self.opened < self.size:
+            self.opened += 1
+            return await asyncio.open_connection(self.host, self.port)
+        return await self.free.get()
+
+    async def post(self, path: str, body: bytes) -> bytes:
+        reader, writer = await self._conn()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        writer.write(head + body)
+        status = await reader.readline()
+        length = 0
+        while True:
+            line = await reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        data = await reader.readexactly(length)
+        self.free.put_nowait((reader, writer))
+        if not status.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"HTTP {status.decode().strip()}: {data[:200]!r}")
+        return data
+
+    async def close(self) -> None:
+        while not self.free.empty():
+            _, writer = self.free.get_nowait()
+            writer.close()
+
+
 def under_load(
     bundle: Path, users: list[Any], rates=RATES, seconds: float = 10.0
 ) -> dict[str, Any]:
     import grpc
-    import httpx
 
     from recforge.serving.demo import ServerProcess
     from recforge.serving.protos import recforge_pb2 as pb
@@ -173,17 +215,18 @@ def under_load(
     with ServerProcess(bundle, "--threads", "1") as srv:
 
         async def rest_run(rate: float) -> dict[str, Any]:
-            limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-            async with httpx.AsyncClient(base_url=srv.url, limits=limits, timeout=10) as client:
+            pool = _HttpPool("127.0.0.1", srv.port, size=32)
+            try:
 
                 async def send(u: Any) -> None:
                     body = {"user": u, "k": 20, "context": {"device": "mobile"}}
-                    r = await client.post("/v1/recommend", json=body)
-                    r.raise_for_status()
+                    await pool.post("/v1/recommend", json.dumps(body).encode())
 
                 for u in users[:20]:
                     await send(u)
                 return await _open_loop(send, users, rate, seconds)
+            finally:
+                await pool.close()
 
         async def grpc_run(rate: float) -> dict[str, Any]:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.grpc_port}") as channel:
