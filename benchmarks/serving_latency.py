@@ -111,6 +111,7 @@ def in_process(bundle: Path, users: list[Any], n: int = 500) -> dict[str, Any]:
     out["stages_p50_ms"] = {
         s: round(float(np.median([x[s] for x in stages])), 2) for s in stages[0]
     }
+    out["n_items"] = len(rec.catalogue)
     out["n_candidates"] = int(
         np.median([len(rec.pipeline.candidates(u).items) for u in users[:50]])
     )
@@ -268,7 +269,8 @@ def run(
     work = Path(out) if out else Path(tempfile.mkdtemp(prefix="recforge-serving-bench-"))
     t0 = time.perf_counter()
     users_file = work / "users.json"
-    if (work / "bundle" / "bundle.json").is_file() and users_file.is_file():  # --out reused
+    reused = (work / "bundle" / "bundle.json").is_file() and users_file.is_file()
+    if reused:  # --out of an earlier run: its bundle
         bundle, users = work / "bundle", json.loads(users_file.read_text())
     else:
         bundle, users = build(work / "bundle", size or SIZE)
@@ -278,7 +280,7 @@ def run(
     loaded = under_load(bundle, users, rates=rates, seconds=seconds)
     result = {
         "size": size or SIZE,
-        "build_s": round(build_s, 1),
+        "build_s": None if reused else round(build_s, 1),
         "in_process": inproc,
         "load": loaded,
         "loadavg_before": [round(x, 2) for x in load_before],
@@ -301,10 +303,15 @@ def markdown(r: dict[str, Any]) -> str:
         f"`{COMMAND}` ({r['date']}, {r['cpus']} cores shared by server and load generator, "
         f"load average {r['loadavg_before'][0]} before / {r['loadavg_after'][0]} after).",
         "",
-        f"Bundle: synthetic log of {s['n_users']:,} users, {s['n_items']:,} items, "
-        f"{s['n_interactions']:,} interactions; ItemCF 200 + ALS 200 (HNSW) + BPR 100 (IVF-Flat) "
+        f"Bundle: synthetic log of {s['n_users']:,} users and {s['n_interactions']:,} "
+        f"interactions over {ip['n_items']:,} items; ItemCF 200 + ALS 200 (HNSW) + BPR 100 (IVF-Flat) "
         f"-> {ip['n_candidates']} merged candidates, DeepFM over the best 200, top 20 "
-        f"(built in {r['build_s']} s). Torch on 1 thread.",
+        + (
+            f"(built in {r['build_s']} s). "
+            if r["build_s"] is not None
+            else "(the bundle of an earlier run with the same --out). "
+        )
+        + "Torch on 1 thread; one server process serves REST and gRPC.",
         "",
         f"In-process `Recommender.recommend` ({ip['n']} calls): p50 {ip['p50_ms']} ms, "
         f"p99 {ip['p99_ms']} ms. Stage medians (ms): "
