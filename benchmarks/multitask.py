@@ -120,7 +120,9 @@ def evaluate(name: str, train, valid, test, cache: dict[str, Any]) -> dict[str, 
         p_cvr = model.predict_cvr(test) if name == "esmm" else p_ctcvr / np.maximum(p_ctr, 1e-9)
     else:  # single-task DeepFMs: click, conversion over all impressions, naive CVR
         if "ctr" not in cache:
-            ctr = models.get("deepfm", **_params("deepfm")).fit(train, "label", valid)
+            ctr = models.get("deepfm", **_params("deepfm")).fit(  # conversion is no feature
+                train.drop(columns="conversion"), "label", valid.drop(columns="conversion")
+            )
             cache["ctr"] = ctr.predict_proba(test)
         p_ctr = cache["ctr"]
         if name == "deepfm_single":
