@@ -443,6 +443,9 @@ def run_train(job: TrainJob, progress: bool = True, overwrite: bool = False) -> 
         train_frame = ranking_frame(train, thr, n_neg, seed=1, known=inter, history=hist)
         model.fit(train_frame, label="label", valid=va)
     fit_s = time.perf_counter() - t0
+    world = distributed.world()[1]
+    if world > 1:  # training is the only collective work: leave the group on every rank now
+        distributed.barrier_and_shutdown()
     if not main_rank:
         return {
             "output": str(out),
@@ -455,7 +458,6 @@ def run_train(job: TrainJob, progress: bool = True, overwrite: bool = False) -> 
         }
     metrics = evaluate_model(model, job, test, known=inter)
     metrics["fit_seconds"] = round(fit_s, 3)
-    world = distributed.world()[1]
     if world > 1:
         metrics["world_size"] = world
     model.save(out, metrics=metrics)

@@ -90,6 +90,16 @@ def launch(nproc: int, args: list[str]) -> int:
     return subprocess.call(cmd)
 
 
+def barrier_and_shutdown() -> None:
+    """Wait for every rank, then leave the process group (before a rank goes on alone or
+    exits: a process exiting with gloo's threads still up aborts)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def shutdown() -> None:
     """Leave the process group (end of a distributed job)."""
     import torch.distributed as dist
