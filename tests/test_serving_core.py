@@ -243,3 +243,33 @@ def test_bundle_job_rejects_unknown_keys(tmp_path):
         BundleJob.from_dict({"recall": {"path": "x"}, "rerank": {"rank_top": "many"}})
     with pytest.raises(ConfigError, match="mmr_lambda"):
         BundleJob.from_dict({"recall": {"path": "x"}, "rerank": {"mmr_lambda": 2.0}})
+
+
+def test_bundle_with_onnx_scores_like_torch(rec, log, tmp_path):
+    """A bundle that carries its ranker as ONNX is scored by onnxruntime: same answers."""
+    pytest.importorskip("onnxruntime")
+    from recforge.serving import write_bundle
+
+    path = write_bundle(
+        tmp_path / "onnx",
+        pipeline=rec.pipeline,
+        ranker=rec.ranker,
+        user_features=rec.bundle.user_table,
+        item_features=rec.bundle.item_table,
+        rerank={"rank_top": 50},
+        onnx=True,
+    )
+    assert "ranker.onnx" in verify_bundle(path)["files"]
+    fast = Recommender.load(path)
+    assert fast.info()["scorer"] == "onnxruntime" and rec.info()["scorer"] == "torch"
+    for user in [log.users[0], log.users[5], "cold-user"]:
+        a = rec.recommend(user, k=10, context={"device": "mobile"})
+        b = fast.recommend(user, k=10, context={"device": "mobile"})
+        assert a.items == b.items
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-6)
+    onnx_file = path / "ranker.onnx"
+    data = bytearray(onnx_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    onnx_file.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="ranker.onnx"):
+        Recommender.load(path)

@@ -48,6 +48,7 @@ class RankerSection:
     params: dict[str, Any] = field(default_factory=dict)
     path: str | None = None  # reuse a saved ranker directory (trained on the same data)
     n_negatives: int = 4  # implicit logs: sampled non-clicks per click
+    onnx: bool = False  # also carry the ranker as ONNX; the server scores with onnxruntime
 
     def __post_init__(self) -> None:
         if (self.name is None) == (self.path is None):
@@ -145,6 +146,7 @@ def build_bundle(job: BundleJob, echo: Any = None) -> dict[str, Any]:
         item_features=inter.item_features,
         rerank=job.rerank,
         name=job.name,
+        onnx=bool(job.ranker is not None and job.ranker.onnx),
     )
     rec = Recommender.load(job.output)  # evaluate what will be served
     metrics = evaluate_funnel(

@@ -139,12 +139,15 @@ def write_bundle(
     rerank: RerankConfig | dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     name: str = "recforge",
+    onnx: bool = False,
 ) -> Path:
     """Write a bundle directory (module docstring) atomically; returns its path.
 
     pipeline: a fitted ``RecallPipeline``; ranker: a fitted ranker or None; user_features /
     item_features: tables indexed by raw id (``Interactions.user_features`` /
     ``item_features``), kept with only the columns the ranker or the re-rank rules read.
+    onnx: also write the (torch) ranker as ``ranker.onnx`` (``recforge.export``, checked
+    against torch); the server then scores with onnxruntime.
     """
     from recforge.pipeline import RecallPipeline
 
@@ -161,6 +164,12 @@ def write_bundle(
         pipeline.save(tmp / "recall")
         if ranker is not None:
             ranker.save(tmp / "ranker")
+        if onnx:
+            if ranker is None:
+                raise ConfigError("write_bundle: onnx=True needs a ranker.")
+            from recforge.export import export_onnx
+
+            export_onnx(ranker, tmp / "ranker.onnx")
         tables = {}
         for key, table in (("user", user_features), ("item", item_features)):
             if table is None:
@@ -191,6 +200,7 @@ def write_bundle(
             "recall": "recall",
             "ranker": "ranker" if ranker is not None else None,
             "ranker_name": getattr(ranker, "name", None),
+            "onnx": "ranker.onnx" if onnx else None,
             "channels": [c.name for c in pipeline.channels],
             "tables": tables,
             "fields": fields,
@@ -254,7 +264,12 @@ def verify_bundle(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     manifest = read_bundle_manifest(path)
     files: dict[str, str] = manifest["files"]
-    parts = [manifest["recall"], manifest.get("ranker"), *manifest.get("tables", {}).values()]
+    parts = [
+        manifest["recall"],
+        manifest.get("ranker"),
+        manifest.get("onnx"),
+        *manifest.get("tables", {}).values(),
+    ]
     for part in [p for p in parts if p]:
         safe_name(part, what="part", where=path / MANIFEST)
     verify_files(path, files, required=(), where=path / MANIFEST)

@@ -135,6 +135,12 @@ class Recommender:
         self._users_pos = (
             IdVocab(self._users.index, kind="user") if len(self._users.index) else None
         )
+        self._onnx = None
+        onnx = self.bundle.manifest.get("onnx")
+        if onnx:  # the bundle carries the ranker as ONNX (checksummed with the rest)
+            from recforge.export import OnnxRanker
+
+            self._onnx = OnnxRanker(self.bundle.path / onnx, num_threads=1)
         self._use_encoded = True
         try:  # rankers without the encoded path are served through predict_proba(frame)
             self.ranker.predict_proba_encoded(self._assemble(np.zeros(1, np.int64), None, {}))
@@ -238,7 +244,9 @@ class Recommender:
         )
 
     def _rank(self, x: EncodedFeatures, items: np.ndarray, user: Any, context: dict) -> np.ndarray:
-        if self._use_encoded:
+        if self._onnx is not None:
+            p = self._onnx.predict_proba_encoded(x)
+        elif self._use_encoded:
             p = self.ranker.predict_proba_encoded(x)
         else:
             p = self.ranker.predict_proba(self._frame(items, user, context))
@@ -376,6 +384,7 @@ class Recommender:
             ],
             "fallback": getattr(self.pipeline.fallback, "name", None),
             "ranker": getattr(self.ranker, "name", None),
+            "scorer": None if self.ranker is None else "onnxruntime" if self._onnx else "torch",
             "n_items": len(self.catalogue),
             "fields": self.fields,
             "context_fields": getattr(self, "context_fields", []),
