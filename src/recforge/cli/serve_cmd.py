@@ -139,6 +139,14 @@ def bundle_info(path: str) -> None:
     help="A version whose warm-up is slower never takes traffic.",
 )
 @click.option(
+    "--runtime",
+    "runtime_file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Runtime parameters per model name (k limits, quotas, weights, filters, diversity); "
+    "re-read when it changes (with --models).",
+)
+@click.option(
     "--feedback",
     "feedback_url",
     default=None,
@@ -165,6 +173,7 @@ def serve(
     poll_interval: float,
     memory_budget_mb: float | None,
     warmup_budget_ms: float,
+    runtime_file: str | None,
     feedback_url: str | None,
     rate_limit: float,
 ) -> None:
@@ -192,6 +201,7 @@ def serve(
         poll_interval_s=poll_interval,
         memory_budget_mb=memory_budget_mb,
         warmup_budget_ms=warmup_budget_ms,
+        runtime_file=runtime_file,
         feedback_url=feedback_url,
         rate_limit_rps=rate_limit,
     ).with_env_keys()
@@ -225,10 +235,14 @@ def run_server(bundle_dir: str, settings, echo=click.echo) -> None:
     from recforge.serving.settings import apply_threads
     from recforge.serving.source import SingleBundle
 
+    from recforge.serving.runtime import apply_file
+
     rec = Recommender.load(bundle_dir)
     apply_threads(settings.threads)
-    warm = rec.warmup()
     source = SingleBundle(rec)
+    if settings.runtime_file:  # read once: reloads need --models
+        apply_file(rec, settings.runtime_file, source.name)
+    warm = rec.warmup()
     serve_source(
         source,
         settings,
@@ -308,6 +322,7 @@ def serve_source(
             os.environ["RECFORGE_THREADS"] = str(settings.threads)
             os.environ["RECFORGE_HOST"] = settings.host  # workers check keys as the parent did
             os.environ["RECFORGE_RATE_LIMIT"] = str(settings.rate_limit_rps)
+            os.environ["RECFORGE_RUNTIME"] = settings.runtime_file or ""
             uvicorn.run(
                 "recforge.serving.app:app_from_env",
                 factory=True,

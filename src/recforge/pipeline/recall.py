@@ -370,6 +370,10 @@ class RecallPipeline:
         k: int | None = None,
         history: Any = (),
         exclude: np.ndarray | None = None,
+        *,
+        quotas: tuple[int, ...] | None = None,
+        weights: tuple[float, ...] | None = None,
+        merge: str | None = None,
     ) -> Candidates:
         """Merged candidates of one user, NumPy only: the online path of a server.
 
@@ -378,11 +382,17 @@ class RecallPipeline:
         whose model ``supports_history`` score from the training history plus these, the
         others from the training history only; for a user unknown to a channel, only the
         history-capable channels answer. Items in the training history, in ``history`` and
-        in ``exclude`` (catalogue indices) are never returned.
+        in ``exclude`` (catalogue indices) are never returned. ``quotas`` / ``weights`` (one
+        per channel, in order) and ``merge`` replace the pipeline's for this call (a server's
+        runtime parameters); the pipeline itself is never changed.
         """
         on = self._online()
+        quotas = quotas or tuple(int(c.quota) for c in self.channels)
+        weights = weights or tuple(float(c.weight) for c in self.channels)
+        if len(quotas) != len(self.channels) or len(weights) != len(self.channels):
+            raise ConfigError("candidates: give one quota and one weight per channel.")
         if k is None:
-            k = self.k or sum(c.quota for c in self.channels)
+            k = self.k or sum(quotas)
         _check_k(k)
         hist = [] if history is None else list(history)
         hist_cat = on.catalogue.get_many(hist) if hist else np.zeros(0, np.int64)
@@ -393,7 +403,7 @@ class RecallPipeline:
         )
         lists = []
         for s, c in enumerate(self.channels):
-            found = self._channel_one(c, on.to_cat[s], user_id, hist, banned)
+            found = self._model_one(c.model, on.to_cat[s], user_id, hist, banned, quotas[s], c.ann_)
             if found is not None:
                 lists.append((s, *found))
         cold = not lists
@@ -407,13 +417,10 @@ class RecallPipeline:
                 found = self._cold_one(on, np.concatenate([banned, seen]), k)
             lists.append((fb_s, *found))
         n_src = len(self.channels) + 1
-        weights = np.array([float(c.weight) for c in self.channels] + [0.0])
-        items, score, rank, raw = merge_candidates(lists, n_src, weights, self.merge, k)
+        w = np.array([*weights, 0.0])
+        items, score, rank, raw = merge_candidates(lists, n_src, w, merge or self.merge, k)
         names = [c.name for c in self.channels] + [FALLBACK]
         return Candidates(items, score, names, rank, raw, cold, unknown)
-
-    def _channel_one(self, c: Channel, to_cat, user_id, hist, banned):
-        return self._model_one(c.model, to_cat, user_id, hist, banned, int(c.quota), c.ann_)
 
     @staticmethod
     def _model_one(model, to_cat, user_id, hist, banned, q, ann=None):

@@ -153,7 +153,12 @@ def app_from_env() -> FastAPI:
         threads=int(os.environ.get("RECFORGE_THREADS", 1)),
         rate_limit_rps=float(os.environ.get("RECFORGE_RATE_LIMIT", 0)),
     ).with_env_keys()
+    from recforge.serving.runtime import apply_file
+
     rec = Recommender.load(bundle)
     apply_threads(settings.threads)
+    source = SingleBundle(rec)
+    if os.environ.get("RECFORGE_RUNTIME"):
+        apply_file(rec, os.environ["RECFORGE_RUNTIME"], source.name)
     rec.warmup()
-    return create_app(SingleBundle(rec), settings)
+    return create_app(source, settings)

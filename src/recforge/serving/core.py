@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ import pandas as pd
 from recforge.data.features import CATEGORICAL, MULTI, NUMERIC, EncodedFeatures
 from recforge.data.vocab import IdVocab
 from recforge.exceptions import ConfigError, DataError, UnknownIdError
-from recforge.serving.bundle import Bundle, load_bundle
+from recforge.serving.bundle import Bundle, RerankConfig, load_bundle
+from recforge.serving.runtime import RuntimeParams
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,26 @@ class _Side:
     multi: dict[str, np.ndarray] = field(default_factory=dict)  # multi field -> (n, L)
 
 
+@dataclass(frozen=True)
+class _Runtime:
+    """The parameters one request runs with: the bundle's, with the runtime overrides
+    (``recforge.serving.runtime``) applied. Replaced whole, never mutated: a request reads
+    ``Recommender._rt`` once and keeps that object to its end."""
+
+    rerank: RerankConfig
+    quotas: tuple[int, ...] | None = None  # per channel, in channel order
+    weights: tuple[float, ...] | None = None
+    merge: str | None = None
+    recall_k: int | None = None
+    allow: dict[str, list[Any]] = field(default_factory=dict)  # item column -> allowed values
+    deny: dict[str, list[Any]] = field(default_factory=dict)  # item column -> banned values
+    deny_items: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # catalogue
+    params: dict[str, Any] = field(default_factory=dict)  # what the runtime overrides
+
+
 class Recommender:
-    """The funnel of one bundle (module docstring). Thread-safe for concurrent reads."""
+    """The funnel of one bundle (module docstring). Thread-safe for concurrent reads; the
+    runtime parameters change by ``use_runtime(prepare_runtime(params))`` between requests."""
 
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
@@ -84,6 +103,7 @@ class Recommender:
         }
         self._prepare_items()
         self._prepare_ranker()
+        self._rt = _Runtime(self.rerank)
 
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
@@ -204,24 +224,37 @@ class Recommender:
         (``context_fields``). filters: item feature column -> allowed value(s). exclude:
         raw item ids never to return."""
         t = [time.perf_counter()]
-        k = self._check_k(k)
+        rt = self._rt  # the runtime parameters of this request, to its end
+        k = self._check_k(k, rt)
         user = self._coerce(user, "user")
         context = self._check_context(context)
         allowed = self._check_filters(filters)
         excl_ids = self._coerce_list(exclude, "item")
         excl = self.catalogue.get_many(excl_ids) if excl_ids else np.zeros(0, np.int64)
+        excl = np.concatenate([excl[excl >= 0], rt.deny_items])
         hist = self._coerce_list(history, "item")
 
-        cand = self.pipeline.candidates(user, k=None, history=hist, exclude=excl[excl >= 0])
+        cand = self.pipeline.candidates(
+            user,
+            k=rt.recall_k,
+            history=hist,
+            exclude=excl,
+            quotas=rt.quotas,
+            weights=rt.weights,
+            merge=rt.merge,
+        )
         t.append(time.perf_counter())  # recall
 
         keep = np.ones(len(cand.items), dtype=bool)
-        for col, values in allowed.items():
-            keep &= np.isin(self.item_values[col][cand.items], values)
+        for rules in (allowed, rt.allow):
+            for col, values in rules.items():
+                keep &= np.isin(self.item_values[col][cand.items], values)
+        for col, values in rt.deny.items():
+            keep &= ~np.isin(self.item_values[col][cand.items], values)
         rows = np.flatnonzero(keep)
         t.append(time.perf_counter())  # filter
 
-        top = rows[: self.rerank.rank_top]
+        top = rows[: rt.rerank.rank_top]
         if self.ranker is not None and len(top):
             x = self._assemble(cand.items[top], user, context)
             t.append(time.perf_counter())  # features
@@ -231,7 +264,7 @@ class Recommender:
             rank_scores = cand.score[top].astype(np.float64)
         t.append(time.perf_counter())  # rank
 
-        order = self._rerank(cand.items[top], rank_scores, k)
+        order = self._rerank(cand.items[top], rank_scores, k, rt.rerank)
         final = top[order]
         t.append(time.perf_counter())  # rerank
         items = [self._out_id(i) for i in self.catalogue.ids(cand.items[final])]
@@ -253,13 +286,15 @@ class Recommender:
         p = np.asarray(p, dtype=np.float64)
         return p[:, 0] if p.ndim == 2 else p  # multi-task rankers: the first task
 
-    def _rerank(self, items: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    def _rerank(
+        self, items: np.ndarray, scores: np.ndarray, k: int, rules: RerankConfig
+    ) -> np.ndarray:
         """Positions into ``items`` of the final list: best score first, or MMR."""
         scores = np.asarray(scores, dtype=np.float64)
-        if self.rerank.mmr_lambda <= 0 or len(items) <= 1:
+        if rules.mmr_lambda <= 0 or len(items) <= 1:
             return np.argsort(-scores, kind="stable")[:k]
-        lam = self.rerank.mmr_lambda
-        values = self.item_values[self.rerank.diversity_field][items]
+        lam = rules.mmr_lambda
+        values = self.item_values[rules.diversity_field][items]
         codes = pd.factorize(values)[0]
         lo, hi = scores.min(), scores.max()
         rel = (scores - lo) / (hi - lo) if hi > lo else np.ones_like(scores)
@@ -323,10 +358,9 @@ class Recommender:
         ids = self._coerce_list(items, "item")
         if not ids:
             raise DataError("items: give at least one item id to score.", column="items")
-        if len(ids) > self.rerank.max_k * 10:
-            raise DataError(
-                f"items: at most {self.rerank.max_k * 10} items per call.", column="items"
-            )
+        max_k = self._rt.rerank.max_k
+        if len(ids) > max_k * 10:
+            raise DataError(f"items: at most {max_k * 10} items per call.", column="items")
         context = self._check_context(context)
         idx = self.catalogue.index(ids, unknown="mask")
         x = self._assemble(idx, user, context)
@@ -341,7 +375,7 @@ class Recommender:
     def similar(self, item: Any, k: int = 10) -> dict[str, Any]:
         """Items like ``item`` from the first channel whose model has item similarity.
         Raises ``UnknownIdError`` for an item the bundle does not know."""
-        k = self._check_k(k)
+        k = self._check_k(k, self._rt)
         item = self._coerce(item, "item")
         for c in self.pipeline.channels:
             model = c.model
@@ -390,8 +424,80 @@ class Recommender:
             "context_fields": getattr(self, "context_fields", []),
             "filter_fields": self.filter_fields,
             "rerank": m["rerank"],
+            "runtime": self._rt.params,
             "metrics": m.get("metrics", {}),
         }
+
+    # ------------------------------------------------------------------ runtime parameters
+    def prepare_runtime(self, params: RuntimeParams | None) -> _Runtime:
+        """Check runtime ``params`` against this bundle and build what requests read; raises
+        ``ConfigError`` naming the field (a channel this bundle lacks, a column that is not
+        an item feature). Changes nothing: ``use_runtime`` swaps the result in."""
+        if params is None:
+            return _Runtime(self.rerank)
+        names = [c.name for c in self.pipeline.channels]
+        for name in params.channels:
+            if name not in names:
+                raise ConfigError(
+                    f"channels.{name}: this bundle has no recall channel {name!r}; "
+                    f"its channels: {names}."
+                )
+        columns = self.filter_fields
+        groups = (("filters", params.filters), ("exclude", params.exclude))
+        for group, rules in groups:
+            for col in rules:
+                if col not in self.item_values:
+                    raise ConfigError(
+                        f"{group}.{col}: not an item feature of this bundle; item fields: "
+                        f"{columns}."
+                    )
+        over = {
+            k: getattr(params, k)
+            for k in ("max_k", "rank_top", "mmr_lambda", "diversity_field")
+            if getattr(params, k) is not None
+        }
+        try:
+            rules = replace(self.rerank, **over).check(columns)
+        except ConfigError as e:
+            raise ConfigError(str(e).removeprefix("rerank.")) from None
+        if rules.diversity_field is not None and rules.diversity_field not in self.item_values:
+            raise ConfigError(
+                f"diversity_field: {rules.diversity_field!r} has non-scalar values; "
+                f"item fields: {columns}."
+            )
+        chans = self.pipeline.channels
+        quotas = weights = None
+        if params.channels:
+            by = params.channels
+            quotas = tuple(
+                int(by[c.name].quota if c.name in by and by[c.name].quota else c.quota)
+                for c in chans
+            )
+            weights = tuple(
+                float(
+                    by[c.name].weight
+                    if c.name in by and by[c.name].weight is not None
+                    else c.weight
+                )
+                for c in chans
+            )
+        deny = self.catalogue.get_many(self._coerce_list(params.exclude_items, "item"))
+        return _Runtime(
+            rules,
+            quotas,
+            weights,
+            params.merge,
+            params.recall_k,
+            {c: list(v) for c, v in params.filters.items()},
+            {c: list(v) for c, v in params.exclude.items()},
+            deny[deny >= 0].astype(np.int64),
+            {**params.as_dict(), "in_force": asdict(rules)},
+        )
+
+    def use_runtime(self, prepared: _Runtime) -> None:
+        """Serve the next requests with ``prepared`` (from ``prepare_runtime``); requests in
+        flight finish with the parameters they started with."""
+        self._rt = prepared
 
     def warmup(self) -> dict[str, Any]:
         """One request for a known user, one for a cold user: raises unless every score is
@@ -400,7 +506,7 @@ class Recommender:
         users = [self.pipeline.channels[0].model.user_vocab_.raw_ids[0], "__recforge_cold__"]
         for label, user in zip(("known", "cold"), users):
             t0 = time.perf_counter()
-            rec = self.recommend(user, k=min(10, len(self.catalogue)))
+            rec = self.recommend(user, k=min(10, len(self.catalogue), self._rt.rerank.max_k))
             out[f"{label}_ms"] = round((time.perf_counter() - t0) * 1e3, 3)
             if not rec.items or not np.isfinite(rec.scores).all():
                 raise ConfigError(
@@ -474,11 +580,11 @@ class Recommender:
         return frame
 
     # ------------------------------------------------------------------ checks
-    def _check_k(self, k: Any) -> int:
+    def _check_k(self, k: Any, rt: _Runtime) -> int:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise DataError(f"k: must be a positive integer, got {k!r}.", column="k")
-        if k > self.rerank.max_k:
-            raise DataError(f"k: at most {self.rerank.max_k}, got {k}.", column="k")
+        if k > rt.rerank.max_k:
+            raise DataError(f"k: at most {rt.rerank.max_k}, got {k}.", column="k")
         return int(k)
 
     def _check_context(self, context: dict[str, Any] | None) -> dict[str, Any]:

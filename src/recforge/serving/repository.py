@@ -55,6 +55,7 @@ import numpy as np
 from recforge.artifacts import atomic_dir
 from recforge.exceptions import ConfigError, RecforgeError
 from recforge.serving.bundle import READY_MARKER
+from recforge.serving.runtime import DEFAULT, RuntimeFiles, RuntimeState
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,16 @@ class BundleLoader:
         """A known and a cold user (``Recommender.warmup`` raises on a non-finite score),
         then the cold user's scores for the gate's own finiteness check."""
         servable.warmup()
-        return servable.recommend("__recforge_warmup__", k=10).scores
+        k = min(10, servable._rt.rerank.max_k)
+        return servable.recommend("__recforge_warmup__", k=k).scores
+
+    def prepare_runtime(self, servable: Any, state: RuntimeState) -> Any:
+        """Check runtime parameters against a loaded version (``ConfigError`` naming the
+        field); ``use_runtime`` then swaps them in."""
+        return servable.prepare_runtime(state.params)
+
+    def use_runtime(self, servable: Any, prepared: Any) -> None:
+        servable.use_runtime(prepared)
 
 
 # ---------------------------------------------------------------------------- the manager
@@ -266,7 +276,9 @@ class VersionManager:
     (otherwise: the schema of the version serving now, if any). ``on_event``: called with
     ``(event, record)`` for metrics (``loaded``, ``failed``, ``unloaded``). ``load_share``: the
     largest share of the interpreter a load may take from the request threads (see
-    ``run_yielding``); 1.0 lets it run flat out.
+    ``run_yielding``); 1.0 lets it run flat out. ``runtime``: where each name's runtime
+    parameters are read (``recforge.serving.runtime``); re-read by ``reload_runtime`` and by
+    ``sync`` when a file changed, applied to every loaded version of the name at once.
     """
 
     def __init__(
@@ -282,6 +294,7 @@ class VersionManager:
         load_share: float = 0.3,
         schemas: Mapping[str, dict[str, Any]] | None = None,
         on_event: Callable[[str, VersionRecord], None] | None = None,
+        runtime: RuntimeFiles | None = None,
     ) -> None:
         for n in names or []:
             if not NAME_RE.match(n):
@@ -307,6 +320,10 @@ class VersionManager:
         self._sync_lock = threading.RLock()  # one scan/load/unload at a time
         self._last_scan: dict[str, dict[int, DiskVersion]] = {}
         self._graveyard: list[VersionRecord] = []  # unloaded, not yet freed
+        self.runtime = runtime
+        self._runtime: dict[str, RuntimeState] = {}  # in force, per name
+        self._runtime_stamp: dict[str, tuple] = {}  # the files' stat when last read
+        self._runtime_error: dict[str, str] = {}  # why the last read was refused
 
     # ------------------------------------------------------------ RecommenderSource
     def get(self, name: str | None = None, *, version: int | None = None, label: str | None = None):
@@ -370,6 +387,10 @@ class VersionManager:
                         if route and route.default
                         else None,
                         "versions": [r.as_dict(sorted(by_v.get(r.version, []))) for r in recs],
+                        "runtime": {
+                            **self._runtime.get(name, DEFAULT).as_dict(),
+                            "error": self._runtime_error.get(name),
+                        },
                     }
                 )
             return out
@@ -474,7 +495,76 @@ class VersionManager:
             self._last_scan = disk
             names = self.names if self.names is not None else sorted(disk)
             for name in names:
+                self._sync_runtime(name)
                 self._sync_name(name, disk.get(name, {}))
+
+    # ------------------------------------------------------------ runtime parameters
+    def runtime_state(self, name: str) -> RuntimeState:
+        """The runtime parameters in force for ``name`` (the bundle's own when none set)."""
+        return self._runtime.get(name, DEFAULT)
+
+    def reload_runtime(self, name: str | None = None) -> None:
+        """Re-read the runtime files of ``name`` (every name if ``None``) and apply them to
+        every loaded version at once. A bad file or a parameter that does not fit a loaded
+        version raises ``ConfigError`` naming the file and field; the parameters in force
+        stay in force."""
+        if self.runtime is None:
+            raise ConfigError(
+                "no runtime parameters configured: start the server with --runtime FILE or "
+                "put ROOT/<name>/runtime.yaml beside the versions."
+            )
+        with self._sync_lock:
+            names = [name] if name is not None else self._names_now()
+            for n in names:
+                self._apply_runtime(n, force=True)
+
+    def _names_now(self) -> list[str]:
+        return self.names if self.names is not None else sorted(self._records)
+
+    def _sync_runtime(self, name: str) -> None:
+        """The watcher's part: re-read ``name``'s runtime files when one changed; a bad file
+        is logged and shown in the status API, the parameters in force keep serving."""
+        if self.runtime is None:
+            return
+        try:
+            self._apply_runtime(name, force=False)
+        except ConfigError as e:
+            log.warning("runtime parameters of %s refused: %s", name, e)
+
+    def _apply_runtime(self, name: str, force: bool) -> None:
+        """Called with ``_sync_lock`` held."""
+        stamp = self.runtime.stamp(name)
+        if not force and self._runtime_stamp.get(name) == stamp:
+            return
+        self._runtime_stamp[name] = stamp  # a bad file is not retried until it changes
+        try:
+            state = self.runtime.read(name)
+            with self._lock:
+                servables = [
+                    r.servable
+                    for r in self._records.get(name, {}).values()
+                    if r.state in (State.AVAILABLE, State.UNLOADING) and r.servable is not None
+                ]
+            prepared = [(s, self._prepare_runtime(s, state, name)) for s in servables]
+        except ConfigError as e:
+            with self._lock:
+                self._runtime_error[name] = str(e)
+            raise
+        with self._lock:  # every version of the name switches together
+            for s, p in prepared:
+                self.loader.use_runtime(s, p)
+            self._runtime[name] = state
+            self._runtime_error.pop(name, None)
+        log.info("%s runtime parameters %s in force: %s", name, state.digest, state.params)
+
+    def _prepare_runtime(self, servable: Any, state: RuntimeState, name: str) -> Any:
+        if not hasattr(self.loader, "prepare_runtime"):
+            return None
+        try:
+            return self.loader.prepare_runtime(servable, state)
+        except ConfigError as e:
+            where = " + ".join(state.sources) or "runtime parameters"
+            raise ConfigError(f"{where}: {e} (model {name!r})") from None
 
     def close(self) -> None:
         """Drop every version (no request should be running)."""
@@ -620,6 +710,13 @@ class VersionManager:
             expected = self._expected_schema(dv.name)
             if expected is not None and schema != expected:
                 return self._fail(rec, "schema mismatch: " + _schema_diff(expected, schema))
+            state = self._runtime.get(dv.name)
+            if state is not None and hasattr(self.loader, "use_runtime"):
+                try:
+                    prepared = self._prepare_runtime(servable, state, dv.name)
+                except ConfigError as e:
+                    return self._fail(rec, f"runtime parameters: {e}")
+                self.loader.use_runtime(servable, prepared)
             w0 = time.perf_counter()
             scores = np.asarray(self.loader.warmup(servable), dtype=np.float64)
             wsec = time.perf_counter() - w0
@@ -788,6 +885,7 @@ def open_repository(settings: Any) -> tuple[VersionManager, Watcher]:
     """The manager over ``settings.models_root`` (policy, budgets from the ServerSettings),
     synced once, and its started watcher."""
     mb = settings.memory_budget_mb
+    runtime = RuntimeFiles(settings.runtime_file, settings.models_root)
     manager = VersionManager(
         VersionSource(settings.models_root),
         BundleLoader(),
@@ -795,8 +893,11 @@ def open_repository(settings: Any) -> tuple[VersionManager, Watcher]:
         default_policy=Policy.parse(settings.version_policy),
         memory_budget_bytes=None if mb is None else int(mb * 2**20),
         warmup_budget_s=settings.warmup_budget_ms / 1000,
+        runtime=runtime,
     )
     manager.sync()
+    if manager._runtime_error:  # refuse to start on a bad runtime file, as on a bad flag
+        raise ConfigError("; ".join(manager._runtime_error.values()))
     return manager, Watcher(manager, settings.poll_interval_s).start()
 
 

@@ -1,5 +1,6 @@
-"""Admin API over the version manager (admin key): load, unload, reload, labels, policy.
-The status of every version is ``GET /v1/models``. GET /metrics: Prometheus."""
+"""Admin API over the version manager (admin key): load, unload, reload, labels, policy,
+runtime parameters. The status of every version is ``GET /v1/models``. GET /metrics:
+Prometheus."""
 
 from __future__ import annotations
 
@@ -82,6 +83,25 @@ def set_policy(name: str, body: PolicyRequest, request: Request) -> dict:
     m = _manager(request)
     m.set_policy(name, body.policy)
     return _status(m, name)
+
+
+@router.post("/models/{name}/runtime")
+def reload_runtime(name: str, request: Request) -> dict:
+    """Re-read the name's runtime parameters (--runtime FILE, ROOT/NAME/runtime.yaml) and
+    apply them to the next request; a bad file is refused (400, file and field named) and
+    the parameters in force stay."""
+    m = _manager(request)
+    _status(m, name)  # 404 for a name that does not exist
+    m.reload_runtime(name)
+    return _status(m, name)
+
+
+@router.post("/runtime")
+def reload_all_runtime(request: Request) -> dict:
+    """Re-read the runtime parameters of every name (all or nothing per name)."""
+    m = _manager(request)
+    m.reload_runtime()
+    return {"models": m.describe()}
 
 
 @metrics_router.get("/metrics", dependencies=[Depends(require("read"))])
