@@ -140,3 +140,65 @@ def test_bad_versions_are_rejected_with_their_reason_and_never_serve(bundle, tmp
     publish(good2, root / "demo")
     m.sync()  # the next good version takes over
     assert client.post("/v1/recommend", json=body).json()["version"] == "good-2"
+
+
+def test_a_single_model_directory_serves_as_a_one_channel_bundle(tmp_path):
+    """A version may hold a saved retrieval model (or a recall pipeline): it passes the same
+    gate (checksums, warm-up) and serves through REST with a popularity fallback."""
+    from click.testing import CliRunner
+
+    from recforge import models
+    from recforge.cli.serve_cmd import publish as publish_cmd
+    from recforge.pipeline import RecallPipeline
+    from tests.serving_fixtures import RECALL, tiny_log
+
+    inter = tiny_log()
+    model = models.get("itemcf", k=20).fit(inter)
+    model.save(tmp_path / "itemcf")
+    root = tmp_path / "root"
+    run = CliRunner().invoke(publish_cmd, [str(tmp_path / "itemcf"), str(root / "cf")])
+    assert run.exit_code == 0, run.output
+    m = VersionManager(VersionSource(root), BundleLoader())
+    m.sync()
+    client = TestClient(create_app(m, ServerSettings()))
+    known = inter.frame["user"].iloc[0]
+    r = client.post("/v1/recommend", json={"user": known, "k": 5, "explain": True}).json()
+    want, _ = model.recommend([known], k=5)
+    assert [e["item"] for e in r["items"]] == want[0].tolist() and not r["cold"]
+    assert r["version"] == "model-1" and r["trace"]["items"][0]["found_by"] == ["itemcf"]
+    cold = client.post("/v1/recommend", json={"user": "nobody", "k": 5}).json()
+    assert cold["cold"] and len(cold["items"]) == 5  # the model's own popularity
+    item = int(inter.frame["item"].iloc[0])
+    sim = client.post("/v1/similar", json={"item": item, "k": 3}).json()
+    assert sim["channel"] == "itemcf" and len(sim["items"]) == 3
+    (status,) = client.get("/v1/models").json()["models"]
+    assert status["versions"][0]["state"] == "available"
+
+    # the same gate: a flipped byte in the weights is refused, the model keeps serving
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "itemcf", bad)
+    w = bad / "weights.safetensors"
+    b = bytearray(w.read_bytes())
+    b[len(b) // 2] ^= 0xFF
+    w.write_bytes(bytes(b))
+    publish(bad, root / "cf")  # no verify here: the server's gate must catch it
+    m.sync()
+    versions = {v["version"]: v for v in client.get("/v1/models").json()["models"][0]["versions"]}
+    assert versions[2]["state"] == "failed" and "checksum mismatch" in versions[2]["reason"]
+    assert client.post("/v1/recommend", json={"user": known}).json()["version"] == "model-1"
+
+    pipe = RecallPipeline.from_config(RECALL).fit(inter)  # a recall pipeline directory too
+    pipe.save(tmp_path / "recall")
+    publish(tmp_path / "recall", root / "cf")
+    m.sync()
+    r = client.post("/v1/recommend", json={"user": known, "k": 5, "explain": True}).json()
+    assert r["version"] == "recall-3"
+    assert {c for it in r["trace"]["items"] for c in it["found_by"]} <= {"itemcf", "als", "ease"}
+
+    ranker_dir = tmp_path / "ranker"  # a ranker alone has no candidates: refused at publish
+    from recforge.data.synth import make_ctr_frame
+
+    frame = make_ctr_frame(inter, n_negatives=1, seed=1)
+    models.get("lr", epochs=1, num_threads=1).fit(frame, label="label").save(ranker_dir)
+    run = CliRunner().invoke(publish_cmd, [str(ranker_dir), str(root / "cf")])
+    assert run.exit_code != 0 and "cannot serve alone" in str(run.exception)

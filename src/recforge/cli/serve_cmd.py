@@ -232,10 +232,9 @@ def demo_bundle(echo=click.echo, out: str = "runs/demo-bundle") -> str:
 def run_server(bundle_dir: str, settings, echo=click.echo) -> None:
     """Load, warm up and serve ``bundle_dir`` (REST in the foreground, gRPC beside it)."""
     from recforge.serving.core import Recommender
+    from recforge.serving.runtime import apply_file
     from recforge.serving.settings import apply_threads
     from recforge.serving.source import SingleBundle
-
-    from recforge.serving.runtime import apply_file
 
     rec = Recommender.load(bundle_dir)
     apply_threads(settings.threads)
@@ -347,15 +346,16 @@ def serve_source(
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
 @click.argument("dest", type=click.Path(file_okay=False))
 def publish(src: str, dest: str) -> None:
-    """Copy bundle SRC into the model repository as DEST=ROOT/NAME's next version.
+    """Copy SRC (a bundle, a saved retrieval model or a recall pipeline directory) into the
+    model repository as DEST=ROOT/NAME's next version.
 
     SRC is verified first (every file checksummed); the copy is written beside the versions
     and renamed into place with its READY marker, so a running server never sees half of it.
     """
-    from recforge.serving.bundle import verify_bundle
     from recforge.serving.repository import publish as publish_version
+    from recforge.serving.single import verify_servable
 
-    final = publish_version(src, dest, verify=verify_bundle)
+    final = publish_version(src, dest, verify=verify_servable)
     click.echo(f"published {src} as {final} (version {final.name})")
 
 

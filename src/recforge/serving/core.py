@@ -29,7 +29,7 @@ import pandas as pd
 from recforge.data.features import CATEGORICAL, MULTI, NUMERIC, EncodedFeatures
 from recforge.data.vocab import IdVocab
 from recforge.exceptions import ConfigError, DataError, UnknownIdError
-from recforge.serving.bundle import Bundle, RerankConfig, load_bundle
+from recforge.serving.bundle import Bundle, RerankConfig
 from recforge.serving.runtime import RuntimeParams
 
 log = logging.getLogger(__name__)
@@ -107,8 +107,11 @@ class Recommender:
 
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
-        """Verify and load a bundle directory (``recforge.serving.bundle``)."""
-        return cls(load_bundle(path))
+        """Verify and load a bundle directory (``recforge.serving.bundle``), or a saved
+        retrieval model / recall pipeline directory served as one (``serving.single``)."""
+        from recforge.serving.single import load_servable
+
+        return cls(load_servable(path))
 
     # ------------------------------------------------------------------ preparation
     def _prepare_items(self) -> None:

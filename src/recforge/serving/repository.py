@@ -194,7 +194,9 @@ class Loader(Protocol):
 
 class BundleLoader:
     """The production loader: a serving bundle through :class:`recforge.serving.core.Recommender`
-    (``load_bundle`` verifies every file of every part before anything is built)."""
+    (``load_bundle`` verifies every file of every part before anything is built); a saved
+    retrieval model or recall pipeline directory is served as a one-part bundle
+    (``recforge.serving.single``, verified the same way)."""
 
     def load(self, path: Path) -> Any:
         from recforge.serving.core import Recommender
