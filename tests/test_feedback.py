@@ -57,6 +57,28 @@ def test_append_ack_history_and_dedupe(store):
     assert store.stats()["commits"] >= 3
 
 
+def test_events_export_in_commit_order_with_cursor_and_types(store, monkeypatch):
+    from recforge.serving import feedback
+
+    assert store.last_id() == 0 and list(store.events()) == []
+    evs = [Event(f"u{i % 3}", f"i{i}", "click" if i % 2 else "view", timestamp=1000.0 + i)
+           for i in range(7)]  # fmt: skip
+    store.append(evs[:4])
+    store.append([*evs[4:], Event("u0", "i0", "rating", value=4.0, key="r1")])
+    monkeypatch.setattr(feedback, "EXPORT_BATCH", 3)  # several pages for 8 rows
+    rows = list(store.events())
+    assert [r.item for r in rows] == [e.item for e in evs] + ["i0"]
+    ids = [r.id for r in rows]
+    assert ids == sorted(ids) and len(set(ids)) == 8 and store.last_id() == ids[-1]
+    assert rows[-1].type == "rating" and rows[-1].value == 4.0 and rows[-1].key == "r1"
+    assert rows[0].timestamp == 1000.0 and rows[0].received > 0
+    assert [r.id for r in store.events(since=ids[2], until=ids[5])] == ids[3:6]
+    assert [r.item for r in store.events(types=["view"])] == ["i0", "i2", "i4", "i6"]
+    assert list(store.events(since=ids[-1])) == []
+    with pytest.raises(ConfigError, match="'klick'"):
+        store.events(types=["klick"])
+
+
 def test_concurrent_requests_share_commits(store):
     """32 threads x 20 requests: every request acknowledged, fewer transactions than requests."""
 

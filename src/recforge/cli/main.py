@@ -13,6 +13,7 @@ recforge bundle build --config configs/bundles/synth.yaml
 recforge serve --bundle runs/bundle-synth       REST on :8501, gRPC on :8500
 recforge recommend --bundle runs/bundle-synth --user u12 --explain
 recforge batch-recommend --model runs/als --users all -k 100 --out recs.parquet
+recforge retrain --from-feedback sqlite://fb.db --config JOB.yaml --models ROOT
 recforge bench [NAME | all]                 the repository's benchmarks (in a checkout)
 
 Every mistake recforge can name (a missing file, a bad config key or value, a malformed
@@ -37,6 +38,7 @@ import click
 from recforge.cli.export_cmd import export as export_command
 from recforge.cli.index_cmd import index as index_group
 from recforge.cli.report_cmd import report as report_group
+from recforge.cli.retrain_cmd import retrain as retrain_command
 from recforge.cli.serve_cmd import batch_recommend_cmd
 from recforge.cli.serve_cmd import bundle as bundle_group
 from recforge.cli.serve_cmd import publish as publish_command
@@ -578,6 +580,7 @@ main.add_command(batch_recommend_cmd)
 models_group.add_command(publish_command)
 main.add_command(export_command)
 main.add_command(report_group)
+main.add_command(retrain_command)
 
 
 # ---------------------------------------------------------------------------- bench

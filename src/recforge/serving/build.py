@@ -113,8 +113,6 @@ class BundleJob:
 
 def build_bundle(job: BundleJob, echo: Any = None) -> dict[str, Any]:
     """Run a bundle job; returns {"output", "version", "metrics", "seconds"}."""
-    from recforge.pipeline import RecallPipeline
-    from recforge.serving.bundle import write_bundle
     from recforge.serving.core import Recommender
 
     say = echo or (lambda msg: log.info("%s", msg))
@@ -123,31 +121,7 @@ def build_bundle(job: BundleJob, echo: Any = None) -> dict[str, Any]:
     train, valid, test = split_data(inter, job.split)
     thr = job.data.positive_threshold
     say(f"data: {inter}; train {len(train):,} rows, test {len(test):,} rows")
-
-    if "path" in job.recall:
-        pipeline = RecallPipeline.load(job.recall["path"])
-    else:
-        pipeline = RecallPipeline.from_config(job.recall).fit(positives(train, thr))
-    say(f"recall: {', '.join(c.name for c in pipeline.channels)} (+ fallback)")
-
-    ranker = None
-    if job.ranker is not None:
-        if job.ranker.path is not None:
-            ranker = models.load(job.ranker.path)
-        else:
-            ranker = fit_ranker(job.ranker, train, valid, thr)
-        say(f"ranker: {ranker.name}")
-    metrics: dict[str, Any] = {}
-    write_bundle(
-        job.output,
-        pipeline=pipeline,
-        ranker=ranker,
-        user_features=inter.user_features,
-        item_features=inter.item_features,
-        rerank=job.rerank,
-        name=job.name,
-        onnx=bool(job.ranker is not None and job.ranker.onnx),
-    )
+    train_bundle(job, train, valid, inter, job.output, say=say)
     rec = Recommender.load(job.output)  # evaluate what will be served
     metrics = evaluate_funnel(
         rec,
@@ -164,6 +138,49 @@ def build_bundle(job: BundleJob, echo: Any = None) -> dict[str, Any]:
         "metrics": metrics,
         "seconds": seconds,
     }
+
+
+def train_bundle(
+    job: BundleJob,
+    train: Interactions,
+    valid: Interactions | None,
+    features: Interactions,
+    output: str | Path,
+    say: Any = None,
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    """Fit the job's recall pipeline (or reuse its path) on ``train``'s positives and its
+    ranker on ``train``'s impressions, and write the bundle to ``output`` with the user and
+    item feature tables of ``features`` (the whole log). Returns the bundle's path."""
+    from recforge.pipeline import RecallPipeline
+    from recforge.serving.bundle import write_bundle
+
+    say = say or (lambda msg: log.info("%s", msg))
+    thr = job.data.positive_threshold
+    if "path" in job.recall:
+        pipeline = RecallPipeline.load(job.recall["path"])
+    else:
+        pipeline = RecallPipeline.from_config(job.recall).fit(positives(train, thr))
+    say(f"recall: {', '.join(c.name for c in pipeline.channels)} (+ fallback)")
+
+    ranker = None
+    if job.ranker is not None:
+        if job.ranker.path is not None:
+            ranker = models.load(job.ranker.path)
+        else:
+            ranker = fit_ranker(job.ranker, train, valid, thr)
+        say(f"ranker: {ranker.name}")
+    return write_bundle(
+        output,
+        pipeline=pipeline,
+        ranker=ranker,
+        user_features=features.user_features,
+        item_features=features.item_features,
+        rerank=job.rerank,
+        metrics=metrics,
+        name=job.name,
+        onnx=bool(job.ranker is not None and job.ranker.onnx),
+    )
 
 
 def fit_ranker(

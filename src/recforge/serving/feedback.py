@@ -16,7 +16,8 @@ flight the latency is one commit.
   process crash (``kill -9``), but the last transactions can be lost on power loss.
 
 Events are read back per user (``history``: items oldest first; ``seen``) so that accepted
-feedback takes effect on the next request.
+feedback takes effect on the next request, and exported in commit order (``events``: the
+stored rows with their ids, a cursor for ``recforge retrain --from-feedback``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,47 @@ class Event:
 
 
 @dataclass(frozen=True)
+class StoredEvent:
+    """An event as stored: ``id`` is the store's row id, increasing in commit order (the
+    cursor for ``events(since=...)``); ``received`` is the server's clock at its commit."""
+
+    id: int
+    user: str
+    item: str
+    type: str
+    value: float
+    timestamp: float
+    key: str | None
+    received: float
+
+
+EXPORT_BATCH = 10_000  # rows per read while exporting: memory stays flat for any log
+
+
+def check_types(types: Sequence[str] | None) -> tuple[str, ...] | None:
+    """``types`` as a tuple, each one of EVENT_TYPES (a ConfigError naming a bad one)."""
+    if types is None:
+        return None
+    bad = [t for t in types if t not in EVENT_TYPES]
+    if bad:
+        raise ConfigError(f"event type {bad[0]!r}: one of {', '.join(EVENT_TYPES)}.")
+    return tuple(types)
+
+
+def paginate(fetch: Callable[[int, int], list[tuple]], since: int) -> Iterator[StoredEvent]:
+    """Keyset pagination over ``fetch(after_id, limit)`` (rows ordered by id, the columns of
+    StoredEvent): each batch of EXPORT_BATCH starts after the last id read, so a long export
+    holds no transaction open and memory stays flat."""
+    while True:
+        n = EXPORT_BATCH
+        rows = fetch(since, n)
+        yield from (StoredEvent(*r) for r in rows)
+        if len(rows) < n:
+            return
+        since = rows[-1][0]
+
+
+@dataclass(frozen=True)
 class AppendResult:
     stored: int
     duplicates: int
@@ -97,6 +139,17 @@ class EventStore(Protocol):
         ...
 
     def count(self) -> int: ...
+
+    def last_id(self) -> int:
+        """The id of the newest stored event (0 when there is none)."""
+        ...
+
+    def events(
+        self, since: int = 0, until: int | None = None, types: Sequence[str] | None = None
+    ) -> Iterator[StoredEvent]:
+        """Stored events with ``since < id <= until`` (``until`` None: up to the newest),
+        of the given ``types`` (None: all), oldest first, read in batches of EXPORT_BATCH."""
+        ...
 
     def stats(self) -> dict[str, Any]: ...
 
@@ -361,6 +414,25 @@ class SQLiteEventStore(GroupCommitStore):
 
     def count(self) -> int:
         return int(self._reader().execute("SELECT count(*) FROM events").fetchone()[0])
+
+    def last_id(self) -> int:
+        return int(self._reader().execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
+
+    def events(
+        self, since: int = 0, until: int | None = None, types: Sequence[str] | None = None
+    ) -> Iterator[StoredEvent]:
+        types = check_types(types)
+        where = "id > ?" + ("" if until is None else " AND id <= ?")
+        args: list[Any] = [] if until is None else [until]
+        if types is not None:
+            where += f" AND type IN ({','.join('?' * len(types))})"
+            args += types
+        sql = (
+            "SELECT id, user, item, type, value, ts, key, received FROM events "
+            f"WHERE {where} ORDER BY id LIMIT ?"
+        )
+        conn = self._reader()
+        return paginate(lambda after, n: conn.execute(sql, (after, *args, n)).fetchall(), since)
 
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "synchronous": self.synchronous}

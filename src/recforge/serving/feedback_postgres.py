@@ -4,13 +4,19 @@ The same group commit as SQLite (one writer thread per replica, one transaction 
 acknowledged after COMMIT, which PostgreSQL makes durable with its default
 ``synchronous_commit=on``); replicas dedupe through the unique idempotency key
 (``ON CONFLICT (key) DO NOTHING``). Reads use one connection per thread.
+
+Export (``events``) is in id order. Ids come from a sequence, drawn when a row is inserted,
+so with several replicas a transaction holding a smaller id can commit after one holding a
+larger id: a reader that stops at the newest id may see a smaller one appear later.
+``recforge retrain`` reads every event each run, so such a late event is used next time.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from recforge.exceptions import ConfigError
 from recforge.serving.feedback import (
@@ -18,7 +24,10 @@ from recforge.serving.feedback import (
     Event,
     GroupCommitStore,
     GroupCommitWriter,
+    StoredEvent,
+    check_types,
     first_occurrences,
+    paginate,
 )
 
 TABLE = "recforge_events"
@@ -109,3 +118,24 @@ class PostgresEventStore(GroupCommitStore):
 
     def count(self) -> int:
         return int(self._reader().execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0])
+
+    def last_id(self) -> int:
+        return int(
+            self._reader().execute(f"SELECT coalesce(max(id), 0) FROM {TABLE}").fetchone()[0]
+        )
+
+    def events(
+        self, since: int = 0, until: int | None = None, types: Sequence[str] | None = None
+    ) -> Iterator[StoredEvent]:
+        types = check_types(types)
+        where = "id > %s" + ("" if until is None else " AND id <= %s")
+        args: list[Any] = [] if until is None else [until]
+        if types is not None:
+            where += " AND type = ANY(%s)"
+            args.append(list(types))
+        sql = (
+            f"SELECT id, user_id, item_id, type, value, ts, key, received FROM {TABLE} "
+            f"WHERE {where} ORDER BY id LIMIT %s"
+        )
+        conn = self._reader()
+        return paginate(lambda after, n: conn.execute(sql, (after, *args, n)).fetchall(), since)
