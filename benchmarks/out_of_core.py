@@ -4,11 +4,20 @@ path could hold, with peak RSS and throughput beside the in-memory path.
 The log (``ctr_speed.criteo_like``: 26 categorical fields with vocabularies from 10 to
 100,000, 13 numeric, a label) is written to Parquet in chunks of 1M rows (row groups of
 64k), never held whole. Each measurement runs in a fresh process whose own peak RSS
-(``VmHWM``) is reported: (a) DeepFM for one epoch from ``ParquetSource`` (one streaming
-pass fits the encoder, then a shuffled epoch through a 256k-row buffer), (b) the same model
-in memory on the first ``--mem-rows`` rows (what fits comfortably), both as samples/s.
+(``VmHWM``) is reported:
 
-    nice -n 10 python -m benchmarks.out_of_core --rows 20000000 --docs docs/BENCHMARKS.md
+- the comparison, at ``--compare-rows`` (a size where the in-memory path fits): DeepFM for
+  one epoch from ``ParquetSource`` (one streaming pass fits the encoder, then a shuffled
+  epoch through a 256k-row buffer) and the same model on the same rows as one DataFrame,
+  run stream, memory, memory, stream (the mean of each pair, so that a change of the
+  machine's load during the run weighs on both alike);
+- the large run: DeepFM streaming one epoch over ``--rows`` rows (0: skip).
+
+Results accumulate in ``--out``/results.json (one invocation may run the comparison, another
+the large run); ``--docs`` writes the section from what is there.
+
+    nice -n 10 python -m benchmarks.out_of_core --rows 20000000 --compare-rows 1000000 \
+        --out runs/ooc --docs docs/BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -94,55 +103,102 @@ def run(
     data_dir: Any = None,
     out: str | Path | None = None,
     rows: int = 20_000_000,
-    mem_rows: int = 2_000_000,
+    compare_rows: int = 1_000_000,
 ) -> dict[str, Any]:
     work = Path(out) if out else Path(tempfile.mkdtemp(prefix="recforge-ooc-"))
     work.mkdir(parents=True, exist_ok=True)
-    path = work / "criteo_like.parquet"
-    load_before = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    if not path.exists():
-        write_log(path, rows)
-    write_s = time.perf_counter() - t0
-    stream = _measure("stream", path, rows)
-    memory = _measure("memory", path, min(mem_rows, rows))
-    r = {"rows": rows, "write_s": round(write_s, 1), "stream": stream, "memory": memory,
-         "parquet_mib": round(path.stat().st_size / 2**20), "date": _dt.date.today().isoformat(),
-         "loadavg_before": round(load_before, 2), "loadavg_after": round(os.getloadavg()[0], 2)}  # fmt: skip
+    rfile = work / "results.json"
+    r: dict[str, Any] = json.loads(rfile.read_text()) if rfile.exists() else {}
+    load = [round(os.getloadavg()[0], 2)]
+    if compare_rows:
+        path = _log_file(work, compare_rows)
+        runs = [_measure(m, path, compare_rows) for m in ("stream", "memory", "memory", "stream")]
+        for mode in ("stream", "memory"):
+            pair = [x for x in runs if x["mode"] == mode]
+            r[f"compare_{mode}"] = {
+                "rows": compare_rows,
+                "samples_per_s": round(sum(x["samples_per_s"] for x in pair) / 2),
+                "runs_samples_per_s": [x["samples_per_s"] for x in pair],
+                "seconds": [x["seconds"] for x in pair],
+                "peak_rss_mib": max(x["peak_rss_mib"] for x in pair),
+            }
+        load.append(round(os.getloadavg()[0], 2))
+        r["compare_load"] = load[-2:]
+        r["compare_date"] = _dt.date.today().isoformat()
+    if rows:
+        t0 = time.perf_counter()
+        path = _log_file(work, rows)
+        write_s = round(time.perf_counter() - t0, 1)
+        load = [round(os.getloadavg()[0], 2)]
+        big = _measure("stream", path, rows)
+        load.append(round(os.getloadavg()[0], 2))
+        r["large"] = {**big, "write_s": write_s, "parquet_mib": round(path.stat().st_size / 2**20),
+                      "load": load, "date": _dt.date.today().isoformat()}  # fmt: skip
+    rfile.write_text(json.dumps(r, indent=2))
     r["markdown"] = markdown(r)
     return r
 
 
+def _log_file(work: Path, rows: int) -> Path:
+    path = work / f"criteo_like_{rows}.parquet"
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.tmp")
+        write_log(tmp, rows)
+        tmp.replace(path)
+    return path
+
+
 def markdown(r: dict[str, Any]) -> str:
-    s, m = r["stream"], r["memory"]
-    ratio = s["samples_per_s"] / m["samples_per_s"]
-    return "\n".join([
-        "### Out-of-core DeepFM: a Criteo-shaped Parquet log",
+    lines = [
+        "### Out-of-core DeepFM",
         "",
-        f"`nice -n 10 python -m benchmarks.out_of_core --rows {r['rows']}` ({r['date']}, load "
-        f"average {r['loadavg_before']} before / {r['loadavg_after']} after; Parquet "
-        f"{r['parquet_mib']:,} MiB). DeepFM, emb 16, MLP 400x3, batch 4096, 1 epoch, 1 thread.",
+        "A Criteo-shaped Parquet log (26 categorical fields, vocabularies 10-100k, 13 numeric; "
+        "row groups of 64k rows). DeepFM, embedding 16, MLP 400x3, batch 4096, one epoch, one "
+        "thread, each run in a fresh process; peak RSS is that process's VmHWM. The streaming "
+        "time includes its encoder-fitting pass over the file; the in-memory time includes "
+        "reading the file into one DataFrame and encoding it.",
         "",
-        "| path | rows | seconds | samples/s | peak RSS (MiB) |",
-        "|---|---|---|---|---|",
-        f"| ParquetSource (streaming encoder fit + shuffled epoch) | {s['rows']:,} | {s['seconds']} | {s['samples_per_s']:,} | {s['peak_rss_mib']:,} |",
-        f"| in memory (DataFrame) | {m['rows']:,} | {m['seconds']} | {m['samples_per_s']:,} | {m['peak_rss_mib']:,} |",
-        "",
-        f"Streaming throughput is {ratio:.2f}x the in-memory path's (the stream's time includes "
-        f"its encoder-fitting pass over the file).",
-        "",
-    ])  # fmt: skip
+    ]
+    if "compare_stream" in r:
+        s, m = r["compare_stream"], r["compare_memory"]
+        n = s["rows"]
+        lines += [
+            f"Comparison (`nice -n 10 python -m benchmarks.out_of_core --rows 0 --compare-rows "
+            f"{n}`, {r['compare_date']}, load average {r['compare_load'][0]} before / "
+            f"{r['compare_load'][1]} after, on the shared 2-core machine): runs in the order "
+            f"stream, memory, memory, stream; samples/s the mean of each pair.",
+            "",
+            "| path | rows | samples/s (runs) | seconds | peak RSS (MiB) |",
+            "|---|---|---|---|---|",
+            f"| ParquetSource (streaming) | {n:,} | {s['samples_per_s']:,} ({', '.join(f'{x:,}' for x in s['runs_samples_per_s'])}) | {', '.join(map(str, s['seconds']))} | {s['peak_rss_mib']:,} |",
+            f"| in memory (DataFrame) | {n:,} | {m['samples_per_s']:,} ({', '.join(f'{x:,}' for x in m['runs_samples_per_s'])}) | {', '.join(map(str, m['seconds']))} | {m['peak_rss_mib']:,} |",
+            "",
+            f"Streaming throughput: {s['samples_per_s'] / m['samples_per_s']:.2f}x the in-memory "
+            f"path's at the same size.",
+            "",
+        ]  # fmt: skip
+    if "large" in r:
+        g = r["large"]
+        lines += [
+            f"Large run (`nice -n 10 python -m benchmarks.out_of_core --rows {g['rows']} "
+            f"--compare-rows 0`, {g['date']}, load average {g['load'][0]} before / "
+            f"{g['load'][1]} after): {g['rows']:,} rows ({g['parquet_mib']:,} MiB of Parquet, "
+            f"written in {g['write_s']} s), streamed one epoch in {g['seconds']:,} s: "
+            f"**{g['samples_per_s']:,} samples/s, peak RSS {g['peak_rss_mib']:,} MiB**.",
+            "",
+        ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=20_000_000)
-    p.add_argument("--mem-rows", type=int, default=2_000_000)
+    p.add_argument("--compare-rows", type=int, default=1_000_000)
     p.add_argument("--out", default=None)
     p.add_argument("--docs", default=None)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    r = run(out=a.out, rows=a.rows, mem_rows=a.mem_rows)
+    r = run(out=a.out, rows=a.rows, compare_rows=a.compare_rows)
     print(r["markdown"])
     if a.docs:
         from benchmarks.recall_zoo import update_docs
