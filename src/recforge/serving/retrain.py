@@ -19,9 +19,10 @@ One run, safe to start from cron::
               snapshot is published as the next version (``repository.publish``; the
               server's watcher hot-reloads it); else nothing is published
 
-Every run writes a JSON report (both scores, the decision and why) to
-``.retrain/reports/`` and ``.retrain/last.json``. A run that finds no event beyond the last
-run's snapshot against the same serving version does nothing (exit 4): rerunning is free.
+Every run writes a JSON report (both scores, the decision and why) to ``.retrain/last.json``
+and, unless it found nothing to do, to ``.retrain/reports/``. A run that finds no event
+beyond the last run's snapshot against the same serving version does nothing (exit 4):
+rerunning is free. Only the event types that can be positives are read from the store.
 
 Exit codes (``EXIT``): 0 published, 3 kept (the candidate was worse), 4 nothing new,
 5 another run holds the lock.
@@ -160,7 +161,9 @@ def _run(cfg: RetrainConfig, store: EventStore, say: Any) -> RetrainResult:
     from recforge.jobs import load_data, positives
 
     log_ = load_data(cfg.job.data)
-    fb, counts = feedback_interactions(store.events(until=snapshot), log_, cfg.mapping)
+    types = sorted({*cfg.mapping.positive_types, "rating"})  # the rest is never read
+    events = store.events(until=snapshot, types=types)
+    fb, counts = feedback_interactions(events, log_, cfg.mapping)
     report["feedback"] = counts
     say(f"feedback: {counts['events']} events up to id {snapshot}, {counts['rows']} positives")
     data = combine(log_, fb)
@@ -225,11 +228,12 @@ def _finish(
     """Write the report (and the state that makes the next run idempotent)."""
     report.update(decision=decision, reason=why, seconds=round(time.perf_counter() - t0, 1))
     say(f"{decision}: {why}")
-    reports = cfg.work / "reports"
-    reports.mkdir(exist_ok=True)
-    path = reports / f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{decision}.json"
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    path = cfg.work / "reports" / f"{stamp}-{decision}.json"
+    if decision == "nothing_new" and snapshot is None:
+        path = cfg.work / "last.json"  # an idle cron run leaves no new file behind
     text = json.dumps(report, indent=2, default=float)
-    for p in (path, cfg.work / "last.json", *([cfg.report] if cfg.report else [])):
+    for p in {path, cfg.work / "last.json", *([cfg.report] if cfg.report else [])}:
         _write_atomic(Path(p), text)
     if snapshot is not None:
         state = {"feedback_until_id": snapshot, "serving_version": version}
