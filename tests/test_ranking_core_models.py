@@ -81,10 +81,9 @@ def test_fnn_init_copies_fm_tables(split, monkeypatch):
         batch_size=256,
     ).fit(train)
     fm = captured["fm"]
+    # one table: the factors and, in its last column, the first-order weights
     torch.testing.assert_close(fnn.module_.embedding.table.weight, fm.embedding.table.weight)
-    torch.testing.assert_close(
-        fnn.module_.linear.weights.table.weight, fm.linear.weights.table.weight
-    )
+    torch.testing.assert_close(fnn.module_.embedding.linear_bias, fm.embedding.linear_bias)
     # the FM was initialised from other random draws, so equality means the tables were copied
 
 
@@ -128,11 +127,11 @@ def test_ffm_pairwise_term_matches_explicit_sum(split):
     model = models.get("ffm", embedding_dim=3, epochs=1, batch_size=256).fit(train)
     x = to_tensors(model.encoder_.transform(train.iloc[:7]))
     m = model.module_
-    e = m.embedding(x)  # (B, F, F*D)
+    e, first = m.embedding.forward_with_linear(x)  # (B, F, F*D), (B,)
     B, F, _ = e.shape
-    e = e.view(B, F, F, 3)
+    e = e.reshape(B, F, F, 3)
     explicit = sum((e[:, i, j] * e[:, j, i]).sum(-1) for i in range(F) for j in range(i + 1, F))
-    torch.testing.assert_close(m(x), m.linear(x) + explicit)
+    torch.testing.assert_close(m(x), first + explicit)
 
 
 def test_sparse_embeddings_train_like_dense(split):

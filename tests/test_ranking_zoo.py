@@ -132,8 +132,8 @@ def test_compositions_follow_their_formulas(ctr):
     with torch.no_grad():
         m = nfm.module_.eval()
         b = _batch(nfm, test)
-        e = m.embedding(b)  # (B, F, D)
-        expected = m.linear(b) + m.mlp(BiInteraction()(e)).squeeze(-1)  # linear + h·f_BI(E)
+        e, first = m.embedding.forward_with_linear(b)  # (B, F, D), (B,)
+        expected = first + m.mlp(BiInteraction()(e)).squeeze(-1)  # linear + h·f_BI(E)
         torch.testing.assert_close(m(b), expected)
 
         m = dcn.module_.eval()
@@ -144,9 +144,10 @@ def test_compositions_follow_their_formulas(ctr):
 
         m = afm.module_.eval()
         b = _batch(afm, test)
-        pooled, weights = m.pooling(m.embedding(b))
+        e, first = m.embedding.forward_with_linear(b)
+        pooled, weights = m.pooling(e)
         torch.testing.assert_close(weights.sum(1), torch.ones(len(test)))
-        torch.testing.assert_close(m(b), m.linear(b) + pooled @ m.proj.weight[0])
+        torch.testing.assert_close(m(b), first + pooled @ m.proj.weight[0])
 
 
 def test_ctr_quality_split_and_docs_section(tmp_path):

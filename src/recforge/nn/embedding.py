@@ -138,6 +138,13 @@ class FeatureEmbedding(nn.Module):
         emb, first = out.split([self.dim, 1], dim=-1)  # (B, F, D), (B, F, 1)
         return emb, first.sum(dim=(1, 2)) + self.linear_bias
 
+    def forward_columns(self, batch: dict) -> torch.Tensor:
+        """batch -> (B, F, D + 1): each field's embedding with its first-order weight as
+        the last column (needs ``linear=True``; ``linear_bias`` is the constant term)."""
+        if not self.has_linear:
+            raise ConfigError("forward_columns needs FeatureEmbedding(..., linear=True).")
+        return self._embed(batch)
+
     def _embed(self, batch: dict) -> torch.Tensor:
         """batch -> (B, F, W), W = D (+ 1 with the linear column)."""
         cat = batch["categorical"]  # (B, n_cat)

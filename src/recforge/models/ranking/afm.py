@@ -1,6 +1,7 @@
 """AFM (Xiao et al. 2017): attention-weighted pairwise interactions.
 
-logit = linear(x) + pᵀ Σ_{i<j} a_ij (e_i ⊙ e_j), a = softmax over pairs of an attention MLP.
+logit = linear(x) + pᵀ Σ_{i<j} a_ij (e_i ⊙ e_j), a = softmax over pairs of an attention MLP;
+the first-order weights are an extra column of the embedding table (one lookup for both).
 """
 
 from __future__ import annotations
@@ -15,22 +16,21 @@ from recforge.data.features import Field
 from recforge.models.ranking.torch_base import TorchRanker
 from recforge.models.registry import register
 from recforge.nn.attention import AttentionalPooling
-from recforge.nn.embedding import FeatureEmbedding, LinearEmbedding
+from recforge.nn.embedding import FeatureEmbedding
 
 
 class AFMModule(nn.Module):
     """batch -> (B,) logits."""
 
-    def __init__(
-        self, embedding: FeatureEmbedding, linear: LinearEmbedding, pooling: AttentionalPooling
-    ) -> None:
+    def __init__(self, embedding: FeatureEmbedding, pooling: AttentionalPooling) -> None:
         super().__init__()
-        self.embedding, self.linear, self.pooling = embedding, linear, pooling
+        self.embedding, self.pooling = embedding, pooling  # embedding: linear=True
         self.proj = nn.Linear(embedding.dim, 1, bias=False)  # p
 
     def forward(self, batch: dict) -> torch.Tensor:
-        pooled, _ = self.pooling(self.embedding(batch))  # (B, D)
-        return self.linear(batch) + self.proj(pooled).squeeze(-1)  # (B,)
+        e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
+        pooled, _ = self.pooling(e)  # (B, D)
+        return first + self.proj(pooled).squeeze(-1)  # (B,)
 
 
 @register("afm")
@@ -53,8 +53,8 @@ class AFM(TorchRanker):
         self.attention_dropout = attention_dropout
 
     def build_module(self, fields: Sequence[Field]) -> nn.Module:
-        emb = self.feature_embedding(fields)
+        emb = self.feature_embedding(fields, linear=True)
         pooling = AttentionalPooling(
             emb.n_fields, emb.dim, self.attention_dim, self.attention_dropout
         )
-        return AFMModule(emb, self.linear_embedding(fields), pooling)
+        return AFMModule(emb, pooling)

@@ -2,7 +2,8 @@
 
 h = MHSA_L(...MHSA_1(E)), E the (B, F, D) field embeddings;
 logit = w · flatten(h) (+ MLP(flatten(E)) for AutoInt+ when ``hidden`` is set)
-(+ linear(x) with ``linear=True``).
+(+ linear(x) with ``linear=True``: the first-order weights are then an extra column of
+the embedding table, one lookup for both).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from recforge.data.features import Field
 from recforge.models.ranking.torch_base import TorchRanker
 from recforge.models.registry import register
 from recforge.nn.attention import MultiHeadSelfAttention
-from recforge.nn.embedding import FeatureEmbedding, LinearEmbedding
+from recforge.nn.embedding import FeatureEmbedding
 from recforge.nn.mlp import MLP
 
 
@@ -29,24 +30,25 @@ class AutoIntModule(nn.Module):
         embedding: FeatureEmbedding,
         layers: Sequence[MultiHeadSelfAttention],
         mlp: MLP | None,
-        linear: LinearEmbedding | None,
     ) -> None:
         super().__init__()
-        self.embedding, self.mlp, self.linear = embedding, mlp, linear
+        self.embedding, self.mlp = embedding, mlp
+        self.linear = embedding.has_linear
         self.layers = nn.ModuleList(layers)
         self.head = nn.Linear(embedding.n_fields * layers[-1].out_dim, 1)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        e = self.embedding(batch)  # (B, F, D)
+        if self.linear:
+            e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
+        else:
+            e, first = self.embedding(batch), None
         h = e
         for layer in self.layers:
             h = layer(h)  # (B, F, H*d_h)
         logit = self.head(h.flatten(1)).squeeze(-1)  # (B,)
         if self.mlp is not None:
             logit = logit + self.mlp(e.flatten(1)).squeeze(-1)
-        if self.linear is not None:
-            logit = logit + self.linear(batch)
-        return logit
+        return logit if first is None else logit + first
 
 
 @register("autoint")
@@ -89,7 +91,7 @@ class AutoInt(TorchRanker):
         self.linear = linear
 
     def build_module(self, fields: Sequence[Field]) -> nn.Module:
-        emb = self.feature_embedding(fields)
+        emb = self.feature_embedding(fields, linear=self.linear)
         layers, width = [], emb.dim
         for _ in range(max(1, int(self.n_layers))):
             layers.append(
@@ -106,6 +108,4 @@ class AutoInt(TorchRanker):
                 norm=self.norm,
                 out_dim=1,
             )
-        return AutoIntModule(
-            emb, layers, mlp, self.linear_embedding(fields) if self.linear else None
-        )
+        return AutoIntModule(emb, layers, mlp)

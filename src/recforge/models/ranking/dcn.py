@@ -6,6 +6,9 @@ x0 = flatten(E), E the (B, F, D) field embeddings.
 * ``dcnv2``: parallel: logit = w · [Cross_v2(x0) ; MLP(x0)];
              stacked:  logit = w · MLP(Cross_v2(x0));
              ``low_rank=r`` switches to the mixture of ``n_experts`` low-rank experts.
+
+With ``linear=True`` the first-order weights are an extra column of the embedding table
+(one lookup for both).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from recforge.exceptions import ConfigError
 from recforge.models.ranking.torch_base import TorchRanker
 from recforge.models.registry import register
 from recforge.nn.cross import CrossNetwork, CrossNetworkV2
-from recforge.nn.embedding import FeatureEmbedding, LinearEmbedding
+from recforge.nn.embedding import FeatureEmbedding
 from recforge.nn.mlp import MLP
 
 
@@ -35,11 +38,11 @@ class DCNModule(nn.Module):
         mlp: MLP | None,
         *,
         stacked: bool = False,
-        linear: LinearEmbedding | None = None,
     ) -> None:
         super().__init__()
-        self.embedding, self.cross, self.mlp, self.linear = embedding, cross, mlp, linear
+        self.embedding, self.cross, self.mlp = embedding, cross, mlp
         self.stacked = stacked
+        self.linear = embedding.has_linear  # add the first-order term of the table's column
         width = embedding.n_fields * embedding.dim
         if mlp is None:
             head_in = width
@@ -48,7 +51,11 @@ class DCNModule(nn.Module):
         self.head = nn.Linear(head_in, 1)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        x0 = self.embedding(batch).flatten(1)  # (B, F*D)
+        if self.linear:
+            e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
+        else:
+            e, first = self.embedding(batch), None
+        x0 = e.flatten(1)  # (B, F*D)
         crossed = self.cross(x0)  # (B, F*D)
         if self.mlp is None:
             h = crossed
@@ -57,7 +64,7 @@ class DCNModule(nn.Module):
         else:
             h = torch.cat([crossed, self.mlp(x0)], dim=1)  # (B, F*D + H)
         logit = self.head(h).squeeze(-1)  # (B,)
-        return logit + self.linear(batch) if self.linear is not None else logit
+        return logit if first is None else logit + first
 
 
 def _mlp(
@@ -102,13 +109,12 @@ class DCN(TorchRanker):
         self.linear = linear
 
     def build_module(self, fields: Sequence[Field]) -> nn.Module:
-        emb = self.feature_embedding(fields)
+        emb = self.feature_embedding(fields, linear=self.linear)
         width = emb.n_fields * emb.dim
         return DCNModule(
             emb,
             CrossNetwork(width, self.n_cross),
             _mlp(width, self.hidden, self.activation, self.dropout, self.norm),
-            linear=self.linear_embedding(fields) if self.linear else None,
         )
 
 
@@ -158,7 +164,7 @@ class DCNv2(TorchRanker):
             raise ConfigError(
                 f"DCNv2: structure={self.structure!r}; choose 'parallel' or 'stacked'."
             )
-        emb = self.feature_embedding(fields)
+        emb = self.feature_embedding(fields, linear=self.linear)
         width = emb.n_fields * emb.dim
         cross = CrossNetworkV2(
             width, self.n_cross, low_rank=self.low_rank, n_experts=self.n_experts
@@ -168,5 +174,4 @@ class DCNv2(TorchRanker):
             cross,
             _mlp(width, self.hidden, self.activation, self.dropout, self.norm),
             stacked=self.structure == "stacked",
-            linear=self.linear_embedding(fields) if self.linear else None,
         )

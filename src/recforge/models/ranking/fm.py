@@ -1,4 +1,8 @@
-"""Factorization machines: FM (Rendle, 2010) and field-aware FM (Juan et al., 2016)."""
+"""Factorization machines: FM (Rendle, 2010) and field-aware FM (Juan et al., 2016).
+
+The first-order weights are an extra column of the embedding table (one lookup per batch
+for both terms, ``FeatureEmbedding(..., linear=True)``).
+"""
 
 from __future__ import annotations
 
@@ -11,36 +15,37 @@ from torch import nn
 from recforge.data.features import Field
 from recforge.models.ranking.torch_base import TorchRanker
 from recforge.models.registry import register
-from recforge.nn.embedding import FeatureEmbedding, LinearEmbedding
+from recforge.nn.embedding import FeatureEmbedding
 from recforge.nn.interactions_fm import FFMInteraction, FMInteraction
 
 
 class FMModule(nn.Module):
     """logit = linear(x) + sum_{i<j} <v_i, v_j> (sum-square trick)."""
 
-    def __init__(self, embedding: FeatureEmbedding, linear: LinearEmbedding) -> None:
+    def __init__(self, embedding: FeatureEmbedding) -> None:
         super().__init__()
-        self.embedding, self.linear = embedding, linear
+        self.embedding = embedding  # FeatureEmbedding(linear=True)
         self.fm = FMInteraction()
 
     def forward(self, batch: dict) -> torch.Tensor:
-        return self.linear(batch) + self.fm(self.embedding(batch))  # (B,)
+        e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
+        return first + self.fm(e)  # (B,)
 
 
 class FFMModule(nn.Module):
     """logit = linear(x) + sum_{i<j} <v_{i,f_j}, v_{j,f_i}>. Every feature value holds F
     vectors of size D, stored as one (F * D)-wide row of the shared table."""
 
-    def __init__(self, embedding: FeatureEmbedding, linear: LinearEmbedding, dim: int) -> None:
+    def __init__(self, embedding: FeatureEmbedding, dim: int) -> None:
         super().__init__()
-        self.embedding, self.linear, self.dim = embedding, linear, dim
+        self.embedding, self.dim = embedding, dim  # embedding: linear=True
         self.ffm = FFMInteraction()
 
     def forward(self, batch: dict) -> torch.Tensor:
-        e = self.embedding(batch)  # (B, F, F * D)
+        e, first = self.embedding.forward_with_linear(batch)  # (B, F, F * D), (B,)
         B, F, _ = e.shape
-        e = e.view(B, F, F, self.dim)  # (B, F, F, D): [:, i, j] = field i's vector for field j
-        return self.linear(batch) + self.ffm(e)
+        e = e.reshape(B, F, F, self.dim)  # (B, F, F, D): [:, i, j] = field i's vector for j
+        return first + self.ffm(e)
 
 
 @register("fm")
@@ -58,7 +63,7 @@ class FM(TorchRanker):
         super().__init__(**shared)
 
     def build_module(self, fields: Sequence[Field]) -> nn.Module:
-        return FMModule(self.feature_embedding(fields), self.linear_embedding(fields))
+        return FMModule(self.feature_embedding(fields, linear=True))
 
 
 @register("ffm")
@@ -78,5 +83,5 @@ class FFM(TorchRanker):
 
     def build_module(self, fields: Sequence[Field]) -> nn.Module:
         n_fields = len(fields)
-        emb = FeatureEmbedding(fields, n_fields * self.embedding_dim, sparse=self.sparse)
-        return FFMModule(emb, self.linear_embedding(fields), self.embedding_dim)
+        emb = self.feature_embedding(fields, n_fields * self.embedding_dim, linear=True)
+        return FFMModule(emb, self.embedding_dim)

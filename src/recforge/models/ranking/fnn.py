@@ -1,6 +1,7 @@
 """FNN (Zhang et al., 2016): an MLP over field vectors initialised from a trained FM.
 
-Each field's input is ``[w_i, v_i]``: its first-order FM weight and its D-dim FM factor.
+Each field's input is ``[v_i, w_i]``: its D-dim FM factor and its first-order FM weight
+(one row of the shared table, whose last column holds the first-order weights).
 ``fit`` first trains an ``FMModule`` on the same data (``fm_epochs``), copies its tables
 into the FNN's, then trains the whole network end to end.
 """
@@ -17,22 +18,20 @@ from recforge.data.features import Field
 from recforge.models.ranking.fm import FMModule
 from recforge.models.ranking.torch_base import TorchRanker, _Batches
 from recforge.models.registry import register
-from recforge.nn.embedding import FeatureEmbedding, LinearEmbedding
+from recforge.nn.embedding import FeatureEmbedding
 from recforge.nn.inputs import Batch
 from recforge.nn.mlp import MLP
 from recforge.train import Trainer
 
 
 class FNNModule(nn.Module):
-    def __init__(self, embedding: FeatureEmbedding, linear: LinearEmbedding, mlp: MLP) -> None:
+    def __init__(self, embedding: FeatureEmbedding, mlp: MLP) -> None:
         super().__init__()
-        self.embedding, self.linear, self.mlp = embedding, linear, mlp
+        self.embedding, self.mlp = embedding, mlp  # embedding: FeatureEmbedding(linear=True)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        v = self.embedding(batch)  # (B, F, D)
-        w = self.linear.weights(batch)  # (B, F, 1)
-        z = torch.cat([w, v], dim=-1).flatten(1)  # (B, F * (D + 1))
-        return self.mlp(z).squeeze(-1) + self.linear.bias
+        z = self.embedding.forward_columns(batch).flatten(1)  # (B, F * (D + 1)): [v_i, w_i]
+        return self.mlp(z).squeeze(-1) + self.embedding.linear_bias
 
 
 @register("fnn")
@@ -69,7 +68,7 @@ class FNN(TorchRanker):
         self.fm_lr = fm_lr
 
     def build_module(self, fields: Sequence[Field]) -> nn.Module:
-        emb = self.feature_embedding(fields)
+        emb = self.feature_embedding(fields, linear=True)
         mlp = MLP(
             emb.n_fields * (emb.dim + 1),
             self.hidden,
@@ -78,16 +77,17 @@ class FNN(TorchRanker):
             norm=self.norm,
             out_dim=1,
         )
-        return FNNModule(emb, self.linear_embedding(fields), mlp)
+        return FNNModule(emb, mlp)
 
     def _init_module(self, module: nn.Module, train: Batch, y: torch.Tensor) -> None:
-        """Train an FM on the same rows and copy its embedding and linear tables."""
+        """Train an FM on the same rows and copy its table (factors and first-order
+        weights)."""
         if self.fm_epochs <= 0:
             return
         assert isinstance(module, FNNModule)
         fields = module.embedding.layout.categorical + module.embedding.layout.numeric
         fields += module.embedding.layout.multi
-        fm = FMModule(self.feature_embedding(fields), self.linear_embedding(fields))
+        fm = FMModule(self.feature_embedding(fields, linear=True))
         cfg = self.train_config(
             epochs=self.fm_epochs,
             lr=self.fm_lr or self.lr,
@@ -99,4 +99,3 @@ class FNN(TorchRanker):
         batches = _Batches(train, y, self.batch_size, self.seed + 1)
         Trainer(cfg).fit(fm, lambda m, b: self.loss_value(m(b[0]), b[1]), batches)
         module.embedding.load_state_dict(fm.embedding.state_dict())
-        module.linear.load_state_dict(fm.linear.state_dict())

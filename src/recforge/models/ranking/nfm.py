@@ -1,6 +1,7 @@
 """NFM (He & Chua 2017): an MLP over the bi-interaction pooled embeddings.
 
-logit = linear(x) + MLP(dropout(BiInteraction(E))), E the (B, F, D) field embeddings.
+logit = linear(x) + MLP(dropout(BiInteraction(E))), E the (B, F, D) field embeddings; the
+first-order weights are an extra column of the embedding table (one lookup for both).
 """
 
 from __future__ import annotations
@@ -15,24 +16,23 @@ from recforge.data.features import Field
 from recforge.models.ranking.torch_base import TorchRanker
 from recforge.models.registry import register
 from recforge.nn.bi_interaction import BiInteraction
-from recforge.nn.embedding import FeatureEmbedding, LinearEmbedding
+from recforge.nn.embedding import FeatureEmbedding
 from recforge.nn.mlp import MLP
 
 
 class NFMModule(nn.Module):
     """batch -> (B,) logits."""
 
-    def __init__(
-        self, embedding: FeatureEmbedding, linear: LinearEmbedding, mlp: MLP, bi_dropout: float
-    ) -> None:
+    def __init__(self, embedding: FeatureEmbedding, mlp: MLP, bi_dropout: float) -> None:
         super().__init__()
-        self.embedding, self.linear, self.mlp = embedding, linear, mlp
+        self.embedding, self.mlp = embedding, mlp  # embedding: FeatureEmbedding(linear=True)
         self.bi = BiInteraction()
         self.bi_dropout = nn.Dropout(bi_dropout)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        pooled = self.bi_dropout(self.bi(self.embedding(batch)))  # (B, D)
-        return self.linear(batch) + self.mlp(pooled).squeeze(-1)  # (B,)
+        e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
+        pooled = self.bi_dropout(self.bi(e))  # (B, D)
+        return first + self.mlp(pooled).squeeze(-1)  # (B,)
 
 
 @register("nfm")
@@ -66,7 +66,7 @@ class NFM(TorchRanker):
         self.norm = norm
 
     def build_module(self, fields: Sequence[Field]) -> nn.Module:
-        emb = self.feature_embedding(fields)
+        emb = self.feature_embedding(fields, linear=True)
         mlp = MLP(
             emb.dim,
             tuple(self.hidden),
@@ -75,4 +75,4 @@ class NFM(TorchRanker):
             norm=self.norm,
             out_dim=1,
         )
-        return NFMModule(emb, self.linear_embedding(fields), mlp, self.bi_dropout)
+        return NFMModule(emb, mlp, self.bi_dropout)

@@ -24,17 +24,21 @@ from recforge.nn.mlp import MLP
 
 
 class InnerProduct(nn.Module):
-    """(B, F, D) -> (B, F(F-1)/2): <e_i, e_j> for i < j, in row-major pair order."""
+    """(B, F, D) -> (B, F(F-1)/2): <e_i, e_j> for i < j, in row-major pair order.
+
+    Computed as the Gram matrix E Eᵀ (one batched matmul) and its upper triangle, not as
+    (B, P, D) pair products: gathering the pairs writes, and its backward scatters, P x D
+    values per row (~15x slower on CPU at 39 fields)."""
 
     def __init__(self, n_fields: int) -> None:
         super().__init__()
         i, j = torch.triu_indices(n_fields, n_fields, offset=1)
-        self.register_buffer("i", i, persistent=False)
-        self.register_buffer("j", j, persistent=False)
+        self.register_buffer("upper", i * n_fields + j, persistent=False)  # (P,) in F*F
         self.out_dim = int(i.numel())
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
-        return (e[:, self.i] * e[:, self.j]).sum(-1)  # (B, P)
+        gram = torch.bmm(e, e.transpose(1, 2))  # (B, F, F)
+        return gram.flatten(1).index_select(1, self.upper)  # (B, P)
 
 
 class OuterProduct(nn.Module):

@@ -175,10 +175,14 @@ class TorchRanker(Ranker):
 
     # ------------------------------------------------------------------ helpers for models
     def feature_embedding(
-        self, fields: Sequence[Field], dim: int | None = None
+        self, fields: Sequence[Field], dim: int | None = None, *, linear: bool = False
     ) -> FeatureEmbedding:
-        """The shared field embedding with this model's size and sparsity."""
-        return FeatureEmbedding(fields, dim or self.embedding_dim, sparse=self.sparse)
+        """The shared field embedding with this model's size and sparsity; ``linear=True``
+        also holds the first-order weights as one extra column of the same table
+        (``FeatureEmbedding.forward_with_linear``: both terms from one lookup)."""
+        return FeatureEmbedding(
+            fields, dim or self.embedding_dim, sparse=self.sparse, linear=linear
+        )
 
     def linear_embedding(self, fields: Sequence[Field]) -> LinearEmbedding:
         return LinearEmbedding(fields, sparse=self.sparse)

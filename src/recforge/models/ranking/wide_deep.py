@@ -1,7 +1,8 @@
 """Wide & Deep (Cheng et al., 2016): a linear "wide" part that memorises (one-hot values
 and hashed cross-products of chosen field pairs) plus a "deep" MLP that generalises.
 
-logit = wide(x) + MLP(flatten(E)).
+logit = wide(x) + MLP(flatten(E)). The one-hot weights of the wide part are an extra column
+of the deep part's embedding table (one lookup for both).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from recforge.data.features import CATEGORICAL, Field
 from recforge.exceptions import ConfigError
 from recforge.models.ranking.torch_base import TorchRanker
 from recforge.models.registry import register
-from recforge.nn.embedding import FeatureEmbedding, LinearEmbedding
+from recforge.nn.embedding import FeatureEmbedding
 from recforge.nn.mlp import MLP
 
 
@@ -69,18 +70,17 @@ class WideDeepModule(nn.Module):
     def __init__(
         self,
         embedding: FeatureEmbedding,
-        linear: LinearEmbedding,
         cross: CrossProductLinear | None,
         mlp: MLP,
     ) -> None:
         super().__init__()
-        self.embedding, self.linear, self.cross, self.mlp = embedding, linear, cross, mlp
+        self.embedding, self.cross, self.mlp = embedding, cross, mlp  # embedding: linear=True
 
     def forward(self, batch: dict) -> torch.Tensor:
-        wide = self.linear(batch)
+        e, wide = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
         if self.cross is not None:
             wide = wide + self.cross(batch)
-        deep = self.mlp(self.embedding(batch).flatten(1)).squeeze(-1)  # (B,)
+        deep = self.mlp(e.flatten(1)).squeeze(-1)  # (B,)
         return wide + deep
 
 
@@ -117,7 +117,7 @@ class WideDeep(TorchRanker):
         self.cross_buckets = cross_buckets
 
     def build_module(self, fields: Sequence[Field]) -> nn.Module:
-        emb = self.feature_embedding(fields)
+        emb = self.feature_embedding(fields, linear=True)
         mlp = MLP(
             emb.n_fields * emb.dim,
             self.hidden,
@@ -129,4 +129,4 @@ class WideDeep(TorchRanker):
         cross = None
         if self.crosses:
             cross = CrossProductLinear(fields, self.crosses, self.cross_buckets, sparse=self.sparse)
-        return WideDeepModule(emb, self.linear_embedding(fields), cross, mlp)
+        return WideDeepModule(emb, cross, mlp)

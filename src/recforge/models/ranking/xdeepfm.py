@@ -1,6 +1,7 @@
 """xDeepFM (Lian et al. 2018): linear + CIN + MLP over one shared field embedding.
 
-logit = linear(x) + w_c · CIN(E) + MLP(flatten(E)), E the (B, F, D) field embeddings.
+logit = linear(x) + w_c · CIN(E) + MLP(flatten(E)), E the (B, F, D) field embeddings; the
+first-order weights are an extra column of the embedding table (one lookup for both).
 """
 
 from __future__ import annotations
@@ -15,23 +16,21 @@ from recforge.data.features import Field
 from recforge.models.ranking.torch_base import TorchRanker
 from recforge.models.registry import register
 from recforge.nn.cin import CIN
-from recforge.nn.embedding import FeatureEmbedding, LinearEmbedding
+from recforge.nn.embedding import FeatureEmbedding
 from recforge.nn.mlp import MLP
 
 
 class XDeepFMModule(nn.Module):
     """batch -> (B,) logits."""
 
-    def __init__(
-        self, embedding: FeatureEmbedding, linear: LinearEmbedding, cin: CIN, mlp: MLP | None
-    ) -> None:
+    def __init__(self, embedding: FeatureEmbedding, cin: CIN, mlp: MLP | None) -> None:
         super().__init__()
-        self.embedding, self.linear, self.cin, self.mlp = embedding, linear, cin, mlp
+        self.embedding, self.cin, self.mlp = embedding, cin, mlp  # embedding: linear=True
         self.cin_head = nn.Linear(cin.out_dim, 1, bias=False)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        e = self.embedding(batch)  # (B, F, D)
-        logit = self.linear(batch) + self.cin_head(self.cin(e)).squeeze(-1)  # (B,)
+        e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
+        logit = first + self.cin_head(self.cin(e)).squeeze(-1)  # (B,)
         if self.mlp is not None:
             logit = logit + self.mlp(e.flatten(1)).squeeze(-1)
         return logit
@@ -73,7 +72,7 @@ class XDeepFM(TorchRanker):
         self.norm = norm
 
     def build_module(self, fields: Sequence[Field]) -> nn.Module:
-        emb = self.feature_embedding(fields)
+        emb = self.feature_embedding(fields, linear=True)
         cin = CIN(
             emb.n_fields,
             tuple(self.cin_layers),
@@ -90,4 +89,4 @@ class XDeepFM(TorchRanker):
                 norm=self.norm,
                 out_dim=1,
             )
-        return XDeepFMModule(emb, self.linear_embedding(fields), cin, mlp)
+        return XDeepFMModule(emb, cin, mlp)
