@@ -196,3 +196,23 @@ def test_dropout_only_while_training():
     a = block(x)
     torch.manual_seed(2)
     assert not torch.allclose(a, block(x))
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("extra", ["none", "bias", "rotary"])
+def test_last_only_equals_the_last_position_of_the_full_output(norm_first, causal, extra):
+    torch.manual_seed(0)
+    enc = TransformerEncoder(D, n_layers=2, n_heads=H, dropout=0.0, norm_first=norm_first)
+    enc.eval()
+    x, valid = torch.randn(B, L, D), _valid()
+    kw = {"causal": causal}
+    if extra == "bias":
+        kw["bias"] = torch.randn(H, L, L)
+    if extra == "rotary":
+        kw["rotary"] = RotaryEmbedding(D // H, L)
+    full = enc(x, valid, **kw)
+    last = enc(x, valid, last_only=True, **kw)
+    assert last.shape == (B, 1, D)
+    torch.testing.assert_close(last, full[:, -1:], atol=1e-6, rtol=1e-5)
+    assert torch.equal(last[2], torch.zeros(1, D))  # a fully padded row stays 0

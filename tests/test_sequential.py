@@ -5,13 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 
 from recforge import models
 from recforge.data.interactions import Interactions
 from recforge.data.sequences import pad_sequences, sequence_matrix
 from recforge.exceptions import ConfigError, DataError
-from recforge.models.retrieval.sequential import length_batches, rank_metrics, resolve_loss
+from recforge.models.base import mask_seen
+from recforge.models.retrieval.sequential import (
+    length_batches,
+    rank_metrics,
+    resolve_loss,
+    target_ranks,
+)
 
 SEQ_MODELS = ["sasrec", "gru4rec", "bert4rec"]
 
@@ -78,6 +85,22 @@ def test_rank_metrics():
     m = rank_metrics(np.array([0, 1, 10, 50]), 10)
     assert m["hr@10"] == 0.5
     assert m["ndcg@10"] == pytest.approx((1 + 1 / np.log2(3)) / 4)
+
+
+def test_target_ranks_match_masking_and_a_full_sort():
+    rng = np.random.default_rng(0)
+    n_users, n_items = 50, 30
+    q, table = torch.randn(n_users, 4), torch.randn(n_items, 4)
+    seen = sp.random(n_users, n_items, density=0.2, format="csr", random_state=1)
+    users, items = rng.permutation(n_users)[:40], rng.integers(0, n_items, 40)
+    got = target_ranks(q[users], table, items, seen, users, max_rows=7)  # several blocks
+    scores = (q[users] @ table.T).numpy()
+    target = scores[np.arange(len(users)), items].copy()
+    mask_seen(scores, seen, users)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    for b in range(len(users)):  # rank = items strictly above the target, masked ones never
+        above = [i for i in order[b] if scores[b, i] > target[b]]
+        assert got[b] == len(above)
 
 
 def _chains(n_users: int = 80, n_items: int = 20, length: int = 8, seed: int = 0) -> Interactions:

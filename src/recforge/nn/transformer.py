@@ -12,6 +12,12 @@ placements:
 FFN: ``Linear(D, F) -> ReLU | GELU -> Dropout -> Linear(F, D)``. Padded positions (where
 ``valid`` is False) are set to 0 after every block, so they carry nothing forward; the
 attention masks (``recforge.nn.multihead``) keep them from being attended to.
+
+``last_only=True`` (inference for a next-item query, where only the newest position's
+output is read): the last block computes its query, attention output and FFN for the last
+position only, its keys and values still from every position; the result (B, 1, D) equals
+the last position of the full output. With a causal mask that position sees every key
+anyway. Under rotary positions the full block runs and is sliced (q would be renumbered).
 """
 
 from __future__ import annotations
@@ -85,8 +91,12 @@ class TransformerBlock(nn.Module):
         causal: bool = False,
         bias: torch.Tensor | None = None,
         rotary: nn.Module | None = None,
+        last_only: bool = False,
     ) -> torch.Tensor:
-        """x (B, L, D); valid (B, L) bool (True = real position) -> (B, L, D), 0 where padded."""
+        """x (B, L, D); valid (B, L) bool (True = real position) -> (B, L, D), 0 where padded;
+        (B, 1, D), the last position only, with ``last_only``."""
+        if last_only and rotary is None:
+            return self._forward_last(x, valid, bias)
 
         def attend(h: torch.Tensor) -> torch.Tensor:
             return self.attention(
@@ -101,7 +111,29 @@ class TransformerBlock(nn.Module):
             x = self.norm2(x + self.drop(self.ffn(x)))
         if valid is not None:
             x = x * valid[..., None].to(x.dtype)
-        return x
+        return x[:, -1:] if last_only else x
+
+    def _forward_last(
+        self, x: torch.Tensor, valid: torch.Tensor | None, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The block's output at the last position (B, 1, D), attending over all of x."""
+        q_valid = None if valid is None else valid[:, -1:]  # (B, 1)
+        bias = None if bias is None else bias[..., -1:, :]  # (.., H, 1, Lk)
+
+        def attend(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+            return self.attention(query, keys, key_valid=valid, query_valid=q_valid, bias=bias)
+
+        last = x[:, -1:]  # (B, 1, D)
+        if self.norm_first:
+            h = self.norm1(x)
+            y = last + self.drop(attend(h[:, -1:], h))
+            y = y + self.drop(self.ffn(self.norm2(y)))
+        else:
+            y = self.norm1(last + self.drop(attend(last, x)))
+            y = self.norm2(y + self.drop(self.ffn(y)))
+        if q_valid is not None:
+            y = y * q_valid[..., None].to(y.dtype)
+        return y
 
 
 class TransformerEncoder(nn.Module):
@@ -140,12 +172,16 @@ class TransformerEncoder(nn.Module):
         causal: bool = False,
         bias: torch.Tensor | None = None,
         rotary: nn.Module | None = None,
+        last_only: bool = False,
     ) -> torch.Tensor:
-        """x (B, L, D); valid (B, L) bool -> (B, L, D), 0 where padded."""
-        for block in self.blocks:
-            x = block(x, valid, causal=causal, bias=bias, rotary=rotary)
+        """x (B, L, D); valid (B, L) bool -> (B, L, D), 0 where padded; with ``last_only``
+        the last position only, (B, 1, D) (see the module docstring)."""
+        last = len(self.blocks) - 1
+        for n, block in enumerate(self.blocks):
+            only = last_only and n == last
+            x = block(x, valid, causal=causal, bias=bias, rotary=rotary, last_only=only)
         if self.final_norm is not None:
             x = self.final_norm(x)
             if valid is not None:
-                x = x * valid[..., None].to(x.dtype)
+                x = x * (valid[:, -1:] if last_only else valid)[..., None].to(x.dtype)
         return x

@@ -37,8 +37,8 @@ class BERT4RecModule(SequenceTransformer):
         self.mask_token = n_items + 1
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim))
 
-    def hidden(self, seqs: torch.Tensor) -> torch.Tensor:
-        return self.head(super().hidden(seqs))  # (B, L, D)
+    def hidden(self, seqs: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        return self.head(super().hidden(seqs, last_only))  # (B, L, D), or (B, 1, D)
 
     def item_table(self) -> torch.Tensor:
         return self.item.weight[1 : self.mask_token]  # (n_items, D)
@@ -118,4 +118,4 @@ class BERT4Rec(SequentialRecommender):
     def _query(self, module: nn.Module, seqs: torch.Tensor) -> torch.Tensor:
         mask = torch.full((len(seqs), 1), module.mask_token, dtype=seqs.dtype)
         inp = torch.cat([seqs[:, 1:], mask], 1)  # (B, max_len): history + [MASK]
-        return module.hidden(inp)[:, -1]  # (B, D)
+        return module.hidden(inp, last_only=True)[:, -1]  # (B, D)

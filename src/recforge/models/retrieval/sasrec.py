@@ -40,7 +40,8 @@ class SequenceTransformer(nn.Module):
     """Item embeddings + positions + a Transformer encoder over right-aligned sequences.
 
     ``n_tokens`` rows: 0 = padding, item i at i + 1 (and any extra tokens after them).
-    ``hidden(seqs (B, L)) -> (B, L, D)``, 0 at padded positions.
+    ``hidden(seqs (B, L)) -> (B, L, D)``, 0 at padded positions; ``last_only=True`` gives
+    the last position alone (B, 1, D), computing the last block for it only.
     """
 
     def __init__(
@@ -86,14 +87,16 @@ class SequenceTransformer(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.scale, self.max_len, self.causal = math.sqrt(dim), max_len, causal
 
-    def hidden(self, seqs: torch.Tensor) -> torch.Tensor:
+    def hidden(self, seqs: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         valid = seqs > 0  # (B, L)
         x = self.item(seqs) * self.scale  # (B, L, D)
         if self.absolute is not None:
             x = self.absolute(x, right_positions(seqs.shape[1], self.max_len, seqs.device))
         x = self.drop(x) * valid[..., None]
         bias = self.relative(seqs.shape[1]) if self.relative is not None else None
-        return self.encoder(x, valid, causal=self.causal, bias=bias, rotary=self.rotary)
+        return self.encoder(
+            x, valid, causal=self.causal, bias=bias, rotary=self.rotary, last_only=last_only
+        )
 
 
 def encoder_params(model: Any) -> dict[str, Any]:
@@ -170,4 +173,4 @@ class SASRec(SequentialRecommender):
         return SASRecModule(self.n_items, **encoder_params(self))
 
     def _query(self, module: nn.Module, seqs: torch.Tensor) -> torch.Tensor:
-        return module.hidden(seqs)[:, -1]  # (B, D): the state after the most recent item
+        return module.hidden(seqs, last_only=True)[:, -1]  # (B, D): after the newest item

@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,8 +48,8 @@ from recforge.data.batching import PairSampler, PopularitySampler, uniform_negat
 from recforge.data.interactions import Interactions
 from recforge.data.sequences import pad_sequences, sequence_lengths, sequence_matrix
 from recforge.exceptions import ConfigError, DataError, NotFittedError
-from recforge.models.base import mask_seen
 from recforge.models.retrieval.torch_base import EpochBatches, TorchRetrievalModel
+from recforge.topk import rows_per_batch
 from recforge.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 LOSSES = ("auto", "ce", "sampled_softmax", "bce")
 FULL_SOFTMAX_MAX_ITEMS = 100_000  # "auto" switches to sampled softmax above this
 FINAL_PHASES_SHARE = 0.2  # of time_limit_s kept for the phases after the first
+QUERY_BATCH_TOKENS = 8192  # positions per batch when computing query vectors
 
 
 def resolve_loss(loss: str, n_items: int) -> str:
@@ -342,35 +344,33 @@ class SequentialRecommender(TorchRetrievalModel):
 
         return valid_fn
 
-    def _target_ranks(
-        self, module: nn.Module, users: np.ndarray, items: np.ndarray, batch_size: int = 1024
-    ) -> np.ndarray:
+    def _target_ranks(self, module: nn.Module, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """0-based rank of items[b] among all items for users[b], from the stored training
         histories, training items excluded: (B,) int64."""
         q = self._queries(module, self.sequences_[users])  # (B, D)
-        table = module.item_table()
-        ranks = np.empty(len(users), dtype=np.int64)
-        for s in range(0, len(users), batch_size):
-            sl = slice(s, s + batch_size)
-            scores = (q[sl] @ table.T).numpy()  # (b, n_items)
-            target = scores[np.arange(len(scores)), items[sl]].copy()
-            mask_seen(scores, self.seen_, users[sl])
-            ranks[sl] = (scores > target[:, None]).sum(1)
-        return ranks
+        return target_ranks(q, module.item_table(), items, self.seen_, users)
 
     # ------------------------------------------------------------------ scoring
-    def _queries(self, module: nn.Module, seqs: np.ndarray, batch_size: int = 1024) -> torch.Tensor:
-        """Query vectors (N, D) for padded histories (N, max_len), in batches of similar
-        length trimmed to their longest row plus one padding column (the same result as
-        the full width: padding is masked and positions count from the newest item)."""
+    def _queries(
+        self, module: nn.Module, seqs: np.ndarray, batch_tokens: int = QUERY_BATCH_TOKENS
+    ) -> torch.Tensor:
+        """Query vectors (N, D) for padded histories (N, max_len). Rows are grouped by
+        length, each group trimmed to its length plus one padding column (the same result
+        as the full width: padding is masked and positions count from the newest item) and
+        cut into batches of about ``batch_tokens`` positions, so that no position of a
+        batch is padding beyond that one column."""
         lengths = sequence_lengths(seqs)
         order = np.argsort(lengths, kind="stable")
+        widths = np.minimum(lengths[order] + 1, int(self.max_len))  # sorted
         out = torch.empty(len(seqs), int(self.embedding_dim))
-        for s in range(0, len(seqs), batch_size):
-            rows = order[s : s + batch_size]
-            width = min(int(self.max_len), int(lengths[rows].max()) + 1)
-            part = seqs[rows][:, -width:] if self.align == "right" else seqs[rows][:, :width]
-            out[torch.from_numpy(rows)] = self._query(module, torch.from_numpy(part))
+        starts = np.flatnonzero(np.r_[True, widths[1:] != widths[:-1]])
+        for start, end in zip(starts, np.r_[starts[1:], len(order)], strict=True):
+            width = int(widths[start])
+            step = max(1, batch_tokens // width)
+            for s in range(int(start), int(end), step):
+                rows = order[s : min(s + step, int(end))]
+                part = seqs[rows][:, -width:] if self.align == "right" else seqs[rows][:, :width]
+                out[torch.from_numpy(rows)] = self._query(module, torch.from_numpy(part))
         return out
 
     def query_vectors(self, seqs: np.ndarray) -> np.ndarray:
@@ -379,8 +379,8 @@ class SequentialRecommender(TorchRetrievalModel):
         if self.module_ is None:
             raise NotFittedError(self, "query_vectors")
         self.module_.eval()
-        with torch.no_grad():
-            return self._queries(self.module_, seqs).numpy().astype(np.float32)
+        with torch.inference_mode():
+            return self._queries(self.module_, seqs).numpy().astype(np.float32, copy=False)
 
     def pad_histories(self, histories: list[np.ndarray]) -> np.ndarray:
         """Internal item-index histories (oldest first) -> padded (N, max_len) input."""
@@ -420,6 +420,36 @@ def right_positions(width: int, max_len: int, device: torch.device) -> torch.Ten
     """Positions (width,) of the columns of a right-aligned batch trimmed to ``width``: the
     last column is ``max_len - 1`` ("now"), whatever the trimming."""
     return torch.arange(max_len - width, max_len, device=device)
+
+
+def target_ranks(
+    queries: torch.Tensor,
+    table: torch.Tensor,
+    items: np.ndarray,
+    seen: sp.csr_matrix,
+    users: np.ndarray,
+    max_rows: int = 256,
+) -> np.ndarray:
+    """0-based rank of ``items[b]`` among every item for ``queries[b]``: (B,) int64.
+
+    queries (B, D) against table (n_items, D), scores by one matmul per block of rows (at
+    most ``max_rows``, fewer when the block would pass ``SCORE_MEMORY_BUDGET``); the items
+    of ``seen[users[b]]`` (a users x items CSR) get -inf, scattered on index tensors; the
+    rank is the count of items scoring strictly above the target, no sort. The target's
+    score is read before masking, so a target that is also in the history still ranks."""
+    items = np.asarray(items, dtype=np.int64)
+    users = np.asarray(users)
+    ranks = np.empty(len(users), dtype=np.int64)
+    step = rows_per_batch(table.shape[0], max_rows)
+    with torch.inference_mode():
+        for s in range(0, len(users), step):
+            sl = slice(s, s + step)
+            scores = (queries[sl] @ table.T).numpy()  # (b, n_items), a view, no copy
+            target = np.take_along_axis(scores, items[sl, None], 1).copy()  # (b, 1)
+            sub = seen[users[sl]]
+            scores[np.repeat(np.arange(sub.shape[0]), np.diff(sub.indptr)), sub.indices] = -np.inf
+            ranks[sl] = (scores > target).sum(1)  # NumPy's count is ~3x torch's bool sum
+    return ranks
 
 
 def rank_metrics(ranks: np.ndarray, k: int) -> dict[str, float]:
