@@ -51,3 +51,35 @@ def test_weight_column_and_limits(tmp_path):
         models.get("ease", max_items=10).fit(data)
     with pytest.raises(ConfigError, match="l2"):
         models.get("ease", l2=0.0).fit(data)
+
+
+def test_blocked_inverse_in_place_matches_numpy():
+    from recforge.models.retrieval.ease import spd_inverse_inplace
+
+    rng = np.random.default_rng(1)
+    for n, block in [(97, 16), (64, 64), (130, 50)]:  # ragged, one block, several
+        x = rng.random((n + 20, n))
+        a = x.T @ x + 3.0 * np.eye(n)
+        ref = np.linalg.inv(a)
+        buf = a.copy()
+        out = spd_inverse_inplace(buf, block=block)
+        assert out is buf
+        np.testing.assert_allclose(out, ref, rtol=1e-8, atol=1e-10)
+
+
+def test_float32_fit_in_place_matches_float64():
+    rng = np.random.default_rng(2)
+    x = (rng.random((200, 60)) < 0.2).astype(np.float32)
+    b64 = ease_weights(x.astype(np.float64).T @ x.astype(np.float64), 10.0)
+    g = np.ascontiguousarray(x.T @ x)
+    b32 = ease_weights(g, 10.0, overwrite=True)
+    assert b32 is g and b32.dtype == np.float32
+    np.testing.assert_allclose(b32, b64, atol=1e-5 * np.abs(b64).max())
+
+
+def test_refuses_when_memory_is_short(monkeypatch):
+    from recforge.models.retrieval import ease
+
+    monkeypatch.setattr(ease, "available_memory", lambda: 1000)
+    with pytest.raises(DataError, match="available"):
+        models.get("ease", l2=5.0).fit(make_tiny_interactions())
