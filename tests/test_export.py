@@ -26,7 +26,7 @@ def fitted(name, frame, label="label"):
     return models.get(name, **models.get_class(name).smoke_params).fit(frame, label=label)
 
 
-@pytest.mark.parametrize("name", ["deepfm", "bst"])
+@pytest.mark.parametrize("name", ["deepfm", "bst", "din", "dien", "dsin"])
 def test_onnx_scores_like_torch(name, frame, tmp_path):
     model = fitted(name, frame)
     path = export_onnx(model, tmp_path / f"{name}.onnx")
@@ -36,6 +36,32 @@ def test_onnx_scores_like_torch(name, frame, tmp_path):
         got = onnx_model.predict_proba_encoded(x)
         assert got.shape == (len(rows),)
         np.testing.assert_allclose(got, model.predict_proba(rows), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kind", "bidirectional", "layers"),
+    [("gru", False, 1), ("lstm", True, 1), ("gru", True, 2), ("lstm", False, 2)],
+)
+def test_export_path_of_the_recurrent_layers_matches_packing(kind, bidirectional, layers):
+    """The unpacked, masked path that runs while exporting gives the packed path's outputs
+    and states (rows of every length, 0 included); AUGRU's likewise."""
+    import torch
+
+    from recforge.nn.recurrent import AUGRU, PackedRNN
+
+    torch.manual_seed(0)
+    rnn = PackedRNN(5, 4, kind=kind, bidirectional=bidirectional, n_layers=layers).eval()
+    x, lengths = torch.randn(6, 7, 5), torch.tensor([7, 3, 0, 1, 5, 2])
+    with torch.no_grad():
+        out, last = rnn(x, lengths)
+        out_m, last_m = rnn._masked(x, lengths)
+    torch.testing.assert_close(out_m, out, rtol=0, atol=1e-6)
+    torch.testing.assert_close(last_m, last, rtol=0, atol=1e-6)
+    augru, scores = AUGRU(5, 4).eval(), torch.rand(6, 7)
+    with torch.no_grad():
+        want = augru(x, scores, lengths)
+        traced = torch.jit.trace(augru, (x, scores, lengths))  # the export path, recorded
+        torch.testing.assert_close(traced(x, scores, lengths), want, rtol=0, atol=1e-6)
 
 
 def test_onnx_multi_task_columns(tmp_path):

@@ -83,6 +83,9 @@ def sample_rows(model: Any, n: int = 64, seed: int = 0) -> EncodedFeatures:
         [rng.integers(0, max(f.vocab_size, 1), n) for f in cat], axis=1
     ).astype(np.int64) if cat else np.zeros((n, 0), np.int64)  # fmt: skip
     numeric = rng.normal(size=(n, len(num))).astype(np.float32)
+    extra = getattr(model, "export_sample_multi", None)  # inputs beside the encoder's (DSIN)
+    if extra is not None:
+        multi.update(extra(n, rng))
     return EncodedFeatures(categorical, numeric, multi)
 
 

@@ -38,9 +38,13 @@ class Dice(nn.Module):
         self.alpha = nn.Parameter(torch.zeros(num_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        flat = x.reshape(-1, shape[-1])  # (N, H)
-        p = torch.sigmoid(self.bn(flat)).reshape(shape)
+        if self.training or not self.bn.track_running_stats:
+            shape = x.shape
+            flat = x.reshape(-1, shape[-1])  # (N, H)
+            p = torch.sigmoid(self.bn(flat)).reshape(shape)
+        else:  # BN's eval formula written out: ONNX export cannot size BN over (N, H) views
+            var = self.bn.running_var + self.bn.eps
+            p = torch.sigmoid((x - self.bn.running_mean) * torch.rsqrt(var))
         return p * x + (1.0 - p) * self.alpha * x
 
 

@@ -8,6 +8,12 @@
   same packed way (at step t only the rows still longer than t are computed).
 
 A row of length 0 gives zero outputs and a zero state.
+
+While a graph is exported (``exporting()``: TorchScript tracing, ONNX export or
+``torch.export``) both run an export-friendly path instead, with the same results: every
+step of the padded array, a row's state frozen once its length is passed (``PackedRNN``
+then runs the GRU/LSTM equations on ``nn.GRU``/``nn.LSTM``'s own weights; packing, sorting
+and a loop bound read from the data cannot be traced).
 """
 
 from __future__ import annotations
@@ -19,6 +25,16 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from recforge.exceptions import ConfigError
 
 RNN_KINDS = ("gru", "lstm")
+
+
+def exporting() -> bool:
+    """True while torch traces or exports a graph (ONNX, TorchScript, ``torch.export``)."""
+    compiler = getattr(torch, "compiler", None)
+    return bool(
+        torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+        or (compiler is not None and compiler.is_exporting())
+    )
 
 
 class PackedRNN(nn.Module):
@@ -67,6 +83,8 @@ class PackedRNN(nn.Module):
         after the first)."""
         b, length, _ = x.shape
         lengths = lengths.to(torch.int64).clamp(max=length)
+        if exporting():
+            return self._masked(x, lengths)
         empty = lengths == 0
         packed = pack_padded_sequence(
             x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
@@ -80,6 +98,61 @@ class PackedRNN(nn.Module):
             out = out * keep.view(b, 1, 1)
             last = last * keep.view(b, 1)
         return out, last
+
+    def _masked(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` without packing: each layer and direction stepped over all L
+        positions with ``nn.GRU``/``nn.LSTM``'s weights (gate order r, z, n / i, f, g, o),
+        a row's state kept once t >= its length; the backward direction reads each row's
+        real steps reversed. Eval mode only (no dropout between layers)."""
+        b, length, _ = x.shape
+        t = torch.arange(length, device=x.device)
+        live = t.unsqueeze(0) < lengths.unsqueeze(1)  # (B, L)
+        # index that reverses each row's real steps and leaves its padding in place
+        rev = torch.where(live, lengths.unsqueeze(1) - 1 - t, t.expand(b, length))  # (B, L)
+        inp, lasts = x, []
+        for layer in range(self.rnn.num_layers):
+            outs, lasts = [], []
+            for suffix in ("", "_reverse") if self.bidirectional else ("",):
+                w = [getattr(self.rnn, f"{n}_l{layer}{suffix}") for n in _RNN_WEIGHTS]
+                seq = inp if not suffix else _take_steps(inp, rev)
+                out, last = self._direction(seq, live, *w)
+                outs.append(out if not suffix else _take_steps(out, rev))
+                lasts.append(last)
+            inp = torch.cat(outs, dim=-1)  # (B, L, out_dim)
+        return inp, torch.cat(lasts, dim=-1)
+
+    def _direction(self, x, live, w_ih, w_hh, b_ih, b_hh):  # type: ignore[no-untyped-def]
+        """One direction of one layer: (outputs (B, L, H), 0 at padding; last state (B, H))."""
+        b, length, _ = x.shape
+        hidden = w_hh.shape[1]
+        gx = torch.nn.functional.linear(x, w_ih, b_ih)  # (B, L, G * H)
+        h = x.new_zeros(b, hidden)
+        c = x.new_zeros(b, hidden)
+        outs = []
+        for step in range(length):
+            gh = torch.nn.functional.linear(h, w_hh, b_hh)  # (B, G * H)
+            g = gx[:, step]
+            if self.kind == "gru":
+                xr, xz, xn = g.chunk(3, dim=-1)
+                hr, hz, hn = gh.chunk(3, dim=-1)
+                r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+                h_new = (1.0 - z) * torch.tanh(xn + r * hn) + z * h
+            else:
+                i, f, cand, o = (g + gh).chunk(4, dim=-1)
+                c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(cand)
+                h_new = torch.sigmoid(o) * torch.tanh(c_new)
+                c = torch.where(live[:, step, None], c_new, c)
+            h = torch.where(live[:, step, None], h_new, h)
+            outs.append(h_new * live[:, step, None].to(h.dtype))
+        return torch.stack(outs, dim=1), h
+
+
+_RNN_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def _take_steps(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x (B, L, D), idx (B, L) step indices -> x[b, idx[b, t]] (B, L, D)."""
+    return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
 class AUGRUCell(nn.Module):
@@ -115,6 +188,12 @@ class AUGRU(nn.Module):
     def forward(self, x: torch.Tensor, scores: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         b, length, _ = x.shape
         lengths = lengths.to(torch.int64).clamp(min=0, max=length)
+        if exporting():  # every step, a row's state kept once past its length
+            h = x.new_zeros(b, self.hidden_dim)
+            for t in range(length):
+                live = (lengths > t).unsqueeze(-1)  # (B, 1)
+                h = torch.where(live, self.cell(x[:, t], h, scores[:, t]), h)
+            return h
         order = torch.argsort(lengths, descending=True, stable=True)
         xs, ss, ls = x[order], scores[order], lengths[order]
         # active[t]: number of rows longer than t (rows are sorted, so they are the first)

@@ -30,7 +30,7 @@ from recforge.exceptions import ConfigError, DataError
 from recforge.models.ranking.history_base import HistoryInputs, HistoryRanker
 from recforge.models.registry import register
 from recforge.nn.mlp import MLP
-from recforge.nn.recurrent import PackedRNN
+from recforge.nn.recurrent import PackedRNN, exporting
 from recforge.nn.target_attention import LuongAttention
 from recforge.nn.transformer import TransformerBlock
 
@@ -55,8 +55,11 @@ def split_sessions(
     total = new.sum(1, keepdim=True)  # (B, 1) sessions per row
     kept = total.clamp(max=n_sessions)
     slot = kept - (total - 1 - ordinal) - 1  # (B, L) session slot, oldest kept first = 0
-    start = torch.cummax(torch.where(new, t, torch.zeros_like(t)), dim=1).values
-    pos = t - start  # (B, L) place within its session
+    # each session's first step (one start per session, so the sum is that step), then
+    # every step's own session start (ONNX has no cummax, which would read the same)
+    starts = torch.zeros(b, steps + 1, dtype=torch.long, device=seq.device)
+    starts.scatter_add_(1, ordinal.clamp(min=0), t * new.long())  # (B, L+1)
+    pos = t - starts.gather(1, ordinal.clamp(min=0))  # (B, L) place within its session
     size = torch.zeros(b, steps + 1, dtype=torch.long, device=seq.device)
     size.scatter_add_(1, ordinal.clamp(min=0), mask.long())  # (B, L+1) behaviours per session
     sess_size = size.gather(1, ordinal.clamp(min=0))  # (B, L)
@@ -115,7 +118,11 @@ class DSINModule(nn.Module):
         q = q + self.bias_session + self.bias_position + self.bias_unit  # bias encoding
         real = valid.any(-1)  # (B, K) sessions that exist
         interest = q.new_zeros(b, k, d)
-        if bool(real.any()):  # the Transformer runs on real sessions only
+        if exporting():  # every session slot (an empty one pools to 0): no data-dependent branch
+            h = self.extractor(q.reshape(b * k, t, d), valid.reshape(b * k, t))
+            m = valid.reshape(b * k, t, 1).to(h.dtype)
+            interest = ((h * m).sum(1) / m.sum(1).clamp(min=1.0)).reshape(b, k, d)
+        elif bool(real.any()):  # the Transformer runs on real sessions only
             sq, sv = q[real], valid[real]  # (N, T, d), (N, T)
             h = self.extractor(sq, sv)
             m = sv.unsqueeze(-1).to(h.dtype)
@@ -187,6 +194,13 @@ class DSIN(HistoryRanker):
                 "DSIN.encode(encoder_, frame), or call predict_proba(frame)."
             )
         return super().predict_proba_encoded(x)
+
+    def export_sample_multi(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """The session numbers ``encode`` adds, for ``n`` random rows (non-decreasing runs
+        of random lengths): what ``recforge.export.sample_rows`` traces DSIN with."""
+        length = int(self.history_len)
+        rows = [np.sort(rng.integers(0, 4, rng.integers(0, length + 1))) for _ in range(n)]
+        return {SESSION_KEY: pad_lists(pd.Series(rows), length, keep_last=True)}
 
     def _session_column(self, frame: pd.DataFrame) -> pd.Series:
         if self.session not in frame.columns:
