@@ -14,6 +14,8 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps 'sentence-transformers>=5,<7' 'transformers>=4.41,<6'
+	$(BIN)/pip install -q 'regex>=2023.1' 'typer>=0.12,<1'
 	touch $(STAMP)
 
 install: $(STAMP)

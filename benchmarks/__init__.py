@@ -49,6 +49,7 @@ BENCHES: dict[str, str] = {
     "multitask": "benchmarks.multitask:run",
     "onnx_latency": "benchmarks.onnx_latency:run",
     "ltr_funnel": "benchmarks.ltr_funnel:run",
+    "content_cold": "benchmarks.content_cold:run",
 }
 
 

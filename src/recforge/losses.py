@@ -178,6 +178,7 @@ def infonce(
     extra_negatives: torch.Tensor | None = None,
     key_ids: torch.Tensor | None = None,
     extra_ids: torch.Tensor | None = None,
+    query_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """In-batch InfoNCE: row i of ``query`` (B, D) should pick row i of ``key`` (B, D)
     among all keys (plus ``extra_negatives`` (N, D)). Cosine similarity when ``normalize``.
@@ -185,6 +186,8 @@ def infonce(
     With ids (``key_ids`` (B,), ``extra_ids`` (N,)), accidental hits are masked out, as in
     ``sampled_softmax``: another row's key that is the same item as row i's (popular items
     recur within a batch) and an extra negative equal to it are not negatives of row i.
+    ``query_ids`` (B,) (with ``key_ids``): when queries and keys are the same kind of thing
+    (item-item pairs), a key equal to row i's query item is not a negative of row i either.
     """
     if normalize:
         query, key = F.normalize(query, dim=-1), F.normalize(key, dim=-1)
@@ -200,6 +203,8 @@ def infonce(
                 raise ValueError("infonce: pass extra_ids with key_ids and extra_negatives.")
             ids = torch.cat([key_ids, extra_ids])
         hit = key_ids.unsqueeze(1) == ids.unsqueeze(0)  # (B, B + N)
+        if query_ids is not None:
+            hit = hit | (query_ids.unsqueeze(1) == ids.unsqueeze(0))
         hit[torch.arange(B), torch.arange(B)] = False  # the target itself stays
         logits = logits.masked_fill(hit, torch.finfo(logits.dtype).min)
     target = torch.arange(B, device=query.device)

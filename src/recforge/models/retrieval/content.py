@@ -15,6 +15,9 @@ Each item's document is its text columns (e.g. ``title``) joined, plus one token
   disk, TF-IDF otherwise (silently; the choice is logged and kept in ``encoder_used_``).
 
 Items without a feature row or with empty text get zero vectors (score 0, never similar).
+With ``feature_items``, the items that appear only in ``item_features`` (nobody interacted
+with them: cold items) join the catalogue after the interacted ones
+(``extend_catalogue``), so that they can be recommended from their text.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from recforge.data.interactions import Interactions
+from recforge.data.vocab import IdVocab
 from recforge.exceptions import ConfigError, DataError
 from recforge.models.base import EmbeddingMixin, RetrievalModel
 from recforge.models.registry import register
@@ -72,6 +77,28 @@ def item_documents(
     for p in parts[1:]:
         docs = docs + " " + p
     return [str(d).strip() for d in docs]
+
+
+def extend_catalogue(model: RetrievalModel, item_features: pd.DataFrame | None) -> int:
+    """Append to a fitting model's ``item_vocab_`` the ids of ``item_features`` that no
+    interaction holds (cold items), and widen ``seen_`` with empty columns for them.
+    Returns how many were added (0 without a feature table)."""
+    if item_features is None:
+        return 0
+    ids = pd.unique(item_features.index.to_numpy())
+    new = ids[model.item_vocab_.index(ids, unknown="mask") < 0]
+    if len(new) == 0:
+        return 0
+    model.item_vocab_ = IdVocab(
+        np.concatenate([model.item_vocab_.raw_ids, new.astype(model.item_vocab_.raw_ids.dtype)]),
+        kind="item",
+    )
+    model.seen_ = sp.hstack(
+        [model.seen_, sp.csr_matrix((model.seen_.shape[0], len(new)), dtype=model.seen_.dtype)],
+        format="csr",
+    )
+    log.info("%s: %d items from item_features have no interaction", type(model).__name__, len(new))
+    return len(new)
 
 
 def _tokens(col: str, value: Any) -> str:
@@ -144,6 +171,8 @@ class ContentBased(EmbeddingMixin, RetrievalModel):
     dim: TF-IDF is reduced to this many SVD components when its vocabulary and the number
         of items with text both exceed it (else the raw tf-idf columns are kept).
     seed: SVD seed.
+    feature_items: also put in the catalogue the items that appear only in item_features
+        (never interacted with: cold items), recommended from their text.
     """
 
     smoke_params: ClassVar[dict[str, Any]] = {"dim": 8, "encoder": "tfidf"}
@@ -157,6 +186,7 @@ class ContentBased(EmbeddingMixin, RetrievalModel):
         encoder_model: str = "sentence-transformers/all-MiniLM-L6-v2",
         dim: int = 128,
         seed: int = 0,
+        feature_items: bool = False,
     ) -> None:
         self.text_columns = text_columns
         self.token_columns = token_columns
@@ -164,10 +194,13 @@ class ContentBased(EmbeddingMixin, RetrievalModel):
         self.encoder_model = encoder_model
         self.dim = dim
         self.seed = seed
+        self.feature_items = feature_items
 
     def _fit(self, interactions: Interactions) -> None:
         if self.encoder not in ENCODERS:
             raise ConfigError(f"content: encoder must be one of {ENCODERS}, got {self.encoder!r}.")
+        if self.feature_items:
+            extend_catalogue(self, interactions.item_features)
         docs = item_documents(
             interactions.item_features,
             self.item_vocab_.raw_ids,

@@ -1,0 +1,412 @@
+"""Content recall with a small BERT-style text encoder trained here, on the catalogue's own
+text and the users' co-consumption: items consumed together get close vectors, and items
+nobody has clicked yet (cold items) get vectors from their text alone.
+
+Pretrained text models are not assumed to exist (nothing is downloaded); the
+sentence-transformers path of the ``content`` model is the option when one is on disk.
+
+1. **Documents.** One per item, from ``interactions.item_features`` exactly as the
+   ``content`` model builds them (``recforge.models.retrieval.content.item_documents``): the
+   text columns joined, plus ``column=value`` tokens for categorical / list columns.
+2. **Tokenizer.** A WordPiece vocabulary (``vocab_size``) trained on those documents with
+   the ``tokenizers`` library: BERT normalisation (lower case, accents stripped), words split
+   on white space and punctuation (``=`` and ``_`` kept inside a word, so ``genres=drama``
+   stays one word), ``[CLS]`` prepended, truncated to ``max_len``. Saved as its JSON. (The
+   trainer breaks ties between equally frequent merges in no fixed order, so two fits may
+   differ by a few subwords: the saved tokenizer, not the seed, pins a model.)
+3. **Encoder.** Token embeddings + learned positions -> ``n_layers`` Pre-LN Transformer
+   blocks (``recforge.nn.transformer``, bidirectional: every token sees every token) ->
+   mean pooling over the real tokens, or the ``[CLS]`` token -> a linear projection to
+   ``embedding_dim`` -> L2 normalisation.
+4. **Training.** Positive pairs are items consumed by the same user within ``window``
+   steps of each other (time order; the pair's two items differ). Each batch of B pairs is
+   scored with InfoNCE over in-batch negatives, both directions, cosine / ``temperature``
+   (``recforge.losses.infonce``); a negative that is the row's own anchor or positive item
+   (a popular item twice in a batch) is masked out.
+5. **Serving.** Item vectors are the encoder's outputs; a user is the L2-normalised mean of
+   the vectors of the items in the user's training history; scores are dot products, so the
+   model goes into the Faiss index like every ``EmbeddingMixin`` model. With
+   ``feature_items`` (default), items that appear only in ``item_features`` (no
+   interaction at all) join the catalogue and are recommended like the others.
+   ``encode_items(item_features)`` embeds items added after training from their text.
+
+Items whose document is empty get zero vectors (score 0, never similar), as in ``content``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from recforge import losses as L
+from recforge.data.interactions import Interactions
+from recforge.exceptions import ConfigError, DataError
+from recforge.models.registry import register
+from recforge.models.retrieval.content import extend_catalogue, item_documents
+from recforge.models.retrieval.item2vec import l2_normalize, mean_item_vectors
+from recforge.models.retrieval.torch_base import EpochBatches, TorchRetrievalModel
+from recforge.nn.positional import LearnedPositions
+from recforge.nn.sequence_pool import SequencePooling
+from recforge.nn.transformer import TransformerEncoder
+
+log = logging.getLogger(__name__)
+
+POOLINGS = ("mean", "cls")
+PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"  # ids 0, 1, 2
+ENCODE_BATCH = 1024  # items embedded per forward pass when materialising vectors
+
+
+# ---------------------------------------------------------------------- tokenizer
+def train_tokenizer(docs: list[str], vocab_size: int, max_len: int, min_frequency: int = 1):
+    """A WordPiece ``tokenizers.Tokenizer`` trained on ``docs`` (see the module docstring),
+    with ``[CLS]`` prepended and truncation to ``max_len`` tokens."""
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+
+    tok = Tokenizer(models.WordPiece(unk_token=UNK))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(r"[^\w=]"), "isolated")]
+    )
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[PAD, UNK, CLS],
+        show_progress=False,
+    )
+    tok.train_from_iterator([d for d in docs if d], trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{CLS} $A", special_tokens=[(CLS, tok.token_to_id(CLS))]
+    )
+    tok.enable_truncation(max_length=max_len)
+    return tok
+
+
+def load_tokenizer(text: str):
+    """The tokenizer saved by ``Tokenizer.to_str()``."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(text)
+
+
+def tokenize(tok, docs: list[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """(token ids (n, max_len) int64, 0 = padding, left-aligned; lengths (n,) int64).
+    An empty document has length 0 (no ``[CLS]`` either)."""
+    ids = np.zeros((len(docs), max_len), dtype=np.int64)
+    lengths = np.zeros(len(docs), dtype=np.int64)
+    for row, enc in enumerate(tok.encode_batch(docs)):
+        if not docs[row]:
+            continue
+        seq = enc.ids[:max_len]
+        ids[row, : len(seq)] = seq
+        lengths[row] = len(seq)
+    return ids, lengths
+
+
+# ---------------------------------------------------------------------- encoder
+class TextEncoder(nn.Module):
+    """Token ids (B, L) -> L2-normalised (B, out_dim): embeddings + positions, a
+    bidirectional Transformer, mean or [CLS] pooling, a projection."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        dim: int,
+        out_dim: int,
+        *,
+        n_layers: int,
+        n_heads: int,
+        max_len: int,
+        dropout: float,
+        pooling: str,
+    ) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(vocab_size, dim, padding_idx=0)
+        nn.init.normal_(self.tokens.weight, std=0.02)
+        with torch.no_grad():
+            self.tokens.weight[0].zero_()
+        self.positions = LearnedPositions(max_len, dim)
+        self.drop = nn.Dropout(dropout)
+        self.encoder = TransformerEncoder(dim, n_layers, n_heads, dropout=dropout, norm_first=True)
+        self.pool = SequencePooling(dim, "mean")
+        self.project = nn.Linear(dim, out_dim)
+        self.pooling = pooling
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, L) int64, 0 = padding -> (B, out_dim); an all-padding row gives 0."""
+        valid = ids > 0  # (B, L)
+        x = self.drop(self.positions(self.tokens(ids)))  # (B, L, D)
+        h = self.encoder(x, valid)  # (B, L, D), 0 where padded
+        pooled = h[:, 0] if self.pooling == "cls" else self.pool(h, valid)  # (B, D)
+        out = F.normalize(self.project(pooled), dim=-1)  # (B, out_dim)
+        return out * valid.any(1, keepdim=True).to(out.dtype)
+
+
+def co_consumed_pairs(
+    interactions: Interactions, user_vocab, item_vocab, window: int
+) -> np.ndarray:
+    """(P, 2) internal item indices (a, b), a != b: b consumed by the same user 1..window
+    steps after a (timestamp order when there is one, else the log's order)."""
+    frame = interactions.frame
+    cols = ["user", "timestamp"] if interactions.has("timestamp") else ["user"]
+    frame = frame.sort_values(cols, kind="stable")
+    users = user_vocab.index(frame["user"].to_numpy())
+    items = item_vocab.index(frame["item"].to_numpy())
+    out = []
+    for d in range(1, window + 1):
+        same = users[d:] == users[:-d]
+        a, b = items[:-d][same], items[d:][same]
+        out.append(np.stack([a, b], 1))
+    pairs = np.concatenate(out) if out else np.zeros((0, 2), np.int64)
+    return pairs[pairs[:, 0] != pairs[:, 1]]
+
+
+# ---------------------------------------------------------------------- model
+@register("text_encoder")
+class TextEncoderRecall(TorchRetrievalModel):
+    """A WordPiece tokenizer and a small Transformer text encoder trained here with InfoNCE
+    on co-consumed items; recommends cold items from their text (see module docstring).
+
+    Parameters
+    ----------
+    text_columns: item_features columns holding free text (joined).
+    token_columns: categorical (or list-valued) item_features columns added as tokens.
+    feature_items: also put in the catalogue the items that appear only in item_features
+        (never interacted with); they get vectors from their text.
+    vocab_size: WordPiece vocabulary size (special tokens included).
+    min_frequency: a subword must occur this many times to enter the vocabulary.
+    max_len: tokens kept per item ([CLS] included).
+    hidden_dim: Transformer width (embedding_dim is the output vector size).
+    n_layers: Transformer blocks.
+    n_heads: attention heads (hidden_dim must divide by it).
+    dropout: on embeddings, attention and the FFN while training.
+    pooling: "mean" over the real tokens or "cls" (the first token).
+    temperature: InfoNCE temperature of the cosine logits.
+    window: a pair is two items of one user at most this many steps apart.
+    max_pairs: at most this many pairs per epoch (a fresh random subset each epoch; None: all).
+    embedding_dim, epochs, batch_size, lr, optimizer, weight_decay, seed, num_threads,
+        progress: training (shared by the torch retrieval models, see ``TorchRetrievalModel``).
+    """
+
+    smoke_params: ClassVar[dict[str, Any]] = {
+        "embedding_dim": 8,
+        "hidden_dim": 16,
+        "n_layers": 1,
+        "vocab_size": 60,
+        "epochs": 2,
+        "batch_size": 64,
+        "token_columns": ["category"],
+    }
+    train_defaults: ClassVar[dict[str, Any]] = {
+        "embedding_dim": 64,
+        "epochs": 6,
+        "batch_size": 256,
+        "lr": 1e-3,
+        "optimizer": "adamw",
+        "weight_decay": 0.01,
+    }
+    supports_history = True  # a user is the mean of the history's item vectors, exactly
+
+    def __init__(
+        self,
+        *,
+        text_columns: tuple[str, ...] | list[str] = ("title",),
+        token_columns: tuple[str, ...] | list[str] = (),
+        feature_items: bool = True,
+        vocab_size: int = 8000,
+        min_frequency: int = 1,
+        max_len: int = 32,
+        hidden_dim: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 2,
+        dropout: float = 0.1,
+        pooling: str = "mean",
+        temperature: float = 0.05,
+        window: int = 3,
+        max_pairs: int | None = 20_000,
+        **shared: Any,
+    ) -> None:
+        super().__init__(**(self.train_defaults | shared))
+        self.text_columns = text_columns
+        self.token_columns = token_columns
+        self.feature_items = feature_items
+        self.vocab_size = vocab_size
+        self.min_frequency = min_frequency
+        self.max_len = max_len
+        self.hidden_dim = hidden_dim
+        self.n_layers = n_layers
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.pooling = pooling
+        self.temperature = temperature
+        self.window = window
+        self.max_pairs = max_pairs
+
+    # ------------------------------------------------------------------ fit
+    def _check(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ConfigError(
+                f"text_encoder: pooling must be one of {POOLINGS}, got {self.pooling!r}."
+            )
+        if self.hidden_dim % self.n_heads:
+            raise ConfigError(
+                f"text_encoder: hidden_dim={self.hidden_dim} must be a multiple of "
+                f"n_heads={self.n_heads}."
+            )
+        for name in ("vocab_size", "max_len", "window", "n_layers", "min_frequency"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"text_encoder: {name} must be >= 1, got {getattr(self, name)}.")
+        if self.max_len < 2 or self.temperature <= 0:
+            raise ConfigError(
+                f"text_encoder: max_len must be >= 2 ([CLS] and a word) and temperature > 0, "
+                f"got max_len={self.max_len}, temperature={self.temperature}."
+            )
+
+    def _documents(self, item_features: pd.DataFrame | None, raw_ids: np.ndarray) -> list[str]:
+        return item_documents(
+            item_features, raw_ids, list(self.text_columns), list(self.token_columns)
+        )
+
+    def _build_module(self, vocab_size: int) -> TextEncoder:
+        return TextEncoder(
+            vocab_size,
+            int(self.hidden_dim),
+            int(self.embedding_dim),
+            n_layers=int(self.n_layers),
+            n_heads=int(self.n_heads),
+            max_len=int(self.max_len),
+            dropout=float(self.dropout),
+            pooling=self.pooling,
+        )
+
+    def _fit(self, interactions: Interactions) -> None:
+        self._check()
+        if self.feature_items:
+            extend_catalogue(self, interactions.item_features)
+        docs = self._documents(interactions.item_features, self.item_vocab_.raw_ids)
+        if not any(docs):
+            raise DataError(
+                f"text_encoder: every item document is empty (columns {list(self.text_columns)}"
+                f" + {list(self.token_columns)}); give columns that hold text."
+            )
+        tok = train_tokenizer(
+            docs, int(self.vocab_size), int(self.max_len), int(self.min_frequency)
+        )
+        self.tokenizer_json_ = tok.to_str()
+        ids, lengths = tokenize(tok, docs, int(self.max_len))  # (I, L), (I,)
+        pairs = co_consumed_pairs(
+            interactions, self.user_vocab_, self.item_vocab_, int(self.window)
+        )
+        has_text = lengths[pairs].min(1) > 0 if len(pairs) else np.zeros(0, bool)
+        pairs = pairs[has_text]
+        if len(pairs) == 0:
+            raise DataError(
+                "text_encoder: no two items with text were consumed by one user within "
+                f"window={self.window} steps; nothing to train on."
+            )
+        log.info(
+            "text_encoder: %d items (%d without text), vocabulary %d, %d co-consumed pairs",
+            len(docs),
+            int((lengths == 0).sum()),
+            tok.get_vocab_size(),
+            len(pairs),
+        )
+        torch.manual_seed(self.seed)
+        module = self._build_module(tok.get_vocab_size())
+        item_ids, item_len = torch.from_numpy(ids), torch.from_numpy(lengths)
+        temperature = float(self.temperature)
+        per_epoch = len(pairs) if self.max_pairs is None else min(len(pairs), int(self.max_pairs))
+        bs = int(self.batch_size)
+
+        def batches(epoch: int) -> EpochBatches:
+            rng = np.random.default_rng([self.seed, epoch])
+
+            def make():
+                order = rng.permutation(len(pairs))[:per_epoch]
+                for start in range(0, per_epoch, bs):
+                    yield torch.from_numpy(pairs[order[start : start + bs]])  # (B, 2)
+
+            return EpochBatches(-(-per_epoch // bs), make)
+
+        def loss_fn(m: TextEncoder, batch: torch.Tensor) -> torch.Tensor:
+            uniq, inv = torch.unique(batch.reshape(-1), return_inverse=True)  # encode once each
+            width = int(item_len[uniq].max())
+            vecs = m(item_ids[uniq, :width])[inv].reshape(*batch.shape, -1)  # (B, 2, D)
+            a, b = vecs[:, 0], vecs[:, 1]
+            ia, ib = batch[:, 0], batch[:, 1]
+            return 0.5 * (
+                L.infonce(a, b, temperature, normalize=False, key_ids=ib, query_ids=ia)
+                + L.infonce(b, a, temperature, normalize=False, key_ids=ia, query_ids=ib)
+            )
+
+        def vectors(m: TextEncoder) -> tuple[np.ndarray, np.ndarray]:
+            items = _encode(m, ids)
+            return l2_normalize(mean_item_vectors(self.seen_, items)), items
+
+        self._train(module, loss_fn, batches, vectors=vectors, monitor="recall@10")
+        self.module_ = module.eval()
+        with torch.no_grad():
+            self.user_factors_, self.item_factors_ = vectors(module)
+
+    # ------------------------------------------------------------------ new items
+    def encode_items(self, item_features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors of the items in ``item_features`` (indexed by raw item id, the columns
+        the model was trained on), for items that arrive after training: (raw ids (n,),
+        vectors (n, embedding_dim) float32, zero rows for items without text)."""
+        self._check_fitted("encode_items")
+        raw = np.asarray(item_features.index[~item_features.index.duplicated()])
+        docs = self._documents(item_features, raw)
+        ids, _ = tokenize(load_tokenizer(self.tokenizer_json_), docs, int(self.max_len))
+        return raw, _encode(self.module_, ids)
+
+    # ------------------------------------------------------------------ history, persistence
+    def score_history(self, item_idx: np.ndarray) -> np.ndarray:
+        """(n_items,) scores of the normalised mean vector of the (distinct) history items."""
+        self._check_fitted("score_history")
+        item_idx = np.unique(np.asarray(item_idx, dtype=np.int64))
+        if len(item_idx) == 0:
+            return np.zeros(self.n_items, dtype=np.float32)
+        user = l2_normalize(self.item_factors_[item_idx].mean(0, keepdims=True, dtype=np.float64))
+        return (self.item_factors_ @ user[0]).astype(np.float32)
+
+    def _save_state(self):  # type: ignore[no-untyped-def]
+        arrays, state = super()._save_state()
+        arrays.update(self._module_arrays())
+        state["tokenizer"] = self.tokenizer_json_
+        return arrays, state
+
+    def _load_state(self, arrays, state):  # type: ignore[no-untyped-def]
+        super()._load_state(arrays, state)
+        self.tokenizer_json_ = state["tokenizer"]
+        tok = load_tokenizer(self.tokenizer_json_)
+        module = self._build_module(tok.get_vocab_size())
+        module.load_state_dict(self._module_state(arrays), strict=True)
+        self.module_ = module.eval()
+
+
+def _encode(module: TextEncoder, ids: np.ndarray) -> np.ndarray:
+    """Item vectors (n, out_dim) float32 of token ids (n, L), in eval mode, in chunks."""
+    was_training = module.training
+    module.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(ids), ENCODE_BATCH):
+            chunk = torch.from_numpy(ids[start : start + ENCODE_BATCH])
+            width = max(1, int((chunk > 0).sum(1).max()))
+            out.append(module(chunk[:, :width]).numpy())
+    module.train(was_training)
+    dim = module.project.out_features
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, dim), np.float32)
