@@ -58,6 +58,9 @@ def test_train_report_of_a_retrieval_model(tmp_path):
     recall = next(s for s in rep["sections"] if s.title.startswith("Recall@K"))
     ks, values = recall.series["itemcf"]
     assert list(ks) == [5, 10, 20, 50, 100] and all(np.diff(values) >= 0)  # recall grows with K
+    business = next(s for s in rep["sections"] if s.title.startswith("Business view at k = 10"))
+    assert 0 < business.rows["itemcf"]["ctr@10"] < 1 and business.rows["itemcf"]["arpu@10"] > 0
+    assert "CTR by list position (held-out clicks)" in t
     self_contained((tmp_path / "a" / "report.html").read_text())
 
 
@@ -159,6 +162,7 @@ output: {tmp_path / "bundle"}
     assert f"report: {report_dir / 'report.html'}" in r.output
     t = titles(report_dir)
     assert t[0].startswith("Served funnel replay") and "What the ranking stage earns" in t
+    assert any(x.startswith("Business view at k = 10") for x in t)
     assert any(x.startswith("Recall channels") for x in t) and "Data" in t
     from recforge.serving import verify_bundle
 

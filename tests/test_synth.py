@@ -17,7 +17,14 @@ from sklearn.preprocessing import OneHotEncoder
 from recforge import models
 from recforge.config import from_dict
 from recforge.data.splits import leave_one_out
-from recforge.data.synth import DEVICES, SIZES, SynthConfig, make_ctr_frame, make_synthetic
+from recforge.data.synth import (
+    DAYPARTS,
+    DEVICES,
+    SIZES,
+    SynthConfig,
+    make_ctr_frame,
+    make_synthetic,
+)
 from recforge.exceptions import ConfigError
 
 
@@ -37,7 +44,7 @@ def small():
 def test_schema_and_ids(tiny):
     cfg = SynthConfig(**SIZES["tiny"])
     f = tiny.frame
-    assert list(f.columns) == ["user", "item", "timestamp", "rating", "label", "device"]
+    assert list(f.columns) == ["user", "item", "timestamp", "rating", "label", "device", "daypart"]
     assert len(f) == cfg.n_interactions and tiny.n_users == cfg.n_users
     assert f["user"].str.fullmatch(r"u\d+").all()
     assert f["item"].dtype == np.int64 and f["item"].between(1, cfg.n_items).all()
@@ -45,7 +52,9 @@ def test_schema_and_ids(tiny):
     assert f["rating"].between(1, 5).all() and (f["label"] == 1).all()
     assert set(f["device"]) <= set(DEVICES)
     assert not f.duplicated(["user", "item"]).any()
-    assert tiny.context_columns == ["device"]
+    assert tiny.context_columns == ["device", "daypart"]
+    hour = pd.to_datetime(f["timestamp"], unit="s").dt.hour
+    assert (f.loc[hour < 6, "daypart"] == "night").mean() > 0.9  # sessions last minutes
     assert (f.groupby("user").size() >= cfg.min_user_interactions).all()
 
     uf, itf = tiny.user_features, tiny.item_features
@@ -114,7 +123,10 @@ def test_sessions_short_gaps_within_long_between(small):
 
 def test_drift_moves_interests_over_time():
     def early_late_overlap(drift):
-        inter = make_synthetic(**{**SIZES["tiny"], "drift": drift, "n_interactions": 8000})
+        # without the time-of-day effect, which varies categories per session on its own
+        inter = make_synthetic(
+            **{**SIZES["tiny"], "drift": drift, "n_interactions": 8000, "daypart_effect": 0.0}
+        )
         cat = inter.item_features["category"]
         f = inter.frame.assign(cat=cat.reindex(inter.frame["item"]).to_numpy())
         f = f.sort_values(["user", "timestamp"])
@@ -186,6 +198,7 @@ def test_ctr_frame_has_learnable_signal(tiny):
         "price",
         "tags",
         "device",
+        "daypart",
         "label",
     ]
     assert list(ctr.columns) == expected
@@ -236,14 +249,31 @@ def test_importance_resampling_converges_to_the_stated_choice_probability():
         world = _World(cfg, rng)
         n = 60_000
         zeros = np.zeros(n, dtype=np.int64)
-        items, _ = _draw(
-            cfg, world, world.taste0[:1], np.array([1]), zeros, zeros, np.arange(n), rng
-        )
+        context = np.array([1 * len(DAYPARTS) + 2])  # desktop, afternoon
+        items, _ = _draw(cfg, world, world.taste0[:1], context, zeros, zeros, np.arange(n), rng)
         emp = np.bincount(items, minlength=cfg.n_items) / n
         logit = np.log(world.pa) + world.item_vec @ world.taste0[0] / cfg.temperature
-        logit += world.device_bias[1, world.item_cat] - world.beta[0] * world.log_price_rel
+        logit += world.device_bias[1, world.item_cat] + world.daypart_bias[2, world.item_cat]
+        logit -= world.beta[0] * world.log_price_rel
         p = np.exp(logit - logit.max())
         return 0.5 * np.abs(emp - p / p.sum()).sum()
 
     tv8, tv64 = total_variation(8), total_variation(64)
     assert tv64 < 0.05 and tv64 < tv8, (tv8, tv64)
+
+
+def test_time_of_day_shifts_what_a_session_wants():
+    """The daypart bias moves category shares between times of day; without it (the
+    generator before it: its own random stream leaves the other draws as they were) they
+    do not move."""
+
+    def shift(inter) -> float:
+        cat = inter.item_features["category"].reindex(inter.frame["item"]).to_numpy()
+        table = pd.crosstab(inter.frame["daypart"].to_numpy(), cat)
+        return stats.chi2_contingency(table.to_numpy())[1]  # p-value of independence
+
+    params = dict(SIZES["tiny"], n_interactions=12_000, seed=4)
+    with_effect = make_synthetic(**params, daypart_effect=1.0)
+    without = make_synthetic(**params, daypart_effect=0.0)
+    assert shift(with_effect) < 1e-6 and shift(without) > 1e-3
+    assert set(with_effect.frame["daypart"]) == set(DAYPARTS)

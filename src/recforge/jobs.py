@@ -522,6 +522,9 @@ def write_job_report(
         sections += parts.channel_sections(model, positives(test, thr))
     elif model.kind == "retrieval":
         sections += parts.recall_sections({name: model}, positives(test, thr))[0]
+        itf = data.item_features
+        prices = itf["price"] if itf is not None and "price" in itf.columns else None
+        sections += parts.list_business_sections({name: model}, positives(test, thr), prices)
     else:
         hist = getattr(model, "reads_history", False)
         frame = ranking_frame(test, thr, job.evaluate.n_negatives, seed=3, known=data, history=hist)

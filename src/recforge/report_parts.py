@@ -270,7 +270,90 @@ def funnel_sections(funnel: Mapping[str, Any], ranker: str = "the ranker") -> li
                 f"channel ({best}) at the same k.",
             )
         )
+    business = funnel.get("business")
+    if business:
+        shown = ["funnel", "recall_merged"] + ([f"channel/{best}"] if best else [])
+        views = {
+            s: {
+                f"ctr@{k}": funnel.get(f"{s}/ctr@{k}"),
+                f"arpu@{k}": funnel.get(f"{s}/arpu@{k}"),
+                "ctr_by_position": business[s]["ctr_by_position"],
+            }
+            for s in shown
+            if s in business
+        }
+        sections += business_sections(views, k, business.get("held_out_arpu"))
     return sections
+
+
+def list_business_sections(
+    fitted: Mapping[str, Any],
+    test: Any,
+    prices: Any = None,
+    k: int = 10,
+    max_users: int | None = 2000,
+) -> list[Any]:
+    """The business view (``recforge.business``) of each fitted retrieval model's top-k
+    lists for the test users it knows (a seeded sample of ``max_users``), against their
+    test rows; ``prices``: item id -> price (e.g. ``item_features["price"]``) or None."""
+    from recforge.business import business_view
+
+    views = {}
+    for name, model in fitted.items():
+        known = set(model.user_vocab_.raw_ids.tolist())
+        users = [u for u in pd.unique(test.frame["user"]) if u in known]
+        if max_users is not None and len(users) > max_users:
+            pick = np.random.default_rng(0).choice(len(users), max_users, replace=False)
+            users = [users[i] for i in np.sort(pick)]
+        if not users:
+            continue
+        ids, scores = model.recommend(users, k=k, exclude_seen=True)
+        lists = {
+            u: [i for i, s in zip(row, sc) if np.isfinite(s)]
+            for u, row, sc in zip(users, ids.tolist(), scores)
+        }
+        views[name] = business_view(lists, test.frame, k=k, prices=prices)
+    if not views:
+        return []
+    held = next(iter(views.values())).get("held_out_arpu")
+    return business_sections(views, k, held)
+
+
+def business_sections(
+    views: Mapping[str, Mapping[str, Any]], k: int, held_out_arpu: float | None = None
+) -> list[Any]:
+    """A table of CTR@k and revenue per user (``recforge.business``) per list and the CTR
+    per list position; ``views``: list name -> a ``business_view`` result (or its keys)."""
+    cols = [f"ctr@{k}"] + (
+        [f"arpu@{k}"] if any(v.get(f"arpu@{k}") is not None for v in views.values()) else []
+    )
+    rows = {n: {c: v.get(c) for c in cols} for n, v in views.items()}
+    note = (
+        f"; held-out value per user {held_out_arpu:.2f} (every held-out click's price)"
+        if held_out_arpu is not None
+        else ""
+    )
+    return [
+        Table(
+            f"Business view at k = {k}: CTR = share of recommended items the user clicked in "
+            f"the held-out period; ARPU = mean per user of the prices of held-out clicks that "
+            f"were recommended{note}",
+            cols,
+            rows,
+            row_header="list",
+            digits=3,
+        ),
+        Curve(
+            "CTR by list position (held-out clicks)",
+            {
+                n: (list(range(1, len(v["ctr_by_position"]) + 1)), list(v["ctr_by_position"]))
+                for n, v in views.items()
+            },
+            "position",
+            "CTR",
+            unit_square=False,
+        ),
+    ]
 
 
 def run_meta(

@@ -15,10 +15,13 @@ The world behind the log:
   categories a user tends to like, and the city decides how price-sensitive they are; the
   user's latent taste is a mix of their favourite categories' centres plus noise;
 * a user's interactions come in sessions (``session_length`` clicks on average, ``click_gap``
-  seconds apart, sessions ``session_gap`` seconds apart), each on one device; the taste
-  drifts between sessions as a random walk (``drift``);
+  seconds apart, sessions ``session_gap`` seconds apart), each on one device and in one
+  time of day (``daypart``: the session's start hour, 0-5 night, 6-11 morning, 12-17
+  afternoon, 18-23 evening, UTC); the taste drifts between sessions as a random walk
+  (``drift``);
 * an interaction picks item i with probability
-  ``∝ pop_i^a · exp(taste·v_i / τ + device_bias[device, category_i] - beta_user · log price_i)``,
+  ``∝ pop_i^a · exp(taste·v_i / τ + device_bias[device, category_i]
+  + daypart_bias[daypart, category_i] - beta_user · log price_i)``,
   sampled by sampling-importance-resampling: ``n_candidates`` candidates per interaction
   from a popularity / category mixture proposal, one kept with Gumbel-max on the importance
   weights (exact as the candidate count grows, vectorised, ~1M interactions in seconds).
@@ -27,7 +30,12 @@ The result is an ``Interactions`` with columns ``user`` (raw ids "u0".."u{n_user
 ``item`` (raw ids 1..n_items, int64, so raw id != internal index), ``timestamp`` (int64
 seconds since the epoch), ``rating`` (int8 1-5, correlated with the user's affinity),
 ``label`` (int8, always 1: the implicit click; the schema's canonical click column) and
-``device`` (context: "mobile" / "desktop" / "tablet"); the frame is sorted by time.
+``device`` (context: "mobile" / "desktop" / "tablet") and ``daypart`` (context: "night" /
+"morning" / "afternoon" / "evening", the hour of the session's first click); the frame is
+sorted by time. The device follows the user (their main device in 80% of sessions), the
+time of day does not: what a session wants depends on its context as well as on the user,
+which a ranker that sees the request's context can learn and collaborative filtering over
+the whole history cannot.
 Each (user, item) pair occurs once unless ``allow_repeats``. ``user_features`` (age, gender,
 city) and ``item_features`` (category, brand, price, tags, title) are indexed by raw id;
 ``meta["latent"]`` holds the ground truth (final user tastes, item vectors, base popularity)
@@ -57,6 +65,7 @@ from recforge.exceptions import ConfigError
 log = logging.getLogger(__name__)
 
 DEVICES = ("mobile", "desktop", "tablet")
+DAYPARTS = ("night", "morning", "afternoon", "evening")  # session start hour // 6 (UTC)
 _CHUNK = 16_384  # interactions drawn per vectorised step; bounds memory to ~n_candidates*dim*64 KiB
 _REDRAW_ROUNDS = 8  # rounds of redrawing repeated (user, item) pairs before dropping them
 
@@ -87,6 +96,7 @@ class SynthConfig:
     n_tags: int = 40  # tag vocabulary; an item's tags follow its latent vector
     n_cities: int = 20  # cities; a city sets its users' price sensitivity
     device_effect: float = 0.5  # std of the per-(device, category) preference bias
+    daypart_effect: float = 0.8  # std of the per-(time of day, category) preference bias
     n_candidates: int = (
         16  # importance-resampling candidates per interaction (more = closer to exact)
     )
@@ -248,6 +258,13 @@ class _World:
         self.beta = np.clip(city_beta[city] + rng.normal(0, 0.1, nu), 0, None)  # (n_users,)
         self.main_device = rng.choice(len(DEVICES), size=nu, p=[0.6, 0.3, 0.1])
         self.device_bias = rng.normal(0, cfg.device_effect, (len(DEVICES), c))
+        # its own stream, so that daypart_effect=0 gives the log of the generator before it
+        side = np.random.default_rng([cfg.seed, 1])
+        self.daypart_bias = side.normal(0, cfg.daypart_effect, (len(DAYPARTS), c))
+        # the context of a session: device * len(DAYPARTS) + daypart -> bias per category
+        self.context_bias = (self.device_bias[:, None, :] + self.daypart_bias[None, :, :]).reshape(
+            len(DEVICES) * len(DAYPARTS), c
+        )  # (n_contexts, C)
         self.user_features = pd.DataFrame(
             {
                 "age": age,
@@ -376,9 +393,11 @@ def _make_log(
     )
     gap = np.where(first, rng.uniform(0, cfg.join_window, n), gap)
     ts = cfg.start_time + _segment_cumsum(np.floor(gap).astype(np.int64) + 1, first)
+    s_daypart = (ts[new_session] // 3600 % 24) // 6  # (S,) the session's start hour // 6
+    s_context = s_device * len(DAYPARTS) + s_daypart  # (S,) row of world.context_bias
 
     # choices, then redraw repeated (user, item) pairs a few rounds and drop what is left
-    item, util = _draw(cfg, world, s_taste, s_device, session, user, np.arange(n), rng)
+    item, util = _draw(cfg, world, s_taste, s_context, session, user, np.arange(n), rng)
     keep = np.ones(n, dtype=bool)
     if not cfg.allow_repeats:
         for _ in range(_REDRAW_ROUNDS):
@@ -388,7 +407,7 @@ def _make_log(
                 break
             taken = np.sort(keys)
             item[dup], util[dup] = _draw(
-                cfg, world, s_taste, s_device, session, user, dup, rng, taken
+                cfg, world, s_taste, s_context, session, user, dup, rng, taken
             )
         keep = ~pd.Series(user * cfg.n_items + item).duplicated().to_numpy()
         if not keep.all():
@@ -407,6 +426,7 @@ def _make_log(
             "rating": rating[keep][order],
             "label": np.ones(int(keep.sum()), dtype=np.int8),
             "device": np.array(DEVICES, dtype=object)[s_device[session[keep][order]]],
+            "daypart": np.array(DAYPARTS, dtype=object)[s_daypart[session[keep][order]]],
         }
     )
     return frame, final_taste
@@ -416,7 +436,7 @@ def _draw(
     cfg: SynthConfig,
     world: _World,
     s_taste: np.ndarray,
-    s_device: np.ndarray,
+    s_context: np.ndarray,
     session: np.ndarray,
     user: np.ndarray,
     rows: np.ndarray,
@@ -443,11 +463,11 @@ def _draw(
     for start in range(0, len(rows), _CHUNK):
         r = rows[start : start + _CHUNK]
         nr = len(r)
-        # per-category quantities once per session (rows of a session share taste and device)
+        # per-category quantities once per session (rows of a session share taste and context)
         sess, inv = np.unique(session[r], return_inverse=True)  # (Sc,), (R,) row -> session slot
         taste_s = s_taste[sess].astype(np.float32)  # (Sc, d)
-        dev_s = s_device[sess]
-        cat_logit = taste_s @ world.centres.T / tau + world.device_bias[dev_s] + world.log_z_cat
+        ctx_bias = world.context_bias[s_context[sess]]  # (Sc, C)
+        cat_logit = taste_s @ world.centres.T / tau + ctx_bias + world.log_z_cat
         cat_logit -= cat_logit.max(1, keepdims=True)  # (Sc, C)
         p_cat = np.exp(cat_logit)
         p_cat /= p_cat.sum(1, keepdims=True)  # (Sc, C) proposal over categories
@@ -469,9 +489,9 @@ def _draw(
         vec = np.take(world.item_vec32, cand, axis=0)  # (R, K, d)
         affinity = np.einsum("rd,rkd->rk", taste_s[inv], vec) / tau  # (R, K)
         price = world.beta[user[r], None] * np.take(world.log_price_rel, cand)  # (R, K)
-        bias = np.take(world.device_bias[dev_s], slot_cat)  # (R, K)
+        bias = np.take(ctx_bias, slot_cat)  # (R, K)
         # log weight = log target - log proposal, target = pa * exp(util), with
-        # util = affinity + device_bias[device, category] - beta * log relative price
+        # util = affinity + context_bias[device and daypart, category] - beta * log rel. price
         if n_uni == 0:  # q = pa * (s0 / Z + s1 * p_cat / Z_cat): pa cancels
             with np.errstate(
                 divide="ignore", invalid="ignore"

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from recforge import models
 from recforge.config import from_dict, load_yaml
@@ -201,7 +202,15 @@ def evaluate_funnel(
     rec: Any, test: Interactions, k: int = 10, max_users: int = 2000, seed: int = 0
 ) -> dict[str, Any]:
     """Replay the funnel for test users the bundle's channels know: Recall/NDCG@k of the
-    served list, of the merged recall order alone, and of each channel alone (same k)."""
+    served list, of the merged recall order alone, and of each channel alone (same k).
+
+    Each user's request carries the context of their first test row (the bundle's context
+    fields that the test split has as columns, e.g. ``device``): the request is made when
+    the test period starts, so its context is the one a server would know then.
+    The business view of every list (``recforge.business``): ``<list>/ctr@k`` and, when
+    the bundle's item table has a ``price`` column, ``<list>/arpu@k``; ``business`` holds
+    the CTR per position of each list and the held-out ARPU."""
+    from recforge.business import business_view
     from recforge.metrics import ndcg_at_k, recall_at_k
 
     pipe = rec.pipeline
@@ -216,9 +225,10 @@ def evaluate_funnel(
     lists: dict[str, list[list[Any]]] = {"funnel": [], "recall_merged": []}
     for c in pipe.channels:
         lists[f"channel/{c.name}"] = []
+    context = request_contexts(test, getattr(rec, "context_fields", []))
     t0 = time.perf_counter()
     for u in users:
-        lists["funnel"].append(rec.recommend(u, k=k).items)
+        lists["funnel"].append(rec.recommend(u, k=k, context=context.get(u)).items)
         cand = pipe.candidates(u)
         lists["recall_merged"].append(list(pipe.catalogue_.ids(cand.items[:k])))
         for s, c in enumerate(pipe.channels):
@@ -238,7 +248,36 @@ def evaluate_funnel(
         out[f"funnel/ndcg@{k}"] - out[f"{best}/ndcg@{k}"], 4
     )
     out["replay_ms_per_user"] = round(per_user_ms, 2)
+    table = rec.bundle.item_table
+    prices = table["price"] if table is not None and "price" in table.columns else None
+    held = pairs[pairs["user"].isin(set(users.tolist()))]
+    business: dict[str, Any] = {}
+    for name, ranked in lists.items():
+        view = business_view(dict(zip(users, ranked)), held, k=k, prices=prices)
+        out[f"{name}/ctr@{k}"] = view[f"ctr@{k}"]
+        if prices is not None:
+            out[f"{name}/arpu@{k}"] = view[f"arpu@{k}"]
+            business["held_out_arpu"] = view["held_out_arpu"]
+        business[name] = {"ctr_by_position": view["ctr_by_position"]}
+    out["business"] = business
+    out["context_fields"] = sorted({c for ctx in context.values() for c in ctx})
     return out
+
+
+def request_contexts(test: Interactions, fields: list[str]) -> dict[Any, dict[str, Any]]:
+    """Per test user, the values of the context ``fields`` on their first test row (in time
+    order when the split has timestamps); fields the split has no column for are left out."""
+    cols = [c for c in fields if c in test.frame.columns]
+    if not cols:
+        return {}
+    f = test.frame
+    if "timestamp" in f.columns:
+        f = f.sort_values("timestamp", kind="stable")
+    first = f.groupby("user", sort=False)[cols].first()
+    return {
+        u: {c: (v.item() if hasattr(v, "item") else v) for c, v in row.items() if pd.notna(v)}
+        for u, row in first.iterrows()
+    }
 
 
 def set_metrics(path: str | Path, metrics: dict[str, Any]) -> None:
