@@ -27,6 +27,8 @@ from recforge.serving.feedback import Event, StoredEvent, open_store
 from recforge.serving.repository import publish
 from recforge.serving.retrain import FeedbackMapping, feedback_interactions
 
+pytestmark = pytest.mark.xdist_group("retrain")  # one worker builds the first version once
+
 F = "feedback-key-0123456789"
 REPO = Path(__file__).absolute().parents[1]
 ALS = {
