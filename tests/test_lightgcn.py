@@ -107,3 +107,18 @@ def test_bad_params_raise(data):
 
     with pytest.raises(ConfigError, match="n_layers"):
         LightGCN(n_layers=-1, epochs=1).fit(data)
+
+
+def test_symmetric_spmm_gradient_matches_dense():
+    from recforge.models.retrieval.torch_base import sparse_mm
+
+    r = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 1], [1, 0, 0]], dtype=np.float32))
+    a_hat = normalized_adjacency(r)
+    adj = to_torch_sparse(a_hat)
+    dense = torch.from_numpy(a_hat.toarray())
+    x = torch.randn(6, 4, requires_grad=True)
+    w = torch.randn(6, 4)
+    (sparse_mm(adj, adj, sparse_mm(adj, adj, x)) * w).sum().backward()
+    x2 = x.detach().clone().requires_grad_(True)
+    ((dense @ (dense @ x2)) * w).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), x2.grad.numpy(), rtol=1e-5, atol=1e-6)

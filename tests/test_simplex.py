@@ -81,3 +81,23 @@ def test_save_load_same_recommendations(fitted, tmp_path):
 def test_bad_gate_raises(data):
     with pytest.raises(ConfigError, match="gate"):
         SimpleX(gate=1.5, epochs=1).fit(data)
+
+
+def test_sparse_training_path_equals_embedding_bag_path():
+    import torch
+
+    from recforge.models.retrieval.simplex import SimpleXModule, history_mean_rows
+
+    torch.manual_seed(0)
+    m = SimpleXModule(4, 9, dim=6, gate=0.5, init_std=0.5)
+    history = np.array([[3, 5, 0, 0], [0, 0, 0, 0], [9, 1, 2, 7], [4, 0, 4, 0]])  # 0 = padding
+    users = torch.arange(4)
+    dense = m.user_vectors(users, torch.from_numpy(history))
+    sparse = m.user_vectors_sparse(users, history_mean_rows(history, 10))
+    torch.testing.assert_close(sparse, dense)
+    w = torch.randn(4, 6)
+    (dense * w).sum().backward()
+    g_dense = m.item.weight.grad.clone()
+    m.zero_grad()
+    (sparse * w).sum().backward()
+    torch.testing.assert_close(m.item.weight.grad, g_dense)

@@ -25,7 +25,12 @@ from recforge.data.batching import PairSampler, uniform_negatives
 from recforge.data.interactions import Interactions
 from recforge.exceptions import ConfigError
 from recforge.models.registry import register
-from recforge.models.retrieval.torch_base import EpochBatches, TorchRetrievalModel
+from recforge.models.retrieval.torch_base import (
+    EpochBatches,
+    TorchRetrievalModel,
+    sparse_mm,
+    torch_csr,
+)
 
 
 def normalized_adjacency(seen: sp.csr_matrix) -> sp.csr_matrix:
@@ -42,11 +47,8 @@ def normalized_adjacency(seen: sp.csr_matrix) -> sp.csr_matrix:
 
 
 def to_torch_sparse(m: sp.spmatrix) -> torch.Tensor:
-    """A SciPy matrix as a coalesced torch sparse COO float32 tensor."""
-    coo = sp.coo_matrix(m)
-    idx = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-    val = torch.from_numpy(coo.data.astype(np.float32))
-    return torch.sparse_coo_tensor(idx, val, coo.shape, check_invariants=True).coalesce()
+    """A SciPy matrix as a torch sparse CSR float32 tensor (``torch_base.torch_csr``)."""
+    return torch_csr(m)
 
 
 class LightGCNModule(nn.Module):
@@ -72,7 +74,7 @@ class LightGCNModule(nn.Module):
         e = self.embedding.weight
         total = e
         for _ in range(self.n_layers):
-            e = torch.sparse.mm(self.adj, e)  # (N, D)
+            e = sparse_mm(self.adj, self.adj, e)  # (N, D); Â is symmetric
             total = total + e
         return total / (self.n_layers + 1)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -27,8 +28,12 @@ from recforge.data.batching import PairSampler, drop_targets, history_matrix
 from recforge.data.interactions import Interactions
 from recforge.exceptions import ConfigError
 from recforge.models.registry import register
-from recforge.models.retrieval.torch_base import EpochBatches, TorchRetrievalModel
-from recforge.nn.sequence_pool import SequencePooling
+from recforge.models.retrieval.torch_base import (
+    EpochBatches,
+    TorchRetrievalModel,
+    sparse_mm,
+    torch_csr,
+)
 
 
 def ccl_loss(
@@ -50,6 +55,17 @@ def ccl_loss(
     return ((1.0 - cos_pos) + negative_weight * hinge.mean(1)).mean()
 
 
+def history_mean_rows(history: np.ndarray, n_cols: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """history (B, L) item index + 1 (0 = padding) -> the (B, n_cols) CSR matrix whose row b
+    averages row b's real items (1 / count at each), and its (n_cols, B) transpose."""
+    rows, pos = np.nonzero(history)  # (nnz,), row-major order
+    cols = history[rows, pos]
+    count = np.bincount(rows, minlength=len(history)).astype(np.float32)
+    vals = 1.0 / count[rows]
+    m = sp.csr_matrix((vals, (rows, cols)), shape=(len(history), n_cols), dtype=np.float32)
+    return torch_csr(m), torch_csr(m.T)
+
+
 class SimpleXModule(nn.Module):
     """User/item embeddings, mean history aggregation and the gate."""
 
@@ -63,13 +79,26 @@ class SimpleXModule(nn.Module):
         nn.init.normal_(self.item.weight, std=init_std)
         with torch.no_grad():
             self.item.weight[0].zero_()
-        self.pool = SequencePooling(dim, "mean")
         self.aggregate = nn.Linear(dim, dim, bias=False)
         self.gate = gate
 
     def user_vectors(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """users (B,), history (B, L) item index + 1 (0 = padding) -> L2-normalised (B, D)."""
-        pooled = self.pool(self.item(history), history > 0)  # (B, D)
+        # mean of the real items' embeddings (padding 0 left out; all-padding rows are 0)
+        pooled = F.embedding_bag(history, self.item.weight, mode="mean", padding_idx=0)  # (B, D)
+        return self.combine(users, pooled)
+
+    def user_vectors_sparse(
+        self, users: torch.Tensor, mean_rows: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
+        """The same vectors, the history mean given as a sparse (B, n_items + 1) row-mean
+        matrix and its transpose (``history_mean_rows``): the training path, whose backward
+        pass is one CSR product instead of a sort of B * L indices."""
+        pooled = sparse_mm(*mean_rows, self.item.weight)  # (B, D)
+        return self.combine(users, pooled)
+
+    def combine(self, users: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """Gate the user embedding with the mapped history mean; L2-normalised (B, D)."""
         p = self.gate * self.user(users) + (1.0 - self.gate) * self.aggregate(pooled)
         return F.normalize(p, dim=-1)
 
@@ -154,15 +183,15 @@ class SimpleX(TorchRetrievalModel):
                     yield (
                         torch.from_numpy(users),
                         torch.from_numpy(pos),
-                        torch.from_numpy(drop_targets(hist[users], pos)),
+                        history_mean_rows(drop_targets(hist[users], pos), self.n_items + 1),
                         torch.from_numpy(rng.integers(0, self.n_items, n_neg)),
                     )
 
             return EpochBatches(-(-len(sampler) // self.batch_size), make)
 
         def loss_fn(m: SimpleXModule, batch) -> torch.Tensor:
-            users, pos, history, neg = batch  # (B,), (B,), (B, L), (N,)
-            u = m.user_vectors(users, history)  # (B, D)
+            users, pos, mean_rows, neg = batch  # (B,), (B,), CSR (B, I + 1) and (I + 1, B), (N,)
+            u = m.user_vectors_sparse(users, mean_rows)  # (B, D)
             cos_pos = (u * m.item_vectors(pos)).sum(-1)  # (B,)
             cos_neg = u @ m.item_vectors(neg).T  # (B, N)
             return ccl_loss(

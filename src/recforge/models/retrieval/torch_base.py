@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 from torch import nn
 
@@ -67,6 +68,44 @@ def log_q_corrected(
     """The log-Q corrected logits ``scores / temperature - log_q`` (broadcasting); what
     ``recforge.losses.sampled_softmax`` feeds its cross-entropy."""
     return scores / temperature - log_q
+
+
+# ---------------------------------------------------------------------- sparse products
+def torch_csr(m: sp.spmatrix) -> torch.Tensor:
+    """A SciPy matrix as a torch sparse CSR float32 tensor (int64 indices, sorted).
+
+    CSR, not COO: ``torch.sparse.mm`` of a CSR matrix by a dense (N, D) one is a row-wise
+    kernel with no sort or coalesce (LightGCN's step on a 1.28M-edge graph: ~2x faster)."""
+    csr = sp.csr_matrix(m, dtype=np.float32)
+    csr.sort_indices()
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(csr.indptr.astype(np.int64)),
+        torch.from_numpy(csr.indices.astype(np.int64)),
+        torch.from_numpy(csr.data),
+        csr.shape,
+    )
+
+
+class _SparseMM(torch.autograd.Function):
+    """``s @ x`` (s sparse CSR, x dense) whose backward is ``s_t @ grad`` with a CSR
+    ``s_t`` the caller built once: both passes run the same row-wise CSR kernel (autograd's
+    own backward of a CSR product transposes s, and the gather-based alternatives sort
+    their indices in the backward pass)."""
+
+    @staticmethod
+    def forward(ctx: Any, s: torch.Tensor, s_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.s_t = s_t
+        return torch.sparse.mm(s, x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None, torch.Tensor]:  # type: ignore[override]
+        return None, None, torch.sparse.mm(ctx.s_t, grad)
+
+
+def sparse_mm(s: torch.Tensor, s_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``s @ x`` differentiable in x: s (M, N) and its transpose s_t (N, M) as torch CSR
+    (``torch_csr``; pass s twice when it is symmetric), x (N, D) -> (M, D)."""
+    return _SparseMM.apply(s, s_t, x)
 
 
 # ---------------------------------------------------------------------- side features
