@@ -242,7 +242,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"NDCG@{K} against the user's interactions with them. Settings per model chosen on "
         f"the validation cold items (best NDCG@{K} over `GRID`), test scored once. ML-100K: "
         f"title + genres; Beauty: attribute ids (the prepared files carry no titles). "
-        f"{THREADS} torch threads. See `benchmarks/content_cold.py`.",
+        f"Text encoder: {THREADS} torch thread. See `benchmarks/content_cold.py`.",
         "",
         f"    {COMMAND}",
         "",
