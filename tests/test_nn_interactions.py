@@ -184,3 +184,11 @@ def test_mhsa_is_permutation_equivariant_over_fields():
     x = torch.randn(2, 5, 4)
     perm = torch.tensor([3, 0, 4, 1, 2])
     torch.testing.assert_close(mhsa(x)[:, perm], mhsa(x[:, perm]))
+
+
+def test_mhsa_fused_attention_equals_the_explicit_softmax():
+    mhsa = MultiHeadSelfAttention(6, head_dim=3, n_heads=2)
+    x = torch.randn(4, 7, 6)
+    fused = mhsa(x)  # scaled_dot_product_attention
+    explicit, _ = mhsa(x, return_attention=True)  # softmax(q kᵀ / sqrt(d)) v by hand
+    torch.testing.assert_close(fused, explicit)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -84,9 +85,14 @@ class MultiHeadSelfAttention(nn.Module):
             return t.view(b, f, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, F, d_h)
 
         q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        scores = q @ k.transpose(-1, -2) / self.head_dim**0.5  # (B, H, F, F)
-        attn = torch.softmax(scores, dim=-1)
-        out = (attn @ v).transpose(1, 2).reshape(b, f, self.out_dim)  # (B, F, H*d_h)
+        attn = None
+        if return_attention:
+            scores = q @ k.transpose(-1, -2) / self.head_dim**0.5  # (B, H, F, F)
+            attn = torch.softmax(scores, dim=-1)
+            ctx = attn @ v  # (B, H, F, d_h)
+        else:  # the same softmax(q kᵀ / sqrt(d_h)) v, fused (~2x faster on CPU)
+            ctx = F.scaled_dot_product_attention(q, k, v)  # (B, H, F, d_h)
+        out = ctx.transpose(1, 2).reshape(b, f, self.out_dim)  # (B, F, H*d_h)
         if self.residual is not None:
             out = out + self.residual(x)
         out = torch.relu(out)
