@@ -244,8 +244,11 @@ def fit_deepctr(
     feats = _feature_columns()
     torch.manual_seed(0)
     cls = getattr(dm, cls_name)
-    if cls_name == "PNN":
+    if cls_name == "PNN":  # no linear part
         model = cls(feats, device="cpu", seed=0, **kwargs)
+    elif cls_name == "AFM":  # dense fields only in the linear part (it refuses them else)
+        sparse = [f for f in feats if hasattr(f, "vocabulary_size")]
+        model = cls(feats, sparse, device="cpu", seed=0, **kwargs)
     else:
         model = cls(feats, feats, device="cpu", seed=0, **kwargs)
     model.compile(torch.optim.Adam(model.parameters(), lr=LR), "binary_crossentropy")

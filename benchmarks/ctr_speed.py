@@ -14,8 +14,10 @@ Protocol:
   samples/s are reported too). Dense and sparse (``sparse=True``: SparseAdam on the touched
   table rows) recforge embeddings are both measured.
 * test AUC of both after the epoch; samples/s = train rows / wall seconds.
-* every registered ranker: samples/s of one epoch on ``N_ZOO`` rows (smaller MLPs are the
-  models' defaults; embedding 16, batch 4096).
+* every torch ranker that DeepCTR-Torch also has, side by side with it on the same
+  train/test rows (``benchmarks.ctr_pairs``: same settings, one epoch each, back to back,
+  the 1-min load average beside each figure); the DeepFM row is the headline run above.
+  Rankers without a counterpart (FFM, FNN, OPNN, LR) are timed alone.
 * inference: ``predict_proba`` of a 200-row frame (encoding included), 200 calls, p50/p99.
 * memory: peak RSS (``VmHWM``) of a fresh process that builds 2,000,000 rows and trains
   DeepFM 1 epoch.
@@ -47,7 +49,7 @@ from benchmarks import REPO, peak_rss_kib
 
 log = logging.getLogger(__name__)
 
-N_TRAIN, N_TEST, N_ZOO, N_RSS = 300_000, 50_000, 50_000, 2_000_000
+N_TRAIN, N_TEST, N_RSS = 300_000, 50_000, 2_000_000
 THREADS = 2
 DIM, HIDDEN, BATCH, LR = 16, (400, 400, 400), 4096, 1e-3
 SECTION = "## Ranking speed"
@@ -105,7 +107,10 @@ def bench_recforge_deepfm(
         lr=LR,
         sparse=sparse,
         seed=0,
+        num_threads=THREADS,  # not the load-dependent default: DeepCTR-Torch gets THREADS too
+        progress=False,
     )
+    load = round(os.getloadavg()[0], 1)
     t0 = time.perf_counter()
     model.fit(train, label="label")
     fit_s = time.perf_counter() - t0
@@ -118,72 +123,46 @@ def bench_recforge_deepfm(
         "samples_per_s": round(len(train) / fit_s),
         "train_loop_samples_per_s": round(len(train) / max(1e-9, fit_s - encode_s)),
         "test_auc": round(_auc(test["label"].to_numpy(), p), 4),
+        "load": load,
         "model": model,
     }
 
 
 def bench_deepctr_deepfm(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, Any]:
-    from deepctr_torch.inputs import DenseFeat, SparseFeat
-    from deepctr_torch.models import DeepFM
+    """DeepCTR-Torch's DeepFM under the same settings (``ctr_pairs.PAIRS["deepfm"]``)."""
+    from benchmarks.ctr_pairs import PAIRS, fit_deepctr
 
-    sizes = vocab_sizes()
-    feats = [
-        SparseFeat(f"C{j + 1}", vocabulary_size=v, embedding_dim=DIM) for j, v in enumerate(sizes)
-    ]
-    feats += [DenseFeat(f"I{j + 1}", 1) for j in range(N_NUM)]
-    torch.manual_seed(0)
-    model = DeepFM(
-        feats,
-        feats,
-        dnn_hidden_units=HIDDEN,
-        l2_reg_linear=0.0,
-        l2_reg_embedding=0.0,
-        l2_reg_dnn=0.0,
-        dnn_dropout=0.0,
-        device="cpu",
-        seed=0,
-    )
-    model.compile(torch.optim.Adam(model.parameters(), lr=LR), "binary_crossentropy")
-    names = [f.name for f in feats]
-    x_train = {n: train[n].to_numpy() for n in names}
-    t0 = time.perf_counter()
-    model.fit(x_train, train["label"].to_numpy(), batch_size=BATCH, epochs=1, verbose=0)
-    fit_s = time.perf_counter() - t0
-    p = model.predict({n: test[n].to_numpy() for n in names}, batch_size=16384).ravel()
+    r = fit_deepctr("DeepFM", PAIRS["deepfm"].peer_params, train, test)
     return {
-        "fit_seconds": round(fit_s, 2),
-        "samples_per_s": round(len(train) / fit_s),
-        "test_auc": round(_auc(test["label"].to_numpy(), p), 4),
+        "fit_seconds": r["fit_s"],
+        "samples_per_s": r["samples_per_s"],
+        "test_auc": r["auc"],
+        "load": r["load"],
     }
 
 
-def bench_zoo(train: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """One epoch of every registered ranker on ``train``."""
-    from recforge import models
+def _deepfm_pair(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """The headline DeepFM run (dense recforge vs DeepCTR-Torch) as a ``ctr_pairs`` row."""
+    from benchmarks.ctr_pairs import PAIRS
 
-    out: dict[str, dict[str, Any]] = {}
-    for name in models.available("ranker"):
-        cls = models.get_class(name)
-        params: dict[str, Any] = {}
-        names = cls.param_names()
-        for key, value in (
-            ("embedding_dim", DIM),
-            ("epochs", 1),
-            ("batch_size", BATCH),
-            ("lr", LR),
-        ):
-            if key in names:
-                params[key] = value
-        try:
-            model = models.get(name, **params)
-            t0 = time.perf_counter()
-            model.fit(train, label="label")
-            s = time.perf_counter() - t0
-            out[name] = {"samples_per_s": round(len(train) / s), "fit_seconds": round(s, 2)}
-        except Exception as e:  # noqa: BLE001 - one failing model must not hide the others
-            log.warning("%s failed: %s", name, e)
-            out[name] = {"error": f"{type(e).__name__}: {e}"}
-    return out
+    def side(v: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "samples_per_s": v["samples_per_s"],
+            "fit_s": v["fit_seconds"],
+            "auc": v["test_auc"],
+            "load": v["load"],
+        }
+
+    pair = PAIRS["deepfm"]
+    return {
+        "peer": pair.peer,
+        "settings": pair.settings,
+        "note": pair.note,
+        "recforge": side(ours),
+        "deepctr": side(theirs),
+        "ratio": round(ours["samples_per_s"] / theirs["samples_per_s"], 2),
+        "auc_diff": round(ours["test_auc"] - theirs["test_auc"], 4),
+    }
 
 
 def bench_latency(model: Any, test: pd.DataFrame, n_calls: int = 200) -> dict[str, float]:
@@ -234,11 +213,16 @@ def run(
     test_rows: int | None = None,
     zoo_rows: int | None = None,
     rss_rows: int | None = None,
+    models: list[str] | None = None,
+    solo: list[str] | None = None,
     command: str = COMMAND,
 ) -> dict[str, Any]:
     """Run the whole benchmark; ``data_dir`` is unused (synthetic data). ``quick`` shrinks
     every size 10x (a smoke run); ``*_rows`` override single sizes (same data shape, fewer
-    rows, for a slow machine). Writes ``ctr_speed.json`` under ``out`` when given."""
+    rows, for a slow machine; ``zoo_rows``: the train rows of the side-by-side table, all
+    of them by default; ``rss_rows=0`` skips the memory run). ``models`` / ``solo``: the
+    ``ctr_pairs.PAIRS`` / ``SOLO`` keys to run (default all). Writes ``ctr_speed.json``
+    under ``out`` when given."""
     torch.set_num_threads(THREADS)
     scale = 10 if quick else 1
     n_train = train_rows or N_TRAIN // scale
@@ -262,6 +246,9 @@ def run(
         "load_average_start": round(os.getloadavg()[0], 1),
         "torch": torch.__version__,
     }
+    # warm-up, untimed: the first fit in a process pays torch's one-time start-up costs
+    bench_recforge_deepfm(train.iloc[:2048], test.iloc[:512], sparse=False)
+    bench_deepctr_deepfm(train.iloc[:2048], test.iloc[:512])
     ours_dense = bench_recforge_deepfm(train, test, sparse=False)
     ours_sparse = bench_recforge_deepfm(train, test, sparse=True)
     theirs = bench_deepctr_deepfm(train, test)
@@ -280,10 +267,17 @@ def run(
         "dense": round(ours_dense["samples_per_s"] / theirs["samples_per_s"], 2),
         "sparse": round(ours_sparse["samples_per_s"] / theirs["samples_per_s"], 2),
     }
-    zoo = train.iloc[: zoo_rows or N_ZOO // scale].reset_index(drop=True)
+    from benchmarks.ctr_pairs import PAIRS, bench_pairs
+
+    zoo = train.iloc[: zoo_rows or n_train].reset_index(drop=True)
     result["rows"]["zoo"] = len(zoo)
-    result["zoo"] = bench_zoo(zoo)
-    result["peak_rss"] = bench_peak_rss(rss_rows or N_RSS // scale)
+    names = [k for k in (models if models is not None else PAIRS) if k != "deepfm"]
+    pairs = bench_pairs(zoo, test, names, solo)
+    if (models is None or "deepfm" in models) and len(zoo) == len(train):
+        pairs["pairs"] = {"deepfm": _deepfm_pair(ours_dense, theirs), **pairs["pairs"]}
+    result["zoo"] = pairs
+    n_rss = N_RSS // scale if rss_rows is None else rss_rows
+    result["peak_rss"] = bench_peak_rss(n_rss) if n_rss else {}
     result["load_average_end"] = round(os.getloadavg()[0], 1)
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -333,15 +327,20 @@ def to_markdown(r: dict[str, Any], note: str | None = None) -> str:
             f"Peak RSS building {rss['rows']:,} rows and training DeepFM one epoch: "
             f"{rss['peak_rss_mib']:,} MiB ({rss['seconds']} s)."
         )
+    from benchmarks import ctr_pairs
+
     lines += [
         "",
-        f"Every registered ranker, one epoch on {r['rows'].get('zoo', N_ZOO):,} rows (model "
-        f"defaults, embedding 16, batch 4096):",
+        f"Every torch ranker that DeepCTR-Torch 0.3.0 also has, side by side with it: "
+        f"{r['rows']['zoo']:,} train rows, the same {r['rows']['test']:,} test rows, one "
+        f"epoch each, recforge then DeepCTR-Torch back to back in this process (load = the "
+        f"1-min load average before each fit, recforge's then DeepCTR-Torch's). Shared: "
+        f"embedding 16, MLP 400-400-400 wherever the model has one, no dropout/L2, Adam 1e-3, "
+        f"batch 4096; the settings column is set equal on both sides "
+        f"(`benchmarks/ctr_pairs.py`). ratio = recforge samples/s / DeepCTR-Torch's.",
         "",
+        ctr_pairs.to_markdown(r["zoo"]).rstrip("\n"),
     ]
-    lines += ["| model | samples/s |", "|---|---:|"]
-    for name, v in r["zoo"].items():
-        lines.append(f"| {name} | {v.get('samples_per_s', v.get('error', ''))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -353,11 +352,26 @@ def write_docs(path: str | Path, r: dict[str, Any], note: str | None = None) -> 
     section = to_markdown(r, note)
     if SECTION in text:
         start = text.index(SECTION)
-        nxt = text.find("\n## ", start + len(SECTION))
+        # up to the next heading: "### ..." subsections are other benchmarks' (ONNX latency)
+        ends = [text.find(h, start + len(SECTION)) for h in ("\n## ", "\n### ")]
+        nxt = min([e for e in ends if e != -1], default=-1)
         text = text[:start] + section + ("\n" + text[nxt + 1 :] if nxt != -1 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
+
+
+def _without_note(argv: list[str]) -> list[str]:
+    """The command-line arguments less ``--note TEXT`` (the note is prose, not a setting)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--note":
+            skip = True
+        elif not arg.startswith("--note="):
+            out.append(arg)
+    return out
 
 
 def main() -> None:
@@ -368,12 +382,15 @@ def main() -> None:
     )
     p.add_argument("--quick", action="store_true", help="10x smaller sizes (smoke run)")
     for name, default in (
-        ("train", N_TRAIN),
-        ("test", N_TEST),
-        ("zoo", N_ZOO),
-        ("rss", N_RSS),
+        ("train", f"{N_TRAIN:,}"),
+        ("test", f"{N_TEST:,}"),
+        ("zoo", "all train rows (the side-by-side table)"),
+        ("rss", f"{N_RSS:,}; 0 skips the memory run"),
     ):
-        p.add_argument(f"--{name}-rows", type=int, default=None, help=f"default {default:,}")
+        p.add_argument(f"--{name}-rows", type=int, default=None, help=f"default {default}")
+    p.add_argument("--models", default=None, help="comma-separated ctr_pairs.PAIRS keys")
+    p.add_argument("--solo", default=None, help="comma-separated ctr_pairs.SOLO keys ('' none)")
+    p.add_argument("--note", default=None, help="a paragraph under the docs heading")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     r = run(
@@ -383,11 +400,13 @@ def main() -> None:
         test_rows=a.test_rows,
         zoo_rows=a.zoo_rows,
         rss_rows=a.rss_rows,
-        command="python -m benchmarks.ctr_speed " + " ".join(sys.argv[1:]),
+        models=a.models.split(",") if a.models else None,
+        solo=[s for s in a.solo.split(",") if s] if a.solo is not None else None,
+        command="python -m benchmarks.ctr_speed " + " ".join(_without_note(sys.argv[1:])),
     )
     print(json.dumps(r, indent=2))
     if a.docs:
-        write_docs(a.docs, r)
+        write_docs(a.docs, r, a.note)
 
 
 if __name__ == "__main__":
