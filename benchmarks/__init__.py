@@ -50,6 +50,10 @@ BENCHES: dict[str, str] = {
     "onnx_latency": "benchmarks.onnx_latency:run",
     "ltr_funnel": "benchmarks.ltr_funnel:run",
     "content_cold": "benchmarks.content_cold:run",
+    "recall_scale": "benchmarks.recall_scale:run",
+    "recall_defaults": "benchmarks.recall_defaults:run",
+    "ease_memory": "benchmarks.ease_memory:run",
+    "cf_steps": "benchmarks.cf_steps:run",
 }
 
 

@@ -1,0 +1,36 @@
+"""benchmarks.recall_scale on tiny data: a child's row has the figures the table shows,
+and implicit's ALS run raw with our defaults gives our ALS's recall (same factors)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import recall_scale
+from recforge.data.splits import random_split
+from recforge.data.synth import SIZES, make_synthetic
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("recall_scale")
+    train, test = random_split(make_synthetic(**SIZES["tiny"]), 0.2, seed=0)
+    for name, part in (("train", train), ("eval", test)):
+        part.frame[["user", "item"]].to_parquet(out / f"{name}.parquet", index=False)
+    return out
+
+
+def test_child_rows_and_peer_parity(folder):
+    ours = recall_scale.run_child("als", folder, {"num_threads": 1})
+    peer = recall_scale.run_child("implicit_als", folder)
+    for row in (ours, peer):
+        assert 0 < row["recall@20"] <= 1 and row["peak_rss_mib"] > 0 and row["fit_s"] > 0
+        assert row["epochs"] == ours["params"]["iterations"]
+    assert peer["source"] == "implicit" and ours["source"] == "recforge"
+    assert peer["recall@20"] == pytest.approx(ours["recall@20"], abs=1e-6)
+    md = recall_scale.markdown(
+        [ours, peer, {"model": "x", "error": "boom"}],
+        {"rows": 1, "train_rows": 1, "eval_rows": 1, "users": 1, "items": 1},
+        "test",
+    )
+    assert md.startswith(recall_scale.SUBSECTION) and "| implicit_als | implicit |" in md
+    assert "not run: boom" in md
