@@ -20,6 +20,11 @@ the large run); ``--docs`` writes the section from what is there.
 
     nice -n 10 python -m benchmarks.out_of_core --rows 20000000 --compare-rows 1000000 \
         --out runs/ooc --docs docs/BENCHMARKS.md
+    # what docs/BENCHMARKS.md holds (a loaded 2-core machine): three runs, one --out
+    nice -n 10 python -m benchmarks.out_of_core --rows 0 --compare-rows 300000 --out runs/ooc
+    nice -n 10 python -m benchmarks.out_of_core --rows 2000000 --compare-rows 0 --out runs/ooc
+    nice -n 10 python -m benchmarks.out_of_core --rows 0 --compare-rows 0 \
+        --data-rows 20000000 --out runs/ooc --docs docs/BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -223,8 +228,10 @@ def markdown(r: dict[str, Any]) -> str:
             f"samples per CPU-second it needs about {cpu_min:.0f} CPU-minutes; the large run "
             f"above got {share:.0%} of a core on average (the machine's load average was "
             f"{g['load'][0]}-{g['load'][1]} on 2 cores), so 20M rows would have taken about "
-            f"{cpu_min / share / 60:.1f} hours here. What grows with the rows is the data "
-            f"path, measured alone at 20M rows below when that run is present.",
+            f"{cpu_min / share / 60:.1f} hours here. The training step's memory does not "
+            f"depend on the number of rows; the data path (the encoder's streaming pass and "
+            f"the shuffled reader, the parts that touch every row) is measured alone over "
+            f"20M rows where that run is present (`--data-rows`).",
             "",
         ]
     if "data" in r:
