@@ -10,6 +10,10 @@
       x_{l+1}  = Σ_i softmax_i(G x_l) E_i(x_l) + x_l       G: (n_experts, d), g = tanh
 
 Both take and return flat vectors (B, d): the concatenated field embeddings.
+
+The bias is shared by the experts and the gates sum to 1, so the mixture is computed as
+``x0 ⊙ (Σ_i g_i U_i c_i + b_l)``: one (B, E·r) x (E·r, d) product, never the (B, E, d)
+expert outputs.
 """
 
 from __future__ import annotations
@@ -79,14 +83,18 @@ class CrossNetworkV2(nn.Module):
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         """x0: (B, d) -> (B, d)."""
         x = x0
+        b, d = x0.shape
         for layer in range(self.n_layers):
             if self.low_rank is None:
                 x = x0 * (x @ self.weight[layer].T + self.bias[layer]) + x
                 continue
-            v = torch.tanh(torch.einsum("bd,edr->ber", x, self.V[layer]))  # (B, E, r)
-            c = torch.tanh(torch.einsum("ber,eqr->beq", v, self.C[layer]))  # (B, E, r)
-            u = torch.einsum("beq,edq->bed", c, self.U[layer])  # (B, E, d)
-            experts = x0.unsqueeze(1) * (u + self.bias[layer])  # (B, E, d)
+            e, r = self.n_experts, self.low_rank
+            v_all = self.V[layer].permute(1, 0, 2).reshape(d, e * r)  # (d, E*r)
+            v = torch.tanh(x @ v_all).view(b, e, r).transpose(0, 1)  # (E, B, r)
+            c = torch.tanh(torch.bmm(v, self.C[layer].transpose(1, 2)))  # (E, B, r)
             gate = torch.softmax(self.gates[layer](x), dim=-1)  # (B, E)
-            x = (gate.unsqueeze(-1) * experts).sum(dim=1) + x  # (B, d)
+            gc = (c * gate.T.unsqueeze(-1)).transpose(0, 1).reshape(b, e * r)  # (B, E*r)
+            u_all = self.U[layer].permute(0, 2, 1).reshape(e * r, d)  # (E*r, d)
+            mixed = gc @ u_all  # (B, d) = Σ_i g_i U_i c_i
+            x = x0 * (mixed + self.bias[layer]) + x  # the gates sum to 1: b_l once
         return x
