@@ -134,8 +134,10 @@ class SequentialRecommender(TorchRetrievalModel):
         reorder) should give close query vectors, InfoNCE with in-batch negatives at
         ``cl_temperature`` (0 = off, the default).
     time_limit_s: stop after the first epoch that ends past this many seconds of training
-        (every phase together, the first phase getting 80% when there are more; None = no
-        limit), keeping the best validated epoch.
+        (every phase together, counted from the start of the first, which ends by 80% of
+        it when there are more; every phase runs at least one epoch, so that BERT4Rec's
+        final-position fine-tuning always happens; None = no limit), keeping the best
+        validated epoch.
     """
 
     supports_history: ClassVar[bool] = True
@@ -215,6 +217,11 @@ class SequentialRecommender(TorchRetrievalModel):
                 f"{type(self).__name__}: need cl_weight >= 0 and cl_temperature > 0, got "
                 f"{self.cl_weight!r} and {self.cl_temperature!r}."
             )
+        if self.time_limit_s is not None and not float(self.time_limit_s) > 0:
+            raise ConfigError(
+                f"{type(self).__name__}: time_limit_s must be > 0 seconds or None (no limit), "
+                f"got {self.time_limit_s!r}."
+            )
         loss = resolve_loss(self.loss, self.n_items)
         torch.manual_seed(self.seed)
         self.sequences_ = sequence_matrix(
@@ -251,14 +258,16 @@ class SequentialRecommender(TorchRetrievalModel):
         for phase, epochs in enumerate(self._phases()):
             self._phase = phase
             left = None
-            if self.time_limit_s is not None:
-                limit = float(self.time_limit_s)  # > 0, checked by TrainConfig
-                left = limit - (time.perf_counter() - started)
-                if phase == 0:  # later phases keep FINAL_PHASES_SHARE of the budget
-                    left = limit * (1.0 - FINAL_PHASES_SHARE * (len(self._phases()) > 1))
-                elif left <= 0:
-                    log.info("%s: no time left for training phase %d", type(self).__name__, phase)
-                    break
+            if self.time_limit_s is not None:  # > 0, checked above
+                limit, spent = float(self.time_limit_s), time.perf_counter() - started
+                if phase == 0 and len(self._phases()) > 1:  # keep a share for the later ones
+                    limit *= 1.0 - FINAL_PHASES_SHARE
+                left = limit - spent
+                if left <= 0:  # every phase gets at least its first epoch
+                    log.info(
+                        "%s: phase %d past time_limit_s, one epoch", type(self).__name__, phase
+                    )
+                    left = 1e-9
 
             def batches(epoch: int, phase: int = phase) -> EpochBatches:
                 rng = np.random.default_rng([int(self.seed), phase, epoch])
