@@ -39,7 +39,8 @@ def test_bundle_is_one_unit_with_field_sources(bundle_dir, rec):
     src = {k: v["source"] for k, v in manifest["fields"].items()}
     assert src["user"] == "user_id" and src["item"] == "item_id"
     assert src["age"] == "user" and src["category"] == "item" and src["device"] == "context"
-    assert rec.context_fields == ["device"]
+    assert src["daypart"] == "context"  # the generator's time-of-day context
+    assert rec.context_fields == ["daypart", "device"]
 
 
 def test_recommend_runs_the_funnel(rec, log):
