@@ -2,12 +2,11 @@
 
 - kill -9 in the middle of acknowledged feedback at concurrency 16, restart: every
   acknowledged event is in the database, ``PRAGMA integrity_check`` is ok, ready within 5 s
-  (times the machine's oversubscription, load average / cores, where it is shared); three
-  times at random moments;
-- hot swap under load: 20 versions published while a client sends at a steady rate: no
-  failed request, no response mixing versions, p99 during the swaps within 1.5x steady (in
-  one of up to three attempts of 20 versions each: a shared machine's other jobs can spoil
-  one measurement window).
+  of the server's CPU time (and 5 s of wall time, or 2x a clean start where the shared
+  machine makes even that slower); three times at random moments;
+- hot swap under load: 20 versions published while clients send at a steady rate: no
+  failed request, no response mixing versions, p99 during the swaps within 1.5x steady
+  (steady and swap windows interleaved, so that a shared machine's load falls on both).
 """
 
 from __future__ import annotations
@@ -68,7 +67,8 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> float:
-        """Start and wait until /health/ready answers 200; returns the seconds it took."""
+        """Start and wait until /health/ready answers 200; returns the seconds it took (and
+        sets ``cpu_s``: the CPU seconds the server process used until then)."""
         t0 = time.monotonic()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
@@ -79,7 +79,9 @@ class Server:
                 raise AssertionError(f"server exited: {self.log.read_text()[-2000:]}")
             try:
                 if httpx.get(self.url + "/health/ready", timeout=1).status_code == 200:
-                    return time.monotonic() - t0
+                    wall = time.monotonic() - t0
+                    self.cpu_s = _cpu_seconds(self.proc.pid)
+                    return wall
             except httpx.HTTPError:
                 pass
             if time.monotonic() - t0 > timeout:
@@ -98,6 +100,12 @@ class Server:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill9()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _publish(bundle: Path, root: Path, tag: str, tmp: Path) -> None:
@@ -158,69 +166,64 @@ def test_kill9_mid_feedback_loses_no_acknowledged_event(tiny_recall_bundle, tmp_
             assert not missing, (
                 f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
             )
-            # ready within 5 s; on a shared machine where even a clean start takes longer,
-            # a restart after kill -9 may take no more than 2x the clean start (the other
-            # xdist worker shares the 2 cores: a clean start of 3.1 s and a restart of 5.3 s
-            # were seen in one run of the suite)
-            limit = max(5.0, 2.0 * first_start_s)
-            assert ready_s <= limit, (
-                f"ready {ready_s:.1f} s after kill -9 (clean start {first_start_s:.1f} s)"
+            # ready within 5 s: the server's own work to get ready (imports, WAL recovery,
+            # loading and warming up the version) is its CPU time, which a shared machine's
+            # other jobs do not stretch: at most 5 s. The wall time: 5 s, or 2x a clean start
+            # where even that is slower (the other xdist worker and other jobs share the 2
+            # cores: a clean start of 3.1 s and a restart of 5.3 s were seen in one run)
+            why = (
+                f"ready {ready_s:.1f} s after kill -9 ({server.cpu_s:.1f} CPU s; clean start "
+                f"{first_start_s:.1f} s; load average {os.getloadavg()[0]:.1f})"
             )
-            print(f"round {rnd}: {len(acked)} acknowledged, all stored; ready in {ready_s:.1f} s")
+            assert server.cpu_s <= 5.0, why
+            assert ready_s <= max(5.0, 2.0 * first_start_s), why
+            print(f"round {rnd}: {len(acked)} acknowledged, all stored; {why}")
     finally:
         server.stop()
 
 
-ATTEMPTS = 3  # timing on a shared 2-core machine: the p99 bound may take a quieter moment
+SWAPS, STEADY_S, RATE, CLIENTS = 20, 0.5, 60.0, 4
 
 
 def test_hot_swap_under_load(tiny_recall_bundle, tmp_path):  # noqa: F811
-    """Per attempt: 20 new versions while 4 clients send 40 requests/s. Every attempt: 0
-    failed requests, versions only move forward per client, the old versions unloaded. The
-    p99 bound must hold in one of ``ATTEMPTS`` attempts (each with 20 fresh versions): other
-    jobs on a shared machine can make any one window slow."""
-    root = tmp_path / "root"
+    """20 new versions published while 4 clients send 60 requests/s on a fixed schedule: 0
+    failed requests, versions only move forward per client (no response from an older
+    version after a newer one), the old versions unloaded, and the p99 while versions swap
+    within 1.5x the steady p99.
+
+    Steady and swap windows interleave 20 times (a steady window of ``STEADY_S``, then a
+    swap window from the publish until the new version serves alone), so that a shared
+    machine's other jobs fall on both phases alike; about 600 and 400 requests give each
+    p99 its own handful of samples. Publishing is staged: ``publish`` writes each copy into
+    a staging root before any timing, and the timed step is its atomic rename into the
+    served root (the step a scanner can see), so the client's own copying and fsyncs stay
+    out of the latencies."""
+    root, stage = tmp_path / "root", tmp_path / "stage"
     _publish(tiny_recall_bundle, root, "v0", tmp_path)
-    staged = []  # copies with their own manifest version, made before any timing
-    for i in range(1, 20 * ATTEMPTS + 1):
-        src = tmp_path / f"stage-{i}"
+    (stage / "demo").mkdir(parents=True)
+    (stage / "demo" / "1").mkdir()  # staged copies get the served root's next numbers
+    staged = []
+    for i in range(1, SWAPS + 1):
+        src = tmp_path / f"src-{i}"
         shutil.copytree(tiny_recall_bundle, src)
         set_bundle_version(src, f"v{i}")
-        staged.append(src)
+        staged.append(publish(src, stage / "demo"))  # complete, READY, fsynced
+        shutil.rmtree(src)
     server = Server(root, "--poll-interval", "0.05")
     server.start()
-    ratios = []
-    try:
-        for attempt in range(ATTEMPTS):
-            p99_steady, p99_swap = _swap_under_load(server, root, staged, 20 * attempt)
-            ratios.append(p99_swap / p99_steady)
-            print(
-                f"attempt {attempt}: p99 steady {p99_steady:.1f} ms, during swaps {p99_swap:.1f} ms"
-            )
-            if ratios[-1] <= 1.5:
-                break
-    finally:
-        server.stop()
-    assert min(ratios) <= 1.5, f"p99 during swaps / steady p99 in each attempt: {ratios}"
-
-
-def _swap_under_load(server: Server, root: Path, staged: list[Path], first: int) -> tuple:
-    """Publish staged[first:first + 20] in 4 rounds while clients run; check correctness and
-    return (steady p99, p99 during swaps) in ms."""
-    rate, clients = 40.0, 4  # requests/s in all, steady (open loop: a fixed schedule)
-    results: list[tuple[float, str, float, int, str | None]] = []  # (t, phase, ms, client, v)
+    results: list[tuple[float, float, int, str]] = []  # (sent, ms, client, version)
     failures: list[str] = []
-    phase = ["steady"]
+    windows: list[tuple[float, float]] = []
     stop = threading.Event()
 
     def client(c: int) -> None:
-        period = clients / rate
-        nxt = time.monotonic() + c * period / clients
+        period = CLIENTS / RATE
+        nxt = time.monotonic() + c * period / CLIENTS
         with httpx.Client(base_url=server.url) as http:
             while not stop.is_set():
                 time.sleep(max(0.0, nxt - time.monotonic()))
                 nxt += period
-                t0 = time.perf_counter()
+                sent, t0 = time.monotonic(), time.perf_counter()
                 try:
                     r = http.post("/v1/recommend", json={"user": f"u{c}", "k": 10}, timeout=5)
                     ok = r.status_code == 200
@@ -230,40 +233,47 @@ def _swap_under_load(server: Server, root: Path, staged: list[Path], first: int)
                 if not ok:
                     failures.append(str(r))
                     continue
-                results.append((time.monotonic(), phase[0], ms, c, r.json()["version"]))
+                results.append((sent, ms, c, r.json()["version"]))
 
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(CLIENTS)]
     for t in threads:
         t.start()
-    try:  # steady and swap windows alternate, so that a shared machine's drift hits both
-        for rnd in range(4):
-            phase[0] = "steady"
-            time.sleep(1.2)
-            phase[0] = "swap"
-            for src in staged[first + 5 * rnd : first + 5 * rnd + 5]:
-                publish(src, root / "demo")
-                time.sleep(0.15)
-            last, deadline = f"v{first + 5 * rnd + 5}", time.monotonic() + 10
-            while (
-                httpx.post(server.url + "/v1/recommend", json={"user": "u0"}).json()["version"]
-                != last
-            ):
-                assert time.monotonic() < deadline, f"{last} never took over"
-                time.sleep(0.05)
-        phase[0] = "steady"
-        time.sleep(1.2)
+    try:
+        with httpx.Client(base_url=server.url) as admin:
+            for d in staged:
+                time.sleep(STEADY_S)
+                t0 = time.monotonic()
+                os.rename(d, root / "demo" / d.name)  # the publish a scanner sees
+                deadline = t0 + 15
+                while True:  # the swap window: until the new version serves alone
+                    (entry,) = admin.get("/v1/models").json()["models"]
+                    if [v["version"] for v in entry["versions"]] == [int(d.name)]:
+                        break
+                    assert time.monotonic() < deadline, f"version {d.name} never took over"
+                    time.sleep(0.01)
+                windows.append((t0, time.monotonic()))
+            time.sleep(STEADY_S)
     finally:
         stop.set()
         for t in threads:
             t.join(10)
-    models = httpx.get(server.url + "/v1/models").json()["models"]
-    assert failures == []
-    for c in range(clients):  # a client never sees an older version after a newer one
-        seen = [int(v[1:]) for (_, _, _, cc, v) in sorted(results) if cc == c]
+        server.stop()
+    assert failures == [], failures[:3]
+    for c in range(CLIENTS):  # a client never sees an older version after a newer one
+        seen = [int(v[1:]) for (_, _, cc, v) in sorted(results) if cc == c]
         assert seen and np.all(np.diff(seen) >= 0), seen
-    (entry,) = models
-    newest = first + 21  # directory version of the last one published
-    assert [v["version"] for v in entry["versions"]] == [newest]  # the old versions unloaded
-    steady = [ms for (_, p, ms, _, _) in results if p == "steady"]
-    swap = [ms for (_, p, ms, _, _) in results if p == "swap"]
-    return float(np.percentile(steady, 99)), float(np.percentile(swap, 99))
+    assert {v for *_, v in results} >= {"v0", f"v{SWAPS}"}
+    starts, ends = np.array(windows).T
+    sent = np.array([r[0] for r in results])
+    ms = np.array([r[1] for r in results])
+    k = np.searchsorted(starts, sent, side="right") - 1  # the last window begun before
+    in_swap = (k >= 0) & (sent <= ends[np.maximum(k, 0)])
+    steady, swap = ms[~in_swap], ms[in_swap]
+    p99_steady, p99_swap = np.percentile(steady, 99), np.percentile(swap, 99)
+    msg = (
+        f"p99 steady {p99_steady:.1f} ms ({len(steady)} requests), during swaps "
+        f"{p99_swap:.1f} ms ({len(swap)}); load average {os.getloadavg()[0]:.1f}"
+    )
+    print(msg)
+    assert len(swap) >= 200 and len(steady) >= 400, msg
+    assert p99_swap <= 1.5 * p99_steady, msg

@@ -89,14 +89,22 @@ def safe_name(name: Any, *, what: str, where: str | Path) -> str:
 
 
 def verify_files(
-    path: str | Path, files: Any, *, required: Iterable[str], where: str | Path
+    path: str | Path,
+    files: Any,
+    *,
+    required: Iterable[str],
+    where: str | Path,
+    hashed_later: Iterable[str] = (),
 ) -> None:
     """Check a manifest's ``files`` map (``{name: sha256}``) against directory ``path``.
 
     Every name in ``required`` must be listed; every listed name must be safe (see
     ``safe_name``), resolve inside ``path``, exist and match its checksum. ``where`` (the
-    manifest file) goes into the error message.
+    manifest file) goes into the error message. ``hashed_later``: names whose content the
+    caller's loader checks against another manifest pinned by this one (a bundle's parts),
+    so that a load hashes every byte once; they are still checked for all the rest.
     """
+    hashed_later = set(hashed_later)
     path = Path(path)
     if not isinstance(files, dict):
         raise ArtifactError(f"{where}: 'files' must be an object of {{name: sha256}}.")
@@ -116,7 +124,7 @@ def verify_files(
             raise ArtifactError(f"{f}: missing from {path}.")
         if not f.resolve().is_relative_to(root):
             raise ArtifactError(f"{f}: is a link that points outside {path}; refused.")
-        if sha256_file(f) != digest:
+        if name not in hashed_later and sha256_file(f) != digest:
             raise ArtifactError(f"{f}: checksum mismatch; the file is corrupt or was edited.")
 
 

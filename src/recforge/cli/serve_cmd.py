@@ -139,6 +139,13 @@ def bundle_info(path: str) -> None:
     help="A version whose warm-up is slower never takes traffic.",
 )
 @click.option(
+    "--loader-nice",
+    default=10,
+    show_default=True,
+    type=click.IntRange(0, 19),
+    help="With --models: loads run in a thread this many nice steps below the requests.",
+)
+@click.option(
     "--runtime",
     "runtime_file",
     type=click.Path(dir_okay=False, exists=True),
@@ -173,6 +180,7 @@ def serve(
     poll_interval: float,
     memory_budget_mb: float | None,
     warmup_budget_ms: float,
+    loader_nice: int,
     runtime_file: str | None,
     feedback_url: str | None,
     rate_limit: float,
@@ -188,7 +196,10 @@ def serve(
     if demo:
         bundle_dir = demo_bundle(click.echo)
     if workers > 1 and (models_root or feedback_url):
-        raise ConfigError("serve: --models and --feedback run in one process; drop --workers.")
+        raise ConfigError(
+            "serve: --models and --feedback run in one process; drop --workers and run "
+            "replicas behind a load balancer instead (docs/OPERATIONS.md, 'Several processes')."
+        )
     settings = ServerSettings(
         host=host,
         port=port,
@@ -202,6 +213,7 @@ def serve(
         memory_budget_mb=memory_budget_mb,
         warmup_budget_ms=warmup_budget_ms,
         runtime_file=runtime_file,
+        loader_nice=loader_nice,
         feedback_url=feedback_url,
         rate_limit_rps=rate_limit,
     ).with_env_keys()

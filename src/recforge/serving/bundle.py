@@ -254,12 +254,15 @@ def read_bundle_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def verify_bundle(path: str | Path) -> dict[str, Any]:
+def verify_bundle(path: str | Path, *, deep: bool = True) -> dict[str, Any]:
     """Check every file of a bundle without loading a model; returns the manifest.
 
     Raises ``ArtifactError`` naming the file when one is missing, corrupt (checksum), not
     listed in bundle.json, or listed with a name that leaves the directory; and when a
-    part the manifest names (recall, ranker, tables) has no files.
+    part the manifest names (recall, ranker, tables) has no files. ``deep=False`` (what
+    ``load_bundle`` uses) leaves the weights, states and Faiss files of the parts to their
+    loaders, which hash them against the part's own manifest, itself checksummed here: a
+    load then reads and hashes every byte once instead of twice, with the same guarantee.
     """
     path = Path(path)
     manifest = read_bundle_manifest(path)
@@ -272,7 +275,8 @@ def verify_bundle(path: str | Path) -> dict[str, Any]:
     ]
     for part in [p for p in parts if p]:
         safe_name(part, what="part", where=path / MANIFEST)
-    verify_files(path, files, required=(), where=path / MANIFEST)
+    later = () if deep else [n for n in files if _hashed_by_part(path, n, manifest)]
+    verify_files(path, files, required=(), where=path / MANIFEST, hashed_later=later)
     listed = set(files) | {MANIFEST, READY_MARKER}  # the model repository's marker
     for f in path.rglob("*"):
         if f.is_file() and f.relative_to(path).as_posix() not in listed:
@@ -283,13 +287,29 @@ def verify_bundle(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def _hashed_by_part(path: Path, name: str, manifest: dict[str, Any]) -> bool:
+    """Whether a part's loader hashes ``name`` against a part manifest listed (so pinned) in
+    bundle.json: a model's weights/state (``artifacts.read_artifact``), a Faiss index file
+    (``verify_index``), under the recall or ranker part."""
+    from recforge.artifacts import MANIFEST as MODEL_MANIFEST
+    from recforge.artifacts import REQUIRED_FILES
+    from recforge.index.faiss_index import CONFIG_FILE, INDEX_FILE
+
+    parts = [p for p in (manifest.get("recall"), manifest.get("ranker")) if p]
+    if not any(name.startswith(f"{p}/") for p in parts):
+        return False
+    parent, _, base = name.rpartition("/")
+    guard = {**dict.fromkeys(REQUIRED_FILES, MODEL_MANIFEST), INDEX_FILE: CONFIG_FILE}.get(base)
+    return guard is not None and f"{parent}/{guard}" in manifest["files"]
+
+
 def load_bundle(path: str | Path) -> Bundle:
     """Verify and load a bundle directory."""
     from recforge import models
     from recforge.pipeline import RecallPipeline
 
     path = Path(path)
-    manifest = verify_bundle(path)
+    manifest = verify_bundle(path, deep=False)  # the parts' loaders hash their own files
     try:
         pipeline = RecallPipeline.load(path / manifest["recall"])
         ranker = models.load(path / manifest["ranker"]) if manifest.get("ranker") else None

@@ -121,7 +121,7 @@ class Recommender:
         if table is not None:
             aligned = table.reindex(ids)
             for col in aligned.columns:
-                if aligned[col].map(_is_scalar).all():
+                if _scalar_column(aligned[col]):
                     self.item_values[col] = aligned[col].to_numpy(dtype=object)
         self.filter_fields = sorted(self.item_values)
 
@@ -625,6 +625,20 @@ class Recommender:
 
 def _is_scalar(v: Any) -> bool:
     return v is None or isinstance(v, str | int | float | bool | np.generic)
+
+
+_SCALAR_KINDS = {"string", "integer", "floating", "mixed-integer-float", "boolean", "empty"}
+
+
+def _scalar_column(col: pd.Series) -> bool:
+    """Whether every value is a scalar (a filterable item column): by dtype or pandas'
+    type inference in C, per value in Python only for mixed object columns (a load of a
+    large catalogue then holds the interpreter for less)."""
+    if col.dtype != object:
+        return True
+    if pd.api.types.infer_dtype(col, skipna=True) in _SCALAR_KINDS:
+        return True
+    return bool(col.map(_is_scalar).all())
 
 
 def _kind_of(ids: np.ndarray) -> str:

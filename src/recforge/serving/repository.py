@@ -278,7 +278,10 @@ class VersionManager:
     (otherwise: the schema of the version serving now, if any). ``on_event``: called with
     ``(event, record)`` for metrics (``loaded``, ``failed``, ``unloaded``). ``load_share``: the
     largest share of the interpreter a load may take from the request threads (see
-    ``run_yielding``); 1.0 lets it run flat out. ``runtime``: where each name's runtime
+    ``run_yielding``); 1.0 lets it run flat out. ``loader_nice``: loads (and the freeing of
+    unloaded versions) run in one dedicated thread whose scheduling priority is lowered by
+    this many nice steps (Linux: a thread's own nice value), so that on busy cores the
+    kernel runs request threads before it; 0 keeps the process's priority. ``runtime``: where each name's runtime
     parameters are read (``recforge.serving.runtime``); re-read by ``reload_runtime`` and by
     ``sync`` when a file changed, applied to every loaded version of the name at once.
     """
@@ -297,6 +300,7 @@ class VersionManager:
         schemas: Mapping[str, dict[str, Any]] | None = None,
         on_event: Callable[[str, VersionRecord], None] | None = None,
         runtime: RuntimeFiles | None = None,
+        loader_nice: int = 10,
     ) -> None:
         for n in names or []:
             if not NAME_RE.match(n):
@@ -310,6 +314,7 @@ class VersionManager:
         if not 0 < load_share <= 1:
             raise ConfigError(f"load_share {load_share!r}: a fraction in (0, 1].")
         self.load_share = load_share
+        self._loads = _LoaderThread(loader_nice)
         self._policies: dict[str, Policy] = dict(policies or {})
         self._schemas: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (schemas or {}).items()}
         self.on_event = on_event
@@ -492,7 +497,8 @@ class VersionManager:
         with self._sync_lock:
             with self._lock:
                 dead, self._graveyard = self._graveyard, []
-            run_yielding(dead.clear, self.load_share)  # the last references: freed here
+            if dead:  # the last references: freed here, in the loader thread
+                self._loads.run(lambda: run_yielding(dead.clear, self.load_share))
             disk = self.source.scan()
             self._last_scan = disk
             names = self.names if self.names is not None else sorted(disk)
@@ -704,7 +710,9 @@ class VersionManager:
             )
         t0 = time.perf_counter()
         try:
-            servable = run_yielding(lambda: self.loader.load(dv.path), self.load_share)
+            servable = self._loads.run(
+                lambda: run_yielding(lambda: self.loader.load(dv.path), self.load_share)
+            )
         except Exception as e:  # the gate: any load error is the version's failure reason
             return self._fail(rec, f"load: {type(e).__name__}: {e}")
         try:
@@ -797,6 +805,32 @@ class VersionManager:
                 self.on_event(event, rec)
             except Exception:  # metrics must never break a load
                 log.exception("version event hook failed")
+
+
+class _LoaderThread:
+    """One long-lived thread that runs every load at a lower scheduling priority (``nice``
+    steps above the process's; Linux sets it per thread). A thread's priority cannot be
+    raised back without privileges, so loads never run in a request or watcher thread."""
+
+    def __init__(self, nice: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.nice = int(nice)
+        self._pool = ThreadPoolExecutor(1, "recforge-loader", initializer=self._lower)
+
+    def _lower(self) -> None:
+        if self.nice <= 0 or not hasattr(os, "setpriority"):
+            return
+        try:
+            tid = threading.get_native_id()
+            now = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, now + self.nice))
+        except OSError as e:  # not permitted here: loads run at the process's priority
+            log.warning("loader thread priority unchanged: %s", e)
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` in the loader thread; its result or exception, here."""
+        return self._pool.submit(fn).result()
 
 
 def run_yielding(fn: Callable[[], Any], share: float, slice_s: float = 0.001) -> Any:
@@ -896,6 +930,7 @@ def open_repository(settings: Any) -> tuple[VersionManager, Watcher]:
         memory_budget_bytes=None if mb is None else int(mb * 2**20),
         warmup_budget_s=settings.warmup_budget_ms / 1000,
         runtime=runtime,
+        loader_nice=settings.loader_nice,
     )
     manager.sync()
     if manager._runtime_error:  # refuse to start on a bad runtime file, as on a bad flag

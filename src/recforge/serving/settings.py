@@ -30,6 +30,7 @@ class ServerSettings:
     memory_budget_mb: float | None = None  # loaded versions' size on disk may not exceed it
     warmup_budget_ms: float = 2000.0  # a version whose warm-up is slower never serves
     runtime_file: str | None = None  # runtime parameters per name (serving/runtime.py)
+    loader_nice: int = 10  # loads run this many nice steps below the request threads
     # feedback
     feedback_url: str | None = None  # sqlite://PATH[?synchronous=NORMAL] or postgresql://...
     feedback_history: int = 50  # stored events read back as a request's history

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from recforge.artifacts import MANIFEST as MODEL_MANIFEST
-from recforge.artifacts import read_json, verify_artifact
+from recforge.artifacts import read_json, read_manifest, verify_artifact
 from recforge.exceptions import ArtifactError
 from recforge.serving.bundle import MANIFEST as BUNDLE_MANIFEST
 from recforge.serving.bundle import Bundle, RerankConfig, load_bundle, verify_bundle
@@ -60,7 +60,10 @@ def verify_servable(path: str | Path) -> dict[str, Any]:
         return verify_bundle(path)
     if kind == "recall":
         return RecallPipeline.verify(path)
-    manifest = verify_artifact(path)
+    return _retrieval_only(path, verify_artifact(path))
+
+
+def _retrieval_only(path: str | Path, manifest: dict[str, Any]) -> dict[str, Any]:
     if manifest.get("kind") != "retrieval":
         raise ArtifactError(
             f"{Path(path) / MODEL_MANIFEST}: a {manifest.get('kind')!r} model "
@@ -79,12 +82,14 @@ def load_servable(path: str | Path) -> Bundle:
     kind = kind_of(path)
     if kind == "bundle":
         return load_bundle(path)
-    manifest = verify_servable(path)
+    # the loaders verify every file as they read it (one hashing pass)
+    manifest = read_json(path / RECALL_MANIFEST) if kind == "recall" else {}
     try:
         if kind == "recall":
             pipeline = RecallPipeline.load(path)
             name = "recall"
         else:
+            manifest = _retrieval_only(path, read_manifest(path))
             model = models.load(path)
             name = model.name
             pipeline = RecallPipeline(
