@@ -118,10 +118,11 @@ def parse_params(data: Any, where: str, path: str = "") -> RuntimeParams:
     """A ``RuntimeParams`` from a mapping; an error names the file ``where`` and the field
     (under ``path``, e.g. ``models.demo``)."""
     at = f"{where}: {path}." if path else f"{where}: "
+    loc = f"{where}: {path}" if path else where  # where the mapping itself is
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{at.rstrip('. ')}: expected a mapping of runtime parameters.")
+        raise ConfigError(f"{loc}: expected a mapping of runtime parameters.")
     data = dict(data)
     channels = data.pop("channels", None) or {}
     if not isinstance(channels, dict):
@@ -136,9 +137,7 @@ def parse_params(data: Any, where: str, path: str = "") -> RuntimeParams:
             parsed[str(name)] = ChannelParams(**spec)
         except ConfigError as e:
             raise ConfigError(f"{here}.{e}") from None
-    check_keys(
-        data, [f.name for f in fields(RuntimeParams) if f.name != "channels"], at.rstrip(". ")
-    )
+    check_keys(data, [f.name for f in fields(RuntimeParams) if f.name != "channels"], loc)
     try:
         return RuntimeParams(channels=parsed, **data)
     except ConfigError as e:
