@@ -96,7 +96,7 @@ class SynthConfig:
     n_tags: int = 40  # tag vocabulary; an item's tags follow its latent vector
     n_cities: int = 20  # cities; a city sets its users' price sensitivity
     device_effect: float = 0.5  # std of the per-(device, category) preference bias
-    daypart_effect: float = 0.8  # std of the per-(time of day, category) preference bias
+    daypart_effect: float = 1.0  # std of the per-(time of day, category) preference bias
     n_candidates: int = (
         16  # importance-resampling candidates per interaction (more = closer to exact)
     )

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "bundle.json"
 FORMAT = "recforge.bundle"
 FORMAT_VERSION = 1
-SOURCES = ("user_id", "item_id", "user", "item", "context")
+SOURCES = ("user_id", "item_id", "user", "item", "context", "recall", "cross")
 READY_MARKER = "READY"  # written last by `recforge models publish` (serving/repository.py)
 
 
@@ -108,15 +108,23 @@ def field_sources(
 
     A field reads column ``f.source or f.name`` of the training frame: ``user``/``item`` are
     the ids, a column of the user (item) table, or that name with a ``user_`` (``item_``)
-    prefix (``jobs.ranking_frame`` adds one on a clash), comes from that table; anything
-    else is request context.
+    prefix (``jobs.ranking_frame`` adds one on a clash), comes from that table; a
+    ``recall_*`` column is the candidate's place in the request's recall and an ``a|b``
+    column the cross of two such columns (``recforge.pipeline.candidate_features``);
+    anything else is request context.
     """
+    from recforge.pipeline.candidate_features import RECALL_PREFIX, cross_parts
+
     user_cols = [] if user_table is None else list(user_table.columns)
     item_cols = [] if item_table is None else list(item_table.columns)
     out: dict[str, dict[str, str]] = {}
     for f in ranker.encoder_.fields_:
         col = f.source or f.name
-        if col == "user":
+        if col.startswith(RECALL_PREFIX):
+            out[f.name] = {"source": "recall", "column": col}
+        elif cross_parts(col) is not None:
+            out[f.name] = {"source": "cross", "column": col}
+        elif col == "user":
             out[f.name] = {"source": "user_id", "column": "user"}
         elif col == "item":
             out[f.name] = {"source": "item_id", "column": "item"}
@@ -127,6 +135,12 @@ def field_sources(
         else:
             out[f.name] = {"source": "context", "column": col}
     return out
+
+
+def _parts(spec: dict[str, str]) -> list[str]:
+    from recforge.pipeline.candidate_features import cross_parts
+
+    return cross_parts(spec["column"]) or []
 
 
 def write_bundle(
@@ -175,6 +189,7 @@ def write_bundle(
             if table is None:
                 continue
             keep = {v["column"] for v in fields.values() if v["source"] == key}
+            keep |= {p for v in fields.values() if v["source"] == "cross" for p in _parts(v)}
             if key == "item":
                 keep |= set(table.columns)  # every item column can be a request filter
             if not keep:

@@ -29,6 +29,12 @@ import pandas as pd
 from recforge.data.features import CATEGORICAL, MULTI, NUMERIC, EncodedFeatures
 from recforge.data.vocab import IdVocab
 from recforge.exceptions import ConfigError, DataError, UnknownIdError
+from recforge.pipeline.candidate_features import (
+    cross_parts,
+    cross_values,
+    missing_recall_columns,
+    recall_columns,
+)
 from recforge.serving.bundle import Bundle, RerankConfig
 from recforge.serving.runtime import RuntimeParams
 
@@ -134,8 +140,20 @@ class Recommender:
         self._cat_fields = enc.fields_of(CATEGORICAL)
         self._num_fields = enc.fields_of(NUMERIC)
         self._multi_fields = enc.fields_of(MULTI)
+        # recall features and crosses (recforge.pipeline.candidate_features), per request
+        self._request_fields = {
+            n: v for n, v in self.fields.items() if v["source"] in ("recall", "cross")
+        }
+        tables = [t for t in (self.bundle.item_table, self.bundle.user_table) if t is not None]
+        cross_ctx = {
+            p
+            for v in self._request_fields.values()
+            if v["source"] == "cross"
+            for p in cross_parts(v["column"])
+            if not any(p in t.columns for t in tables)
+        }
         self.context_fields = sorted(
-            {v["column"] for v in self.fields.values() if v["source"] == "context"}
+            {v["column"] for v in self.fields.values() if v["source"] == "context"} | cross_ctx
         )
         items = self.catalogue.raw_ids
         item_frame = pd.DataFrame({"item": pd.Series(items, dtype=object)})
@@ -259,7 +277,7 @@ class Recommender:
 
         top = rows[: rt.rerank.rank_top]
         if self.ranker is not None and len(top):
-            x = self._assemble(cand.items[top], user, context)
+            x = self._assemble(cand.items[top], user, context, (cand, top))
             t.append(time.perf_counter())  # features
             rank_scores = self._rank(x, cand.items[top], user, context)
         else:
@@ -366,7 +384,12 @@ class Recommender:
             raise DataError(f"items: at most {max_k * 10} items per call.", column="items")
         context = self._check_context(context)
         idx = self.catalogue.index(ids, unknown="mask")
-        x = self._assemble(idx, user, context)
+        cand_rows = None
+        if any(v["source"] == "recall" for v in self._request_fields.values()):
+            cand = self.pipeline.candidates(user)  # where recall put each item, if it did
+            at = {int(i): r for r, i in enumerate(cand.items)}
+            cand_rows = (cand, np.array([at.get(int(i), -1) for i in idx], dtype=np.int64))
+        x = self._assemble(idx, user, context, cand_rows)
         p = self._rank(x, idx, user, context)
         return {
             "user": self._out_id(user),
@@ -518,16 +541,23 @@ class Recommender:
         return out
 
     # ------------------------------------------------------------------ features
-    def _assemble(self, items: np.ndarray, user: Any, context: dict[str, Any]) -> EncodedFeatures:
+    def _assemble(
+        self, items: np.ndarray, user: Any, context: dict[str, Any], cand: Any = None
+    ) -> EncodedFeatures:
         """The ranker's encoded input for candidate catalogue indices ``items`` (-1: an item
-        the bundle does not know) of one raw ``user`` (unknown users: unknown features)."""
+        the bundle does not know) of one raw ``user`` (unknown users: unknown features).
+        cand: (Candidates, rows): where each item sits in the request's recall (row -1:
+        not recalled), for rankers trained with recall features."""
         n = len(items)
         known = items >= 0
         safe = np.where(known, items, 0)
         urow = self._users_pos.get(user) if self._users_pos is not None else -1
+        request = self._request_columns(items, user, context, cand) if self._request_fields else {}
 
         def one(f: Any, j: int, item_cols: dict, user_cols: dict) -> np.ndarray:
             spec = self.fields[f.name]
+            if spec["source"] in ("recall", "cross"):
+                return self._enc.encode_field(f, pd.Series(request[spec["column"]]))
             if j in item_cols:
                 return np.where(known, item_cols[j][safe], 0)
             if j in user_cols:
@@ -563,6 +593,42 @@ class Recommender:
                 m = np.zeros((n, f.max_len), dtype=np.int64)
             multi[f.name] = m
         return EncodedFeatures(cat, num, multi)
+
+    def _request_columns(
+        self, items: np.ndarray, user: Any, context: dict[str, Any], cand: Any
+    ) -> dict[str, np.ndarray]:
+        """Raw values of the recall and cross columns for ``items`` (``_assemble``)."""
+        n = len(items)
+        out: dict[str, np.ndarray] = {}
+        recall = [v["column"] for v in self._request_fields.values() if v["source"] == "recall"]
+        if recall:
+            if cand is None:
+                out.update(missing_recall_columns(recall, n, 1))
+            else:
+                c, rows = cand
+                found = rows >= 0
+                out.update(missing_recall_columns(recall, n, len(c.items)))
+                got = recall_columns(c, rows[found])
+                for col in recall:
+                    if col in got:
+                        out[col][found] = got[col]
+        users = self.bundle.user_table
+        for v in self._request_fields.values():
+            parts = cross_parts(v["column"]) if v["source"] == "cross" else None
+            if parts is None:
+                continue
+            values = []
+            for p in parts:
+                if p in self.item_values:
+                    col = self.item_values[p][np.where(items >= 0, items, 0)].copy()
+                    col[items < 0] = None
+                elif users is not None and p in users.columns:
+                    col = np.full(n, users[p].get(user) if user in users.index else None, object)
+                else:
+                    col = np.full(n, context.get(p), dtype=object)
+                values.append(col)
+            out[v["column"]] = cross_values(values)
+        return out
 
     def _frame(self, items: np.ndarray, user: Any, context: dict[str, Any]) -> pd.DataFrame:
         """The ranker's input as a DataFrame (rankers without ``predict_proba_encoded``)."""
