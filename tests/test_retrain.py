@@ -44,7 +44,8 @@ JOB = {
     "evaluate": {"k": 10, "max_users": 300},
     "name": "loop",
 }
-# the worse recipe: popularity alone (funnel NDCG@10 on the held-out slice 0.434 vs ALS 0.464)
+# the worse recipe: popularity alone (funnel NDCG@10 on the held-out slice 0.434 vs ALS 0.464
+# on the synthetic log of 2026-12-01 before it gained a daypart context; still below ALS after)
 POPULAR = {**JOB, "recall": {"channels": [{"name": "pop", "model": "most_popular"}], "k": 100}}
 
 
@@ -129,7 +130,7 @@ def test_events_to_a_server_retrain_hot_reload_and_recommendations_move(first_ve
         events = [{"user": user, "item": i, "type": "click", "key": f"c{i}"} for i in clicks]
         r = http.post("/v1/feedback", json={"events": events}, headers={"X-API-Key": F})
         assert r.json() == {"stored": 20, "duplicates": 0}
-        before = http.post("/v1/recommend", json={"user": user, "k": 10}).json()
+        before = http.post("/v1/recommend", json={"user": user, "k": 30}).json()
         share_before = np.mean([e["item"] in cluster for e in before["items"]])
 
         job = _job_file(tmp_path, JOB)
@@ -148,10 +149,12 @@ def test_events_to_a_server_retrain_hot_reload_and_recommendations_move(first_ve
                 break
             assert time.monotonic() < deadline, m
             time.sleep(0.1)
-        after = http.post("/v1/recommend", json={"user": user, "k": 10}).json()
+        after = http.post("/v1/recommend", json={"user": user, "k": 30}).json()
         share_after = np.mean([e["item"] in cluster for e in after["items"]])
         assert after["version"] != before["version"]  # answered by the new bundle
-        assert share_after >= share_before + 0.25, (share_before, share_after)
+        # at least 5 more of the top 30 from the cluster (0.20-0.33 more for the users with
+        # the shortest histories in a check outside the server, 0.07 for a 27-event history)
+        assert share_after >= share_before + 0.15, (share_before, share_after)
 
         res = _retrain(db, job, root)  # nothing new: nothing done, nothing published
         assert res.exit_code == 4, res.output
