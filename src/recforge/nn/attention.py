@@ -39,6 +39,14 @@ class AttentionalPooling(nn.Module):
         rows, cols = pairwise_index(n_fields)
         self.register_buffer("rows", rows, persistent=False)
         self.register_buffer("cols", cols, persistent=False)
+        # one-hot (P, F) selectors: the pair factors e_i, e_j as two matmuls, whose backward
+        # is a matmul too (gathering with rows/cols scatters P x D values per row in the
+        # backward, ~1.7x slower on CPU at 39 fields)
+        pick = torch.eye(n_fields)
+        self.register_buffer("pick_i", pick[rows], persistent=False)
+        self.register_buffer("pick_j", pick[cols], persistent=False)
+        self.register_buffer("upper", rows * n_fields + cols, persistent=False)  # (P,) in F*F
+        self.n_fields = n_fields
         self.attention = nn.Sequential(
             nn.Linear(embedding_dim, attention_dim),
             nn.ReLU(),
@@ -48,9 +56,13 @@ class AttentionalPooling(nn.Module):
 
     def forward(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """emb: (B, F, D) -> (pooled (B, D), weights (B, P)); weights sum to 1 per row."""
-        pairs = emb[:, self.rows] * emb[:, self.cols]  # (B, P, D)
+        b, f, _ = emb.shape
+        pairs = torch.matmul(self.pick_i, emb) * torch.matmul(self.pick_j, emb)  # (B, P, D)
         weights = torch.softmax(self.attention(pairs).squeeze(-1), dim=1)  # (B, P)
-        pooled = (self.dropout(weights).unsqueeze(-1) * pairs).sum(dim=1)  # (B, D)
+        # Σ_{i<j} a_ij e_i ⊙ e_j = Σ_i e_i ⊙ (A e)_i with A (B, F, F) the weights above the
+        # diagonal: one bmm instead of a (B, P, D) weighted copy of the pairs
+        a = weights.new_zeros(b, f * f).index_copy(1, self.upper, self.dropout(weights))
+        pooled = (torch.bmm(a.view(b, f, f), emb) * emb).sum(dim=1)  # (B, D)
         return pooled, weights
 
 
