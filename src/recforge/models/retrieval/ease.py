@@ -10,7 +10,9 @@ held whole), lambda is added to its diagonal, a blocked in-place Cholesky factor
 inverse (``spd_inverse_inplace``) overwrite it with P, and B is made from P in place. Peak
 memory is about ``4 * n_items^2`` bytes (6.4 GB at 40,000 items) plus X; the model keeps
 that same buffer as B. Before allocating, fit compares this estimate with the memory
-available and refuses with an error that says how much it needs.
+available and refuses with an error that says how much it needs. Measured on Amazon Beauty
+(12,092 items, ``benchmarks.ease_memory``): the fit adds 805 MiB to the process's peak
+RSS, against 4,524 MiB for the float64 fit this replaced.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ assembles their inputs (``retrieval_loss``), including mined hard negatives.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -78,12 +79,15 @@ def torch_csr(m: sp.spmatrix) -> torch.Tensor:
     kernel with no sort or coalesce (LightGCN's step on a 1.28M-edge graph: ~2x faster)."""
     csr = sp.csr_matrix(m, dtype=np.float32)
     csr.sort_indices()
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(csr.indptr.astype(np.int64)),
-        torch.from_numpy(csr.indices.astype(np.int64)),
-        torch.from_numpy(csr.data),
-        csr.shape,
-    )
+    with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support", UserWarning)
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(csr.indptr.astype(np.int64)),
+            torch.from_numpy(csr.indices.astype(np.int64)),
+            torch.from_numpy(csr.data),
+            csr.shape,
+            check_invariants=False,  # a valid SciPy CSR; checks would cost every batch
+        )
 
 
 class _SparseMM(torch.autograd.Function):
