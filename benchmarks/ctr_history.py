@@ -319,7 +319,7 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
         f"({sizes.get('train')} / {sizes.get('valid')} / {sizes.get('test')} rows). "
         f"Embedding {EMBEDDING_DIM}, Adam lr {LR}, batch {BATCH_SIZE}, at most {EPOCHS} epochs, "
         f"epoch chosen on validation AUC, {THREADS} thread, one seed. Our models at their "
-        "defaults (DIN/DIEN/DSIN: Dice; BST: leaky ReLU; DeepFM: MLP (200, 80) ReLU). "
+        "defaults (DIN/DIEN/DSIN: Dice, DIN with softmax-normalised attention; BST: leaky ReLU; DeepFM: MLP (200, 80) ReLU). "
         "DeepCTR-Torch 0.3.0 gets our encoded codes, the same attention (80, 40) with Dice "
         "and MLP (200, 80) widths, its default ReLU in the MLP (its Dice there expects 3-D "
         "input), AUGRU and negative sampling for DIEN. GAUC = share of users whose next item "
