@@ -61,7 +61,7 @@ RECALL_COLUMNS = (
     "coverage@20",
     "fit_s",
 )
-RANK_TOP = 100  # recall candidates the ranker re-ranks per request
+RANK_TOP = 50  # recall candidates the ranker re-ranks per request
 CONTEXT = ("device", "daypart")  # request context the ranker reads
 CROSSES = (("daypart", "category"), ("device", "category"))  # context x item crosses
 RANKERS: dict[str, dict[str, Any]] = {
