@@ -47,6 +47,7 @@ CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
         "f128 r0.1 a5": {"factors": 128, "regularization": 0.1, "alpha": 5.0},
         "f128 r1 a10": {"factors": 128, "regularization": 1.0, "alpha": 10.0},
         "f128 r0.1 a20": {"factors": 128, "regularization": 0.1, "alpha": 20.0},
+        "f64 r0.1 a20": {"factors": 64, "regularization": 0.1, "alpha": 20.0},
     },
     "bpr": {
         "default": {},
@@ -159,6 +160,7 @@ def run(
     *,
     model_names: tuple[str, ...] = tuple(CANDIDATES),
     datasets: tuple[str, ...] = ("ml-100k", "ml-latest-small", "beauty", "synthetic"),
+    candidates: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Score every candidate of every model on every validation split; returns
     {"results": {model: {candidate: {dataset: metrics}}}, "markdown": str}."""
@@ -169,6 +171,8 @@ def run(
     for m in model_names:
         results[m] = {}
         for cand, params in CANDIDATES[m].items():
+            if candidates is not None and cand not in candidates:
+                continue
             results[m][cand] = {}
             for ds, (train, valid) in splits.items():
                 r = score(m, params, train, valid)
@@ -205,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--models", default=",".join(CANDIDATES))
     ap.add_argument("--datasets", default="ml-100k,ml-latest-small,beauty,synthetic")
+    ap.add_argument("--candidates", default=None, help="comma-separated subset (default: all)")
     ap.add_argument("--docs", default=None)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -212,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         args.data_dir,
         model_names=tuple(args.models.split(",")),
         datasets=tuple(args.datasets.split(",")),
+        candidates=tuple(args.candidates.split(",")) if args.candidates else None,
     )
     print(result["markdown"])
     if args.docs:

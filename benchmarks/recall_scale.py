@@ -137,6 +137,7 @@ def _implicit_peer(kind: str, train: Any) -> tuple[Any, dict[str, Any], float]:
     params = {k: v for k, v in ours.get_params().items() if k in PEER_KEYS[kind]}
     # the vocabularies and seen matrix, without training (iterations are what we time)
     shell = models.get(kind, **{**params, "iterations": 1}, num_threads=THREADS).fit(train)
+    params.update(_resolved(shell))  # ALS's data-dependent defaults, as our fit used them
     if kind == "als":
         from implicit.cpu.als import AlternatingLeastSquares as Est
     else:
@@ -149,6 +150,13 @@ def _implicit_peer(kind: str, train: Any) -> tuple[Any, dict[str, Any], float]:
     shell.user_factors_ = np.ascontiguousarray(est.user_factors, dtype=np.float32)
     shell.item_factors_ = np.ascontiguousarray(est.item_factors, dtype=np.float32)
     return shell, params, fit_s
+
+
+def _resolved(model: Any) -> dict[str, Any]:
+    """Hyperparameters a model resolved at fit from None defaults (ALS's ``alpha_``...)."""
+    return {
+        k: getattr(model, k + "_") for k in ("alpha", "regularization") if hasattr(model, k + "_")
+    }
 
 
 PEER_KEYS = {
@@ -175,7 +183,7 @@ def run_child(name: str, folder: Path, params: dict[str, Any] | None = None) -> 
         model.fit(train)
         fit_s = time.perf_counter() - t
         source = "recforge"
-        shown = model.get_params()
+        shown = {**model.get_params(), **_resolved(model)}
     t = time.perf_counter()
     res = full_ranking(model, test, k=K, metrics=("recall", "ndcg"))
     epochs = _epochs(model) if source == "recforge" else shown.get("iterations")
