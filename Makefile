@@ -35,8 +35,8 @@ lint: $(STAMP)
 
 # Peers for side-by-side benchmarks (deepctr-torch without deps so torch stays on the CPU wheel).
 $(VENV)/.bench: $(STAMP)
-	$(BIN)/pip install -q --no-deps 'deepctr-torch==0.3.0'
-	$(BIN)/pip install -q 'requests>=2,<3'
+	$(BIN)/pip install -q --no-deps 'deepctr-torch==0.3.0' 'recbole==1.2.0' 'thop>=0.1.1.post2209072238' 'kmeans-pytorch==0.3'
+	$(BIN)/pip install -q 'requests>=2,<3' 'colorlog==4.7.2' 'colorama==0.4.4' 'texttable>=1.6,<2' 'tensorboard>=2.5,<3'
 	touch $(VENV)/.bench
 
 # Benchmarks live in benchmarks/ (repository tools, not the installed package).

@@ -39,6 +39,7 @@ BENCHES: dict[str, str] = {
     "hard_negatives": "benchmarks.hard_negatives:run",
     "seq_beauty": "benchmarks.seq_beauty:run",
     "ctr_history": "benchmarks.ctr_history:run",
+    "seq_recbole": "benchmarks.seq_recbole:run",
     "eval_memory": "benchmarks.eval_memory:run",
     "serving_latency": "benchmarks.serving_latency:run",
     "batch_inference": "benchmarks.batch_inference:run",
