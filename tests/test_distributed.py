@@ -107,3 +107,34 @@ def test_two_processes_match_one(tmp_path):
     assert sorted(x.name for x in (tmp_path / "two").iterdir()) == sorted(
         x.name for x in (tmp_path / "one").iterdir()
     )  # rank 1 wrote nothing of its own
+
+
+@pytest.mark.xdist_group("ddp")
+def test_a_resumed_two_process_run_equals_a_straight_one(tmp_path):
+    """Killed after 2 epochs (a run asked for 2, with a checkpoint) and resumed to 4 under the
+    same 2 ranks: the same model as 4 epochs in one go."""
+
+    def job(out: str, epochs: int, ckpt: Path | None) -> Path:
+        path = _job(tmp_path, out)
+        cfg = yaml.safe_load(path.read_text())
+        cfg["model"]["params"].update(epochs=epochs, patience=10)
+        if ckpt is not None:
+            cfg["model"]["params"]["checkpoint_dir"] = str(ckpt)
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    straight = _train(job("straight", 4, None), 2)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    ckpt = tmp_path / "ck"
+    first = _train(job("first", 2, ckpt), 2)
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = _train(job("resumed", 4, ckpt), 2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = models.load(tmp_path / "straight")
+    b = models.load(tmp_path / "resumed")
+    assert b.train_history_.resumed_from == 2 and b.train_history_.world_size == 2
+    np.testing.assert_allclose(b.train_history_.train_loss, a.train_history_.train_loss, rtol=1e-6)
+    from recforge.data.synth import SIZES, make_ctr_frame, make_synthetic
+
+    frame = make_ctr_frame(make_synthetic(**SIZES["tiny"], seed=0), n_negatives=1).head(300)
+    np.testing.assert_allclose(b.predict_proba(frame), a.predict_proba(frame), rtol=1e-5)
