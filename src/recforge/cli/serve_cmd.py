@@ -154,6 +154,21 @@ def bundle_info(path: str) -> None:
     "re-read when it changes (with --models).",
 )
 @click.option(
+    "--precomputed",
+    "precomputed_dir",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="With --bundle: a `recforge batch-recommend` output over the same bundle; plain "
+    "requests are answered from its lists while they are fresh.",
+)
+@click.option(
+    "--precomputed-max-age",
+    default=86_400.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds after the batch job finished during which its lists answer.",
+)
+@click.option(
     "--feedback",
     "feedback_url",
     default=None,
@@ -182,6 +197,8 @@ def serve(
     warmup_budget_ms: float,
     loader_nice: int,
     runtime_file: str | None,
+    precomputed_dir: str | None,
+    precomputed_max_age: float,
     feedback_url: str | None,
     rate_limit: float,
 ) -> None:
@@ -195,6 +212,11 @@ def serve(
         raise ConfigError("serve: give --bundle DIR, --models ROOT, or --demo for a demo bundle.")
     if demo:
         bundle_dir = demo_bundle(click.echo)
+    if precomputed_dir and models_root:
+        raise ConfigError(
+            "serve: --precomputed serves with --bundle (one bundle, one batch job over it); "
+            "with --models every version would need its own lists."
+        )
     if workers > 1 and (models_root or feedback_url):
         raise ConfigError(
             "serve: --models and --feedback run in one process; drop --workers and run "
@@ -213,6 +235,8 @@ def serve(
         memory_budget_mb=memory_budget_mb,
         warmup_budget_ms=warmup_budget_ms,
         runtime_file=runtime_file,
+        precomputed_dir=precomputed_dir,
+        precomputed_max_age_s=precomputed_max_age,
         loader_nice=loader_nice,
         feedback_url=feedback_url,
         rate_limit_rps=rate_limit,
@@ -253,6 +277,12 @@ def run_server(bundle_dir: str, settings, echo=click.echo) -> None:
     source = SingleBundle(rec)
     if settings.runtime_file:  # read once: reloads need --models
         apply_file(rec, settings.runtime_file, source.name)
+    if settings.precomputed_dir:
+        from recforge.serving.precomputed import Precomputed
+
+        rec.use_precomputed(
+            Precomputed.load(settings.precomputed_dir, settings.precomputed_max_age_s)
+        )
     warm = rec.warmup()
     serve_source(
         source,
@@ -334,6 +364,8 @@ def serve_source(
             os.environ["RECFORGE_HOST"] = settings.host  # workers check keys as the parent did
             os.environ["RECFORGE_RATE_LIMIT"] = str(settings.rate_limit_rps)
             os.environ["RECFORGE_RUNTIME"] = settings.runtime_file or ""
+            os.environ["RECFORGE_PRECOMPUTED"] = settings.precomputed_dir or ""
+            os.environ["RECFORGE_PRECOMPUTED_MAX_AGE"] = str(settings.precomputed_max_age_s)
             uvicorn.run(
                 "recforge.serving.app:app_from_env",
                 factory=True,

@@ -160,5 +160,10 @@ def app_from_env() -> FastAPI:
     source = SingleBundle(rec)
     if os.environ.get("RECFORGE_RUNTIME"):
         apply_file(rec, os.environ["RECFORGE_RUNTIME"], source.name)
+    if os.environ.get("RECFORGE_PRECOMPUTED"):
+        from recforge.serving.precomputed import Precomputed
+
+        age = float(os.environ.get("RECFORGE_PRECOMPUTED_MAX_AGE", 86_400))
+        rec.use_precomputed(Precomputed.load(os.environ["RECFORGE_PRECOMPUTED"], age))
     rec.warmup()
     return create_app(source, settings)

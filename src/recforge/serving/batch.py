@@ -12,6 +12,9 @@ The source is a retrieval model directory (its batched ``recommend``), a recall 
 directory (its merged candidates) or a serving bundle (the whole funnel, one user at a
 time). Worker processes each load the source themselves from disk; only user ids and
 chunk numbers travel between processes.
+
+``recforge serve --bundle DIR --precomputed OUT`` answers plain requests from a finished
+job's lists while they are fresh (``serving/precomputed.py``).
 """
 
 from __future__ import annotations

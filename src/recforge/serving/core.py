@@ -110,6 +110,13 @@ class Recommender:
         self._prepare_items()
         self._prepare_ranker()
         self._rt = _Runtime(self.rerank)
+        self.precomputed: Any = None  # serving.precomputed.Precomputed, set by use_precomputed
+
+    def use_precomputed(self, store: Any) -> None:
+        """Answer plain requests from ``store`` (``serving.precomputed``) while it is fresh;
+        refuses lists computed over another bundle version."""
+        store.check_source(self.bundle.version)
+        self.precomputed = store
 
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
@@ -254,6 +261,13 @@ class Recommender:
         excl = self.catalogue.get_many(excl_ids) if excl_ids else np.zeros(0, np.int64)
         excl = np.concatenate([excl[excl >= 0], rt.deny_items])
         hist = self._coerce_list(history, "item")
+        if self.precomputed is not None and not (
+            hist or context or allowed or excl_ids or explain or rt.params
+        ):
+            hit = self.precomputed.get(user, k)
+            if hit is not None:
+                items = [self._out_id(i) for i in hit[0]]
+                return Recommendation(self._out_id(user), items, hit[1], self.bundle.version, False)
 
         cand = self.pipeline.candidates(
             user,
@@ -451,6 +465,7 @@ class Recommender:
             "filter_fields": self.filter_fields,
             "rerank": m["rerank"],
             "runtime": self._rt.params,
+            "precomputed": None if self.precomputed is None else self.precomputed.describe(),
             "metrics": m.get("metrics", {}),
         }
 

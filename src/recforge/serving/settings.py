@@ -30,6 +30,8 @@ class ServerSettings:
     memory_budget_mb: float | None = None  # loaded versions' size on disk may not exceed it
     warmup_budget_ms: float = 2000.0  # a version whose warm-up is slower never serves
     runtime_file: str | None = None  # runtime parameters per name (serving/runtime.py)
+    precomputed_dir: str | None = None  # a batch-recommend output (serving/precomputed.py)
+    precomputed_max_age_s: float = 86_400.0  # its lists answer while younger than this
     loader_nice: int = 10  # loads run this many nice steps below the request threads
     # feedback
     feedback_url: str | None = None  # sqlite://PATH[?synchronous=NORMAL] or postgresql://...
