@@ -34,13 +34,21 @@ def served(tiny_recall_bundle, tmp_path):  # noqa: F811
     return rec, store, live, recs
 
 
+def _reverse(store: Precomputed, user) -> list:
+    """Reverse ``user``'s stored list in place; returns the list as it was."""
+    a, b = store.spans[user]
+    items = store.items[a:b].tolist()
+    store.items, store.scores = store.items.copy(), store.scores.copy()  # Arrow's are read-only
+    store.items[a:b] = store.items[a:b][::-1].copy()
+    store.scores[a:b] = store.scores[a:b][::-1].copy()
+    return items
+
+
 def test_plain_requests_come_from_the_lists_while_fresh(served):
     rec, store, live, _ = served
-    assert store.k == 20 and sorted(store.lists) == USERS
+    assert store.k == 20 and sorted(store.spans) == USERS
     assert all(rec.recommend(u, k=10).items == live[u] for u in USERS)  # same bundle, same lists
-    # make the stored list recognisable: the server answers from it
-    items, scores = store.lists["u3"]
-    store.lists["u3"] = (items[::-1], scores[::-1])
+    items = _reverse(store, "u3")  # make the stored list recognisable: the server answers from it
     assert rec.recommend("u3", k=5).items == items[::-1][:5]
     client = TestClient(create_app(SingleBundle(rec), ServerSettings()))
     r = client.post("/v1/recommend", json={"user": "u3", "k": 5})
@@ -58,13 +66,11 @@ def test_plain_requests_come_from_the_lists_while_fresh(served):
 
 
 def test_a_stale_store_answers_nothing(served):
-    rec, store, live, recs = served
-    items, scores = store.lists["u3"]
-    store.lists["u3"] = (items[::-1], scores[::-1])
+    rec, _, live, recs = served
     old = time.time() - 7200
     os.utime(recs / SUCCESS, (old, old))
     stale = Precomputed.load(recs, max_age_s=3600)
-    stale.lists["u3"] = store.lists["u3"]
+    _reverse(stale, "u3")
     rec.use_precomputed(stale)
     assert not stale.fresh() and rec.recommend("u3", k=5).items == live["u3"][:5]
 

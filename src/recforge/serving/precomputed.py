@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from recforge.exceptions import ConfigError
@@ -32,18 +33,26 @@ class Precomputed:
 
     def __init__(
         self,
-        lists: dict[Any, tuple[list[Any], list[float]]],
+        frame: pd.DataFrame,
         *,
         k: int,
         written_at: float,
         max_age_s: float,
         job: dict[str, Any],
     ) -> None:
+        """``frame``: the job's rows (user, rank, item, score). Held as two arrays in user,
+        rank order plus each user's row span: no Python object per stored item."""
         if max_age_s < 0:
             raise ConfigError(f"precomputed max age: {max_age_s} is negative; give seconds >= 0.")
-        self.lists, self.k, self.written_at, self.max_age_s, self.job = (
-            lists, k, written_at, max_age_s, job,
-        )  # fmt: skip
+        frame = frame.sort_values(["user", "rank"], kind="stable")
+        self.items = frame["item"].to_numpy()
+        self.scores = frame["score"].to_numpy(dtype=np.float64)
+        users = frame["user"].to_numpy()
+        starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else []
+        ends = np.r_[starts[1:], len(users)] if len(users) else []
+        self.spans = {u.item() if isinstance(u, np.generic) else u: (int(a), int(b))
+                      for u, a, b in zip(users[starts], starts, ends)}  # fmt: skip
+        self.k, self.written_at, self.max_age_s, self.job = k, written_at, max_age_s, job
 
     @classmethod
     def load(cls, path: str | Path, max_age_s: float = 86_400.0) -> Precomputed:
@@ -60,14 +69,10 @@ class Precomputed:
         job = json.loads((path / JOB).read_text())
         parts = sorted(path.glob("part-*.parquet"))
         frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-        frame = frame.sort_values(["user", "rank"], kind="stable")
-        lists = {
-            user: (g["item"].tolist(), g["score"].astype(float).tolist())
-            for user, g in frame.groupby("user", sort=False)
-        }
         written_at = (path / SUCCESS).stat().st_mtime
-        log.info("precomputed: %d users x top %d from %s", len(lists), job["k"], path)
-        return cls(lists, k=int(job["k"]), written_at=written_at, max_age_s=max_age_s, job=job)
+        store = cls(frame, k=int(job["k"]), written_at=written_at, max_age_s=max_age_s, job=job)
+        log.info("precomputed: %d users x top %d from %s", len(store.spans), store.k, path)
+        return store
 
     def check_source(self, version: str) -> None:
         """Refuse lists computed from another bundle version than ``version``."""
@@ -89,14 +94,15 @@ class Precomputed:
         """The stored top ``k`` of ``user``, or None (stale, k too large, user not covered)."""
         if k > self.k or not self.fresh():
             return None
-        hit = self.lists.get(user)
-        if hit is None:
+        span = self.spans.get(user)
+        if span is None:
             return None
-        return hit[0][:k], hit[1][:k]
+        a, b = span[0], min(span[1], span[0] + k)
+        return self.items[a:b].tolist(), self.scores[a:b].tolist()
 
     def describe(self) -> dict[str, Any]:
         return {
-            "users": len(self.lists),
+            "users": len(self.spans),
             "k": self.k,
             "age_s": round(time.time() - self.written_at, 1),
             "max_age_s": self.max_age_s,
