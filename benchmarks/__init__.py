@@ -128,6 +128,16 @@ def run_bench(
     return fn(resolve_data_dir(data_dir), out=out)
 
 
+def report(result: dict[str, Any], docs: str | Path | None, section: str) -> None:
+    """What every benchmark's ``main`` ends with: print the result's markdown and, with
+    ``docs``, replace its ``### `` subsection inside ``section`` of that file."""
+    from benchmarks.recall_zoo import update_docs
+
+    print(result["markdown"])
+    if docs:
+        print(f"updated {update_docs(result['markdown'], docs, section)}")
+
+
 def format_result(result: dict[str, Any]) -> str:
     """A result for a terminal: its ``markdown`` summary where it has one (the tables that
     go into docs/BENCHMARKS.md), else its fields as indented ``key: value`` lines."""

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks import REPO
-from benchmarks.recall_zoo import SECTION, update_docs
+from benchmarks import REPO, report
+from benchmarks.recall_zoo import SECTION
 
 log = logging.getLogger(__name__)
 
@@ -311,9 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks import resolve_data_dir
 
     result = run(resolve_data_dir(args.data_dir), out=args.out, parts=tuple(args.parts.split(",")))
-    print(result["markdown"])
-    if args.docs:
-        print(f"updated {update_docs(result['markdown'], args.docs, SECTION)}")
+    report(result, args.docs, SECTION)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import report
 from recforge import models
 from recforge.data.interactions import Interactions
 from recforge.metrics import rank_metrics_from_hits
@@ -291,11 +292,7 @@ def main(argv: list[str] | None = None) -> None:
         datasets=tuple(args.datasets.split(",")),
         model_names=tuple(args.models.split(",")),
     )
-    print(result["markdown"])
-    if args.docs:
-        from benchmarks.recall_zoo import update_docs
-
-        print(f"updated {update_docs(result['markdown'], args.docs, SECTION)}")
+    report(result, args.docs, SECTION)
 
 
 if __name__ == "__main__":

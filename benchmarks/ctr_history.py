@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks import report
 from recforge import metrics, models
 from recforge.data import Interactions
 from recforge.data.history import history_samples
@@ -366,11 +367,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     names = tuple(n for n in args.models.split(",") if n)
     result = run(args.data_dir, args.out, model_names=names, train_targets=args.train_targets)
-    print(result["markdown"])
-    if args.docs:
-        from benchmarks.recall_zoo import update_docs
-
-        print(f"updated {update_docs(result['markdown'], args.docs, SECTION)}")
+    report(result, args.docs, SECTION)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks import report
 from recforge import models
 from recforge.data.interactions import Interactions
 from recforge.data.splits import user_temporal_split
@@ -230,11 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     result = run(args.data_dir, args.out)
-    print(result["markdown"])
-    if args.docs:
-        from benchmarks.recall_zoo import update_docs
-
-        print(f"updated {update_docs(result['markdown'], args.docs, SECTION)}")
+    report(result, args.docs, SECTION)
 
 
 if __name__ == "__main__":

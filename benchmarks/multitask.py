@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks import report
 from recforge import models
 from recforge.data.interactions import Interactions
 from recforge.data.splits import random_split
@@ -224,11 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     kw = {"model_names": tuple(args.models.split(","))} if args.models else {}
     result = run(resolve_data_dir(args.data_dir), args.out,
                  datasets=tuple(args.datasets.split(",")), **kw)  # fmt: skip
-    print(result["markdown"])
-    if args.docs:
-        from benchmarks.recall_zoo import update_docs
-
-        print(f"updated {update_docs(result['markdown'], args.docs, SECTION)}")
+    report(result, args.docs, SECTION)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import report
+
 log = logging.getLogger(__name__)
 
 SECTION = "## Ranking speed"
@@ -133,11 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     result = run(args.data_dir, args.out)
-    print(result["markdown"])
-    if args.docs:
-        from benchmarks.recall_zoo import update_docs
-
-        print(f"updated {update_docs(result['markdown'], args.docs, SECTION)}")
+    report(result, args.docs, SECTION)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks import report
 from recforge import models as registry
 from recforge.data.interactions import Interactions
 from recforge.data.readers.sequences import read_sequences
@@ -228,7 +229,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from benchmarks import resolve_data_dir
-    from benchmarks.recall_zoo import update_docs
 
     if args.combine:
         parts = [json.loads(Path(p).read_text()) for p in args.combine]
@@ -236,9 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.notes:
             result["notes"] = Path(args.notes).read_text().strip().splitlines()
         result["markdown"] = to_markdown(result)
-        print(result["markdown"])
-        if args.docs:
-            print(f"updated {update_docs(result['markdown'], args.docs, SECTION)}")
+        report(result, args.docs, SECTION)
         return
     result = run(
         resolve_data_dir(args.data_dir),
@@ -247,9 +245,7 @@ def main(argv: list[str] | None = None) -> None:
         seeds=tuple(int(s) for s in args.seeds.split(",")),
         params=json.loads(args.params),
     )
-    print(result["markdown"])
-    if args.docs:
-        print(f"updated {update_docs(result['markdown'], args.docs, SECTION)}")
+    report(result, args.docs, SECTION)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks import report
 from recforge import models as registry
 from recforge.data.interactions import Interactions
 from recforge.data.sequences import sequence_lengths, sequence_matrix
@@ -232,11 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     result = run(args.data_dir, out=args.out, epochs=args.epochs, seed=args.seed)
-    print(result["markdown"])
-    if args.docs:
-        from benchmarks.recall_zoo import update_docs
-
-        print(f"updated {update_docs(result['markdown'], args.docs, SECTION)}")
+    report(result, args.docs, SECTION)
 
 
 if __name__ == "__main__":
