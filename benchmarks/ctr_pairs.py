@@ -6,9 +6,10 @@ Each pair trains recforge's model (``fit(frame)``, encoding included) and DeepCT
 scores the same test rows. Shared settings: embedding 16, MLPs 400-400-400 ReLU wherever a
 model has one, no dropout / batch norm / L2, Adam lr 1e-3, batch 4096, one shuffled epoch,
 2 torch threads. Model-specific settings are set equal on both sides (``PAIRS``); where the
-two implementations differ in maths that no setting aligns, ``PAIRS`` says so (DeepCTR-Torch
-feeds dense fields raw into its DNN and keeps them out of the interaction layers, which see
-the 26 categorical fields; recforge embeds every field).
+two implementations differ in maths that no setting aligns, ``PAIRS`` says so. Numeric
+columns: DeepCTR-Torch feeds its ``DenseFeat`` values raw into the DNN input and the linear
+part and keeps them out of the interaction layers, which see the 26 categorical fields;
+every recforge model here runs with the same setting, ``numeric="dense"`` (``DENSE``).
 
 Models with no DeepCTR-Torch counterpart (FFM, FNN, OPNN's superposition form, LR) are
 timed alone in the same run (``SOLO``).
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 DIM, HIDDEN, BATCH, LR, THREADS = 16, (400, 400, 400), 4096, 1e-3, 2
 NO_L2 = {"l2_reg_linear": 0.0, "l2_reg_embedding": 0.0}
+DENSE = {"numeric": "dense"}  # numeric columns as DeepCTR-Torch's DenseFeat: see the docstring
 
 
 @dataclass(frozen=True)
@@ -50,20 +52,26 @@ class Pair:
     note: str = ""  # what differs between the two implementations
     label: str = field(default="")  # the row's name (default: model)
 
+    @property
+    def settings_text(self) -> str:
+        """``settings`` plus the recforge ``numeric`` setting, for the table."""
+        mode = self.params.get("numeric")
+        return f"{self.settings}; numeric={mode}" if mode else self.settings
+
 
 PAIRS: dict[str, Pair] = {
     p.label or p.model: p
     for p in (
         Pair(
             "deepfm",
-            {"hidden": HIDDEN},
+            {"hidden": HIDDEN, **DENSE},
             "DeepFM",
             {"dnn_hidden_units": HIDDEN, "l2_reg_dnn": 0.0, "dnn_dropout": 0.0, **NO_L2},
             "MLP 400x3",
         ),
         Pair(
             "fm",
-            {},
+            {**DENSE},
             "DeepFM",
             {"dnn_hidden_units": (), **NO_L2},
             "linear + FM",
@@ -71,22 +79,21 @@ PAIRS: dict[str, Pair] = {
         ),
         Pair(
             "nfm",
-            {"hidden": HIDDEN, "bi_dropout": 0.0},
+            {"hidden": HIDDEN, "bi_dropout": 0.0, **DENSE},
             "NFM",
             {"dnn_hidden_units": HIDDEN, "bi_dropout": 0.0, "l2_reg_dnn": 0.0, **NO_L2},
             "MLP 400x3 over the bi-interaction",
         ),
         Pair(
             "afm",
-            {"attention_dim": 8},
+            {"attention_dim": 8, **DENSE},
             "AFM",
             {"attention_factor": 8, "l2_reg_att": 0.0, **NO_L2},
             "attention 8",
-            "recforge attends over 741 pairs of 39 fields, DeepCTR-Torch over 325 of 26",
         ),
         Pair(
             "xdeepfm",
-            {"cin_layers": (128, 128), "split_half": True, "hidden": HIDDEN},
+            {"cin_layers": (128, 128), "split_half": True, "hidden": HIDDEN, **DENSE},
             "xDeepFM",
             {
                 "cin_layer_size": (128, 128),
@@ -97,11 +104,10 @@ PAIRS: dict[str, Pair] = {
                 **NO_L2,
             },
             "CIN 128-128 split half, MLP 400x3",
-            "CIN over 39 fields vs 26",
         ),
         Pair(
             "dcn",
-            {"n_cross": 3, "hidden": HIDDEN, "linear": True},
+            {"n_cross": 3, "hidden": HIDDEN, "linear": True, **DENSE},
             "DCN",
             {
                 "cross_num": 3,
@@ -115,7 +121,7 @@ PAIRS: dict[str, Pair] = {
         ),
         Pair(
             "dcnv2",
-            {"n_cross": 3, "hidden": HIDDEN, "linear": True},
+            {"n_cross": 3, "hidden": HIDDEN, "linear": True, **DENSE},
             "DCN",
             {
                 "cross_num": 3,
@@ -129,7 +135,14 @@ PAIRS: dict[str, Pair] = {
         ),
         Pair(
             "dcnv2",
-            {"n_cross": 3, "hidden": HIDDEN, "linear": True, "low_rank": 32, "n_experts": 4},
+            {
+                "n_cross": 3,
+                "hidden": HIDDEN,
+                "linear": True,
+                "low_rank": 32,
+                "n_experts": 4,
+                **DENSE,
+            },
             "DCNMix",
             {
                 "cross_num": 3,
@@ -145,7 +158,14 @@ PAIRS: dict[str, Pair] = {
         ),
         Pair(
             "autoint",
-            {"n_layers": 3, "n_heads": 2, "head_dim": 8, "hidden": HIDDEN, "linear": True},
+            {
+                "n_layers": 3,
+                "n_heads": 2,
+                "head_dim": 8,
+                "hidden": HIDDEN,
+                "linear": True,
+                **DENSE,
+            },
             "AutoInt",
             {
                 "att_layer_num": 3,
@@ -156,11 +176,11 @@ PAIRS: dict[str, Pair] = {
                 "l2_reg_embedding": 0.0,
             },
             "3 layers x 2 heads of 8, MLP 400x3 (AutoInt+), linear term",
-            "DeepCTR-Torch attends over the 26 categorical fields without 1/sqrt(d) scaling",
+            "DeepCTR-Torch attends without 1/sqrt(d) scaling",
         ),
         Pair(
             "ipnn",
-            {"hidden": HIDDEN},
+            {"hidden": HIDDEN, **DENSE},
             "PNN",
             {
                 "dnn_hidden_units": HIDDEN,
@@ -170,11 +190,10 @@ PAIRS: dict[str, Pair] = {
                 "l2_reg_embedding": 0.0,
             },
             "inner products, MLP 400x3",
-            "inner products of 39 fields (741) vs 26 (325)",
         ),
         Pair(
             "wide_deep",
-            {"hidden": HIDDEN},
+            {"hidden": HIDDEN, **DENSE},
             "WDL",
             {"dnn_hidden_units": HIDDEN, "l2_reg_dnn": 0.0, "dnn_dropout": 0.0, **NO_L2},
             "linear + MLP 400x3",
@@ -280,7 +299,11 @@ def bench_pairs(
     out: dict[str, Any] = {"pairs": {}, "solo": {}}
     for key in names if names is not None else list(PAIRS):
         pair = PAIRS[key]
-        row: dict[str, Any] = {"peer": pair.peer, "settings": pair.settings, "note": pair.note}
+        row: dict[str, Any] = {
+            "peer": pair.peer,
+            "settings": pair.settings_text,
+            "note": pair.note,
+        }
         for side, fn, args in (
             ("recforge", fit_recforge, (pair.model, pair.params)),
             ("deepctr", fit_deepctr, (pair.peer, pair.peer_params)),
@@ -343,6 +366,55 @@ def to_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# the default-setting models compared by ``numeric_validation`` (own defaults, not PAIRS')
+NUMERIC_MODELS = ("fm", "afm", "nfm", "deepfm", "xdeepfm", "dcn", "dcnv2", "autoint", "ipnn")
+NUMERIC_MODELS += ("wide_deep",)
+
+
+def numeric_validation(
+    n_train: int, n_valid: int, epochs: int, names: list[str] | None = None
+) -> dict[str, Any]:
+    """Validation AUC of each model with its default hyperparameters under
+    ``numeric="field"`` and ``numeric="dense"``: train on the first ``n_train`` rows of
+    ``criteo_like(seed=1)``, validate on the next ``n_valid`` (not the speed table's test
+    rows, which come from seed 0), ``epochs`` epochs, 1 torch thread. Returns
+    {model: {mode: {"auc", "cpu_s"}}}."""
+    from benchmarks.ctr_speed import criteo_like
+    from recforge import models
+
+    torch.set_num_threads(1)
+    data = criteo_like(n_train + n_valid, seed=1)
+    train, valid = data.iloc[:n_train], data.iloc[n_train:]
+    out: dict[str, Any] = {}
+    for name in names or NUMERIC_MODELS:
+        out[name] = {}
+        for mode in ("field", "dense"):
+            model = models.get(
+                name, numeric=mode, epochs=epochs, seed=0, num_threads=1, progress=False
+            )
+            c0 = time.process_time()
+            model.fit(train, label="label")
+            auc = _auc(valid["label"].to_numpy(), model.predict_proba(valid))
+            out[name][mode] = {"auc": round(auc, 4), "cpu_s": round(time.process_time() - c0, 1)}
+        log.info("%s: %s", name, out[name])
+    return out
+
+
+def numeric_markdown(r: dict[str, Any]) -> str:
+    lines = [
+        "| model (own defaults) | AUC, numeric=field | AUC, numeric=dense | dense - field "
+        "| CPU s field | CPU s dense |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, v in r.items():
+        f, d = v["field"], v["dense"]
+        lines.append(
+            f"| {name} | {f['auc']:.4f} | {d['auc']:.4f} | {d['auc'] - f['auc']:+.4f} "
+            f"| {f['cpu_s']} | {d['cpu_s']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     from benchmarks.ctr_speed import criteo_like
 
@@ -351,8 +423,22 @@ def main() -> None:
     p.add_argument("--test-rows", type=int, default=10_000)
     p.add_argument("--models", default=None, help=f"comma-separated among {', '.join(PAIRS)}")
     p.add_argument("--solo", default=None, help=f"comma-separated among {', '.join(SOLO)}")
+    p.add_argument(
+        "--numeric-validation",
+        type=int,
+        default=0,
+        metavar="EPOCHS",
+        help="instead: validation AUC of numeric='field' vs 'dense' (own defaults, EPOCHS "
+        "epochs, --train-rows / --test-rows as train / validation rows, --models)",
+    )
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if a.numeric_validation:
+        names = a.models.split(",") if a.models else None
+        r = numeric_validation(a.train_rows, a.test_rows, a.numeric_validation, names)
+        print(json.dumps(r))
+        print(numeric_markdown(r))
+        return
     torch.set_num_threads(THREADS)
     data = criteo_like(a.train_rows + a.test_rows, seed=0)
     train = data.iloc[: a.train_rows].reset_index(drop=True)

@@ -95,13 +95,14 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
 def bench_recforge_deepfm(
     train: pd.DataFrame, test: pd.DataFrame, *, sparse: bool
 ) -> dict[str, Any]:
+    from benchmarks.ctr_pairs import PAIRS
     from recforge import models
     from recforge.data.features import FeatureEncoder
 
     model = models.get(
         "deepfm",
+        **PAIRS["deepfm"].params,  # hidden, numeric as DeepCTR-Torch's
         embedding_dim=DIM,
-        hidden=HIDDEN,
         epochs=1,
         batch_size=BATCH,
         lr=LR,
@@ -156,7 +157,7 @@ def _deepfm_pair(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]
     pair = PAIRS["deepfm"]
     return {
         "peer": pair.peer,
-        "settings": pair.settings,
+        "settings": pair.settings_text,
         "note": pair.note,
         "recforge": side(ours),
         "deepctr": side(theirs),

@@ -6,7 +6,10 @@ and X^k (B, H_k, D) the k-th feature map::
     Z^{k+1}[b, h, i, :] = X^k[b, h, :] ⊙ X0[b, i, :]             (B, H_k, m, D)
     X^{k+1}[b, j, :]    = Σ_{h,i} W^{k+1}[j, h, i] Z^{k+1}[b, h, i, :]   (B, H_{k+1}, D)
 
-(a 1x1 convolution over the H_k*m outer-product channels). Each layer's map is sum-pooled
+(a 1x1 convolution over the H_k*m outer-product channels, computed as one matrix product
+of the (B*D, H_k*m) outer products with the convolution's (H_{k+1}, H_k*m) weight: the
+embedding axis leads, so the product is a plain GEMM -- faster on CPU than the
+convolution kernel over length-D signals, and its backward too). Each layer's map is sum-pooled
 over the embedding dimension; the pooled vectors are concatenated into the output. With
 ``split_half`` every layer but the last sends half of its maps to the output and only the
 other half on to the next layer, as in the paper's released code.
@@ -17,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 _ACTIVATIONS = {"identity": nn.Identity, "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
@@ -67,13 +71,15 @@ class CIN(nn.Module):
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         """x0: (B, m, D) -> (B, out_dim), the sum-pooled maps of every layer concatenated."""
         b, m, d = x0.shape
-        x, pooled = x0, []
+        x0t = x0.transpose(1, 2)  # (B, D, m)
+        x, pooled = x0t, []
         for k, conv in enumerate(self.convs):
-            z = torch.einsum("bhd,bmd->bhmd", x, x0).reshape(b, -1, d)  # (B, H_k*m, D)
-            h = self.activation(conv(z))  # (B, H_{k+1}, D)
+            z = (x.unsqueeze(-1) * x0t.unsqueeze(-2)).reshape(b * d, -1)  # (B*D, H_k*m)
+            w = conv.weight.view(conv.out_channels, -1)  # (H_{k+1}, H_k*m)
+            h = self.activation(F.linear(z, w, conv.bias)).view(b, d, -1)  # (B, D, H_{k+1})
             if self.split_half and k < len(self.convs) - 1:
-                x, out = torch.split(h, h.shape[1] // 2, dim=1)  # next layer, output
+                x, out = torch.split(h, h.shape[-1] // 2, dim=-1)  # next layer, output
             else:
                 x, out = h, h
-            pooled.append(out.sum(dim=-1))  # (B, H_out)
+            pooled.append(out.sum(dim=1))  # (B, H_out)
         return torch.cat(pooled, dim=1)  # (B, out_dim)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from recforge.data.features import Field
-from recforge.models.ranking.torch_base import TorchRanker
+from recforge.models.ranking.torch_base import NUMERIC_MODES, ZOO_NUMERIC, TorchRanker
 from recforge.models.registry import register
 from recforge.nn.attention import AttentionalPooling
 from recforge.nn.embedding import FeatureEmbedding
@@ -36,7 +36,11 @@ class AFMModule(nn.Module):
 @register("afm")
 class AFM(TorchRanker):
     """AFM. Own hyperparameters: ``attention_dim`` (width of the attention network),
-    ``attention_dropout`` (on the attention weights). Shared ones: see ``TorchRanker``."""
+    ``attention_dropout`` (on the attention weights). Shared ones: see ``TorchRanker``
+    (with numeric="dense" the numeric fields are in the first-order term only)."""
+
+    numeric_modes = NUMERIC_MODES
+    numeric_default = ZOO_NUMERIC
 
     smoke_params: ClassVar[dict[str, Any]] = {
         "embedding_dim": 4,

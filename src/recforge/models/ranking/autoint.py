@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from recforge.data.features import Field
-from recforge.models.ranking.torch_base import TorchRanker
+from recforge.models.ranking.torch_base import NUMERIC_MODES, ZOO_NUMERIC, TorchRanker
 from recforge.models.registry import register
 from recforge.nn.attention import MultiHeadSelfAttention
 from recforge.nn.embedding import FeatureEmbedding
@@ -47,7 +47,7 @@ class AutoIntModule(nn.Module):
             h = layer(h)  # (B, F, H*d_h)
         logit = self.head(h.flatten(1)).squeeze(-1)  # (B,)
         if self.mlp is not None:
-            logit = logit + self.mlp(e.flatten(1)).squeeze(-1)
+            logit = logit + self.mlp(self.embedding.deep_input(e, batch)).squeeze(-1)
         return logit if first is None else logit + first
 
 
@@ -56,6 +56,9 @@ class AutoInt(TorchRanker):
     """AutoInt. Own hyperparameters: ``n_layers`` (interacting layers), ``n_heads``,
     ``head_dim``, ``residual``, ``hidden`` (a parallel MLP, AutoInt+; empty = none),
     ``activation``, ``dropout``, ``norm``, ``linear``. Shared ones: see ``TorchRanker``."""
+
+    numeric_modes = NUMERIC_MODES
+    numeric_default = ZOO_NUMERIC
 
     smoke_params: ClassVar[dict[str, Any]] = {
         "embedding_dim": 4,
@@ -101,7 +104,7 @@ class AutoInt(TorchRanker):
         mlp = None
         if self.hidden:
             mlp = MLP(
-                emb.n_fields * emb.dim,
+                emb.deep_width,
                 tuple(self.hidden),
                 activation=self.activation,
                 dropout=self.dropout,

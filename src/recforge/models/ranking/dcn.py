@@ -21,7 +21,7 @@ from torch import nn
 
 from recforge.data.features import Field
 from recforge.exceptions import ConfigError
-from recforge.models.ranking.torch_base import TorchRanker
+from recforge.models.ranking.torch_base import NUMERIC_MODES, ZOO_NUMERIC, TorchRanker
 from recforge.models.registry import register
 from recforge.nn.cross import CrossNetwork, CrossNetworkV2
 from recforge.nn.embedding import FeatureEmbedding
@@ -43,7 +43,7 @@ class DCNModule(nn.Module):
         self.embedding, self.cross, self.mlp = embedding, cross, mlp
         self.stacked = stacked
         self.linear = embedding.has_linear  # add the first-order term of the table's column
-        width = embedding.n_fields * embedding.dim
+        width = embedding.deep_width
         if mlp is None:
             head_in = width
         else:
@@ -55,14 +55,14 @@ class DCNModule(nn.Module):
             e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
         else:
             e, first = self.embedding(batch), None
-        x0 = e.flatten(1)  # (B, F*D)
-        crossed = self.cross(x0)  # (B, F*D)
+        x0 = self.embedding.deep_input(e, batch)  # (B, d): F*D (+ n_num, numeric="dense")
+        crossed = self.cross(x0)  # (B, d)
         if self.mlp is None:
             h = crossed
         elif self.stacked:
             h = self.mlp(crossed)  # (B, H)
         else:
-            h = torch.cat([crossed, self.mlp(x0)], dim=1)  # (B, F*D + H)
+            h = torch.cat([crossed, self.mlp(x0)], dim=1)  # (B, d + H)
         logit = self.head(h).squeeze(-1)  # (B,)
         return logit if first is None else logit + first
 
@@ -80,6 +80,9 @@ class DCN(TorchRanker):
     """DCN. Own hyperparameters: ``n_cross`` (cross layers), ``hidden`` (MLP widths; empty =
     cross network only), ``activation``, ``dropout``, ``norm``, ``linear`` (add a first-order
     term, as DeepCTR's DCN does). Shared ones: see ``TorchRanker``."""
+
+    numeric_modes = NUMERIC_MODES
+    numeric_default = ZOO_NUMERIC
 
     smoke_params: ClassVar[dict[str, Any]] = {
         "embedding_dim": 4,
@@ -110,7 +113,7 @@ class DCN(TorchRanker):
 
     def build_module(self, fields: Sequence[Field]) -> nn.Module:
         emb = self.feature_embedding(fields, linear=self.linear)
-        width = emb.n_fields * emb.dim
+        width = emb.deep_width
         return DCNModule(
             emb,
             CrossNetwork(width, self.n_cross),
@@ -123,6 +126,9 @@ class DCNv2(TorchRanker):
     """DCN-V2. Own hyperparameters: ``n_cross``, ``low_rank`` (None = full-rank matrices;
     r = mixture of low-rank experts, DCN-Mix), ``n_experts``, ``structure`` ("parallel" |
     "stacked"), ``hidden``, ``activation``, ``dropout``, ``norm``, ``linear``."""
+
+    numeric_modes = NUMERIC_MODES
+    numeric_default = ZOO_NUMERIC
 
     smoke_params: ClassVar[dict[str, Any]] = {
         "embedding_dim": 4,
@@ -165,7 +171,7 @@ class DCNv2(TorchRanker):
                 f"DCNv2: structure={self.structure!r}; choose 'parallel' or 'stacked'."
             )
         emb = self.feature_embedding(fields, linear=self.linear)
-        width = emb.n_fields * emb.dim
+        width = emb.deep_width
         cross = CrossNetworkV2(
             width, self.n_cross, low_rank=self.low_rank, n_experts=self.n_experts
         )

@@ -15,7 +15,7 @@ from torch import nn
 
 from recforge.data.features import Field
 from recforge.exceptions import ConfigError
-from recforge.models.ranking.torch_base import TorchRanker
+from recforge.models.ranking.torch_base import NUMERIC_MODES, ZOO_NUMERIC, TorchRanker
 from recforge.models.registry import register
 from recforge.nn.embedding import FeatureEmbedding, LinearEmbedding
 from recforge.nn.interactions_fm import FMInteraction
@@ -40,7 +40,7 @@ class DeepFMModule(nn.Module):
             )
         self.embedding, self.linear = embedding, linear
         self.fm = FMInteraction()
-        in_dim = embedding.n_fields * embedding.dim
+        in_dim = embedding.deep_width  # F*D (+ the numeric values with numeric="dense")
         self.mlp = MLP(in_dim, hidden, activation=activation, dropout=dropout, norm=norm, out_dim=1)
 
     def forward(self, batch: dict) -> torch.Tensor:
@@ -48,7 +48,7 @@ class DeepFMModule(nn.Module):
             e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
         else:
             e, first = self.embedding(batch), self.linear(batch)
-        deep = self.mlp(e.flatten(1)).squeeze(-1)  # (B,)
+        deep = self.mlp(self.embedding.deep_input(e, batch)).squeeze(-1)  # (B,)
         return first + self.fm(e) + deep
 
 
@@ -57,6 +57,8 @@ class DeepFM(TorchRanker):
     """DeepFM. Own hyperparameters: ``hidden`` (MLP widths), ``activation``, ``dropout``,
     ``norm`` (None | "batch" | "layer"); shared ones: see ``TorchRanker``."""
 
+    numeric_modes = NUMERIC_MODES
+    numeric_default = ZOO_NUMERIC
     smoke_params: ClassVar[dict[str, Any]] = {
         "embedding_dim": 4,
         "hidden": (8,),
@@ -80,8 +82,8 @@ class DeepFM(TorchRanker):
         self.norm = norm
 
     def build_module(self, fields: Sequence[Field]) -> nn.Module:
-        embedding = FeatureEmbedding(
-            fields, self.embedding_dim, sparse=self.sparse, linear=True
+        embedding = self.feature_embedding(
+            fields, linear=True
         )  # first-order weights in the table's last column
         return DeepFMModule(
             embedding,

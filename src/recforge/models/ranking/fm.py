@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from recforge.data.features import Field
-from recforge.models.ranking.torch_base import TorchRanker
+from recforge.models.ranking.torch_base import NUMERIC_MODES, ZOO_NUMERIC, TorchRanker
 from recforge.models.registry import register
 from recforge.nn.embedding import FeatureEmbedding
 from recforge.nn.interactions_fm import FFMInteraction, FMInteraction
@@ -50,7 +50,11 @@ class FFMModule(nn.Module):
 
 @register("fm")
 class FM(TorchRanker):
-    """Factorization machine; hyperparameters: see ``TorchRanker`` (embedding_dim = k)."""
+    """Factorization machine; hyperparameters: see ``TorchRanker`` (embedding_dim = k;
+    with numeric="dense" the numeric fields are in the first-order term only)."""
+
+    numeric_modes = NUMERIC_MODES
+    numeric_default = ZOO_NUMERIC
 
     smoke_params: ClassVar[dict[str, Any]] = {
         "embedding_dim": 4,

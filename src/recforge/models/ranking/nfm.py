@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from recforge.data.features import Field
-from recforge.models.ranking.torch_base import TorchRanker
+from recforge.models.ranking.torch_base import NUMERIC_MODES, ZOO_NUMERIC, TorchRanker
 from recforge.models.registry import register
 from recforge.nn.bi_interaction import BiInteraction
 from recforge.nn.embedding import FeatureEmbedding
@@ -32,7 +32,8 @@ class NFMModule(nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
         pooled = self.bi_dropout(self.bi(e))  # (B, D)
-        return first + self.mlp(pooled).squeeze(-1)  # (B,)
+        x = self.embedding.with_dense(pooled, batch)  # (B, D (+ n_num with numeric="dense"))
+        return first + self.mlp(x).squeeze(-1)  # (B,)
 
 
 @register("nfm")
@@ -40,6 +41,9 @@ class NFM(TorchRanker):
     """NFM. Own hyperparameters: ``hidden`` (MLP widths over the pooled vector; empty = a
     single linear layer, i.e. a weighted FM), ``bi_dropout`` (dropout on the pooled
     vector), ``activation``, ``dropout``, ``norm``. Shared ones: see ``TorchRanker``."""
+
+    numeric_modes = NUMERIC_MODES
+    numeric_default = ZOO_NUMERIC
 
     smoke_params: ClassVar[dict[str, Any]] = {
         "embedding_dim": 4,
@@ -68,7 +72,7 @@ class NFM(TorchRanker):
     def build_module(self, fields: Sequence[Field]) -> nn.Module:
         emb = self.feature_embedding(fields, linear=True)
         mlp = MLP(
-            emb.dim,
+            emb.dim + emb.n_dense,
             tuple(self.hidden),
             activation=self.activation,
             dropout=self.dropout,

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from recforge.data.features import Field
-from recforge.models.ranking.torch_base import TorchRanker
+from recforge.models.ranking.torch_base import NUMERIC_MODES, ZOO_NUMERIC, TorchRanker
 from recforge.models.registry import register
 from recforge.nn.embedding import FeatureEmbedding
 from recforge.nn.mlp import MLP
@@ -60,7 +60,7 @@ class PNNModule(nn.Module):
 
     def forward(self, batch: dict) -> torch.Tensor:
         e = self.embedding(batch)  # (B, F, D)
-        z = torch.cat([e.flatten(1), self.product(e)], 1)  # (B, F*D + P)
+        z = torch.cat([self.embedding.deep_input(e, batch), self.product(e)], 1)  # (B, d + P)
         return self.mlp(z).squeeze(-1)
 
 
@@ -75,6 +75,8 @@ class _PNN(TorchRanker):
         "batch_size": 64,
     }
     product_kind: ClassVar[str] = "inner"
+    numeric_modes = NUMERIC_MODES
+    numeric_default = ZOO_NUMERIC
 
     def __init__(
         self,
@@ -99,7 +101,7 @@ class _PNN(TorchRanker):
         else:
             product = OuterProduct(emb.dim)
         mlp = MLP(
-            emb.n_fields * emb.dim + product.out_dim,
+            emb.deep_width + product.out_dim,
             self.hidden,
             activation=self.activation,
             dropout=self.dropout,

@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 LOSSES = ("bce", "weighted_bce", "focal")
 LIST_LOSSES = ("none", "softmax", "listnet", "lambdarank")
+NUMERIC_MODES = ("field", "dense")  # see TorchRanker's ``numeric``
+ZOO_NUMERIC = "field"  # numeric=None of the CTR zoo (chosen on validation AUC: docs/BENCHMARKS.md)
 SAMPLING = ("none", "over", "under", "negative_downsample", "smote", "adasyn")
 
 
@@ -80,12 +82,21 @@ class TorchRanker(Ranker):
         loss does not change when a list's scores shift together, so without an anchor the
         logits drift until ``predict_proba`` saturates at 0/1 and ties; a small pointwise
         term keeps them on a probability scale (0 = the pure listwise loss).
+    numeric: how numeric columns enter the network: "field" (each is an embedded field,
+        its vector scaled by the standardised value, so the interaction layers -- FM,
+        CIN, attention, crosses, products -- see it like a categorical field) or "dense"
+        (the standardised values go straight into the deep part's input and the
+        first-order term; the interaction layers see the categorical and multi fields
+        only, as in DeepCTR-Torch). None: the model's default (``numeric_default``); a
+        model that supports only "field" (``numeric_modes``) rejects "dense".
     min_count, max_len, encoder_options: passed to ``FeatureEncoder`` (encoder_options is a
         dict of its other keyword arguments, e.g. ``{"bucketize": ["price"]}``).
     """
 
     smoke_params: ClassVar[dict[str, Any]] = {"embedding_dim": 4, "epochs": 2, "batch_size": 64}
     _shared: ClassVar[tuple[str, ...]] = ()  # filled below from __init__'s signature
+    numeric_modes: ClassVar[tuple[str, ...]] = ("field",)  # the ``numeric`` values it takes
+    numeric_default: ClassVar[str] = "field"  # what numeric=None means for this model
 
     def __init__(
         self,
@@ -113,6 +124,7 @@ class TorchRanker(Ranker):
         list_loss: str = "none",
         list_group: str = "user",
         list_bce_weight: float = 0.1,
+        numeric: str | None = None,
         min_count: int = 1,
         max_len: int = 8,
         encoder_options: dict[str, Any] | None = None,
@@ -143,6 +155,7 @@ class TorchRanker(Ranker):
         self.list_loss = list_loss
         self.list_group = list_group
         self.list_bce_weight = list_bce_weight
+        self.numeric = numeric
         self.min_count = min_count
         self.max_len = max_len
         self.encoder_options = encoder_options
@@ -179,10 +192,21 @@ class TorchRanker(Ranker):
     ) -> FeatureEmbedding:
         """The shared field embedding with this model's size and sparsity; ``linear=True``
         also holds the first-order weights as one extra column of the same table
-        (``FeatureEmbedding.forward_with_linear``: both terms from one lookup)."""
+        (``FeatureEmbedding.forward_with_linear``: both terms from one lookup). Numeric
+        fields are embedded or kept dense as ``numeric`` says."""
         return FeatureEmbedding(
-            fields, dim or self.embedding_dim, sparse=self.sparse, linear=linear
+            fields,
+            dim or self.embedding_dim,
+            sparse=self.sparse,
+            linear=linear,
+            numeric=self.numeric_mode(),
         )
+
+    def numeric_mode(self) -> str:
+        """The resolved ``numeric`` setting: the fitted/loaded model's, else the
+        parameter, else the model's default."""
+        fitted = getattr(self, "numeric_", None)
+        return fitted or self.numeric or self.numeric_default
 
     def linear_embedding(self, fields: Sequence[Field]) -> LinearEmbedding:
         return LinearEmbedding(fields, sparse=self.sparse)
@@ -253,6 +277,7 @@ class TorchRanker(Ranker):
         if isinstance(frame, ParquetSource):
             return self._fit_stream(frame, label, valid)
         self._check_params()
+        self.numeric_ = self.numeric or self.numeric_default
         y = _labels(frame, label, "fit")
         encoder = self.make_encoder(frame).fit(frame, label)
         x = self.encode(encoder, frame)
@@ -304,6 +329,7 @@ class TorchRanker(Ranker):
                 f"{type(self).__name__}: list_loss={self.list_loss!r} needs whole lists in "
                 f"memory; train from a DataFrame."
             )
+        self.numeric_ = self.numeric or self.numeric_default
         first = next(source.frames())
         encoder = self.make_encoder(first).fit_stream(source.frames(), label)
         valid_data = None
@@ -391,6 +417,11 @@ class TorchRanker(Ranker):
             raise ConfigError(
                 f"{type(self).__name__}: sampling={self.sampling!r}; choose one of {SAMPLING}."
             )
+        if self.numeric is not None and self.numeric not in self.numeric_modes:
+            raise ConfigError(
+                f"{type(self).__name__}: numeric={self.numeric!r}; choose one of "
+                f"{self.numeric_modes} (or None for the default, {self.numeric_default!r})."
+            )
         if int(self.embedding_dim) < 1:
             raise ConfigError(f"{type(self).__name__}: embedding_dim must be >= 1.")
 
@@ -426,12 +457,14 @@ class TorchRanker(Ranker):
         state = {
             "encoder": self.encoder_.to_json(),
             "neg_rate": self.neg_rate_,
+            "numeric": self.numeric_mode(),
             "train_history": history_to_json(getattr(self, "train_history_", None)),
         }
         return arrays, state
 
     def _load_state(self, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> None:
         encoder = FeatureEncoder.from_json(state["encoder"])
+        self.numeric_ = state.get("numeric", "field")  # saved before the option: "field"
         module = self.build_module(encoder.fields_)
         sd = {
             k[len("module/") :]: torch.from_numpy(np.array(v))

@@ -15,7 +15,7 @@ from torch import nn
 
 from recforge.data.features import CATEGORICAL, Field
 from recforge.exceptions import ConfigError
-from recforge.models.ranking.torch_base import TorchRanker
+from recforge.models.ranking.torch_base import NUMERIC_MODES, ZOO_NUMERIC, TorchRanker
 from recforge.models.registry import register
 from recforge.nn.embedding import FeatureEmbedding
 from recforge.nn.mlp import MLP
@@ -80,7 +80,7 @@ class WideDeepModule(nn.Module):
         e, wide = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
         if self.cross is not None:
             wide = wide + self.cross(batch)
-        deep = self.mlp(e.flatten(1)).squeeze(-1)  # (B,)
+        deep = self.mlp(self.embedding.deep_input(e, batch)).squeeze(-1)  # (B,)
         return wide + deep
 
 
@@ -89,6 +89,9 @@ class WideDeep(TorchRanker):
     """Wide & Deep. Own hyperparameters: ``hidden``, ``activation``, ``dropout``, ``norm``
     (the deep MLP), ``crosses`` (pairs of categorical field names crossed in the wide part)
     and ``cross_buckets`` (hash size of the cross-product weights)."""
+
+    numeric_modes = NUMERIC_MODES
+    numeric_default = ZOO_NUMERIC
 
     smoke_params: ClassVar[dict[str, Any]] = {
         "embedding_dim": 4,
@@ -119,7 +122,7 @@ class WideDeep(TorchRanker):
     def build_module(self, fields: Sequence[Field]) -> nn.Module:
         emb = self.feature_embedding(fields, linear=True)
         mlp = MLP(
-            emb.n_fields * emb.dim,
+            emb.deep_width,
             self.hidden,
             activation=self.activation,
             dropout=self.dropout,

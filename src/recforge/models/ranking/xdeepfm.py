@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from recforge.data.features import Field
-from recforge.models.ranking.torch_base import TorchRanker
+from recforge.models.ranking.torch_base import NUMERIC_MODES, ZOO_NUMERIC, TorchRanker
 from recforge.models.registry import register
 from recforge.nn.cin import CIN
 from recforge.nn.embedding import FeatureEmbedding
@@ -32,7 +32,7 @@ class XDeepFMModule(nn.Module):
         e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
         logit = first + self.cin_head(self.cin(e)).squeeze(-1)  # (B,)
         if self.mlp is not None:
-            logit = logit + self.mlp(e.flatten(1)).squeeze(-1)
+            logit = logit + self.mlp(self.embedding.deep_input(e, batch)).squeeze(-1)
         return logit
 
 
@@ -41,6 +41,9 @@ class XDeepFM(TorchRanker):
     """xDeepFM. Own hyperparameters: ``cin_layers`` (feature maps per CIN layer),
     ``cin_activation``, ``split_half``, ``hidden`` (MLP widths; empty = linear + CIN only),
     ``activation``, ``dropout``, ``norm``. Shared ones: see ``TorchRanker``."""
+
+    numeric_modes = NUMERIC_MODES
+    numeric_default = ZOO_NUMERIC
 
     smoke_params: ClassVar[dict[str, Any]] = {
         "embedding_dim": 4,
@@ -82,7 +85,7 @@ class XDeepFM(TorchRanker):
         mlp = None
         if self.hidden:
             mlp = MLP(
-                emb.n_fields * emb.dim,
+                emb.deep_width,
                 tuple(self.hidden),
                 activation=self.activation,
                 dropout=self.dropout,
