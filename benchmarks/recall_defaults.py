@@ -36,7 +36,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SUBSECTION = "### Defaults across dataset sizes"
-THREADS = 2
+THREADS = int(os.environ.get("RECFORGE_BENCH_THREADS", "2"))  # per model
 
 # candidates per model: name -> params (merged over the model's defaults)
 CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
@@ -87,6 +87,14 @@ CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
             "vector_size": 128,
         },
     },
+    "lightgcn": {
+        "default": {},
+        "old b2048 e60 no early stop": {"max_batch_size": 2048, "patience": 0},
+    },
+    "simplex": {
+        "default": {},
+        "old b512 e10 no early stop": {"max_batch_size": 512, "patience": 0},
+    },
     "itemcf": {
         "default": {},
         "old cosine k100": {"similarity": "cosine", "k": 100, "shrink": 0.0, "iuf": False},
@@ -107,7 +115,7 @@ CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
 }
-THREADED = {"als", "bpr", "item2vec"}  # take num_threads
+THREADED = {"als", "bpr", "item2vec", "lightgcn", "simplex"}  # take num_threads
 
 
 # ---------------------------------------------------------------------------- data

@@ -120,6 +120,9 @@ def _read(folder: Path) -> tuple[Any, Any]:
 
 # ---------------------------------------------------------------------------- one model
 def _epochs(model: Any) -> int | None:
+    hist = getattr(model, "train_history_", None)
+    if hist is not None and hist.train_loss:  # epochs actually run (early stopping)
+        return len(hist.train_loss)
     for name in ("epochs", "iterations"):
         if hasattr(model, name):
             return int(getattr(model, name))
@@ -154,9 +157,15 @@ def _implicit_peer(kind: str, train: Any) -> tuple[Any, dict[str, Any], float]:
 
 def _resolved(model: Any) -> dict[str, Any]:
     """Hyperparameters a model resolved at fit from None defaults (ALS's ``alpha_``...)."""
-    return {
-        k: getattr(model, k + "_") for k in ("alpha", "regularization") if hasattr(model, k + "_")
+    out = {
+        k: getattr(model, k + "_")
+        for k in ("alpha", "regularization", "batch_size", "lr")
+        if hasattr(model, k + "_")
     }
+    hist = getattr(model, "train_history_", None)
+    if hist is not None and hist.best_epoch is not None:
+        out["best_epoch"] = hist.best_epoch + 1  # 1-based: the epoch whose weights were kept
+    return out
 
 
 PEER_KEYS = {
@@ -175,13 +184,16 @@ def run_child(name: str, folder: Path, params: dict[str, Any] | None = None) -> 
     train, test = _read(folder)
     rss_data = peak_rss_kib()
     if name.startswith("implicit_"):
+        cpu = time.process_time()
         model, shown, fit_s = _implicit_peer(name.removeprefix("implicit_"), train)
+        fit_cpu_s = time.process_time() - cpu
         source = "implicit"
     else:
         model = models.get(name, **(params or {}))
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         model.fit(train)
         fit_s = time.perf_counter() - t
+        fit_cpu_s = time.process_time() - cpu
         source = "recforge"
         shown = {**model.get_params(), **_resolved(model)}
     t = time.perf_counter()
@@ -193,6 +205,8 @@ def run_child(name: str, folder: Path, params: dict[str, Any] | None = None) -> 
         "recall@20": res[f"recall@{K}"],
         "ndcg@20": res[f"ndcg@{K}"],
         "fit_s": fit_s,
+        "fit_cpu_s": fit_cpu_s,
+        "load_at_fit_end": os.getloadavg()[0],
         "epochs": epochs,
         "epoch_s": fit_s / epochs if epochs else None,
         "eval_s": time.perf_counter() - t,

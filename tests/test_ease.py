@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from recforge import models
 from recforge.exceptions import ConfigError, DataError
@@ -53,18 +54,33 @@ def test_weight_column_and_limits(tmp_path):
         models.get("ease", l2=0.0).fit(data)
 
 
-def test_blocked_inverse_in_place_matches_numpy():
-    from recforge.models.retrieval.ease import spd_inverse_inplace
+def test_inverse_in_place_matches_numpy(monkeypatch):
+    from recforge.models.retrieval import ease
 
+    monkeypatch.setattr(ease, "_BLOCK", 16)  # the mirroring: ragged and several row blocks
     rng = np.random.default_rng(1)
-    for n, block in [(97, 16), (64, 64), (130, 50)]:  # ragged, one block, several
+    for n, dtype, rtol in [(97, np.float64, 1e-8), (16, np.float64, 1e-8), (130, np.float32, 2e-3)]:
         x = rng.random((n + 20, n))
-        a = x.T @ x + 3.0 * np.eye(n)
-        ref = np.linalg.inv(a)
+        a = (x.T @ x + 3.0 * np.eye(n)).astype(dtype)
+        ref = np.linalg.inv(a.astype(np.float64))
         buf = a.copy()
-        out = spd_inverse_inplace(buf, block=block)
+        out = ease.spd_inverse_inplace(buf)
         assert out is buf
-        np.testing.assert_allclose(out, ref, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(out, ref, rtol=rtol, atol=rtol * np.abs(ref).max())
+    with pytest.raises(DataError, match="positive definite"):
+        ease.spd_inverse_inplace(-np.eye(5))
+
+
+def test_user_side_fit_equals_item_side(monkeypatch):
+    from recforge.models.retrieval import ease
+
+    monkeypatch.setattr(ease, "_BLOCK", 7)
+    rng = np.random.default_rng(3)
+    x = sp.csr_matrix((rng.random((30, 50)) < 0.15).astype(np.float32))  # fewer users than items
+    ref = ease_weights(x.toarray().astype(np.float64).T @ x.toarray().astype(np.float64), 4.0)
+    b = ease.ease_weights_users(x, 4.0)
+    assert b.dtype == np.float32 and np.all(np.diag(b) == 0)
+    np.testing.assert_allclose(b, ref, atol=1e-4 * np.abs(ref).max())
 
 
 def test_float32_fit_in_place_matches_float64():

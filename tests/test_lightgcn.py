@@ -122,3 +122,31 @@ def test_symmetric_spmm_gradient_matches_dense():
     x2 = x.detach().clone().requires_grad_(True)
     ((dense @ (dense @ x2)) * w).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), x2.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_scaled_batch_grows_with_the_log():
+    from recforge.models.retrieval.lightgcn import scaled_batch
+
+    assert scaled_batch(30_000, 2048, 5e-3, 32768) == (2048, 5e-3)  # small: unchanged
+    batch, lr = scaled_batch(512_000, 2048, 5e-3, 32768)
+    assert batch == 32768 and lr == pytest.approx(0.02)  # 16x the batch, 4x the lr
+    assert scaled_batch(512_000, 2048, 5e-3, 2048)[0] == 2048  # capped: fixed batch
+
+
+def test_early_stopping_holds_out_cells_then_uses_the_whole_graph():
+    from recforge.data.synth import make_synthetic
+    from recforge.models.retrieval.lightgcn import carve_validation
+
+    data = make_synthetic(n_users=300, n_items=200, n_interactions=8000, seed=1)
+    model = models.get(
+        "lightgcn", embedding_dim=8, n_layers=1, epochs=4, patience=1, num_threads=1
+    ).fit(data)
+    seen = model.seen_
+    assert len(model.train_history_.valid) >= 2  # the carved rows were validated each epoch
+    assert "recall@10" in model.train_history_.valid[0]
+    train, users, items = carve_validation(seen, 50, seed=0)
+    assert train.nnz == seen.nnz - 50 and len(np.unique(users)) == 50
+    assert np.all(np.asarray(seen[users, items]).ravel() > 0)
+    assert np.all(np.asarray(train[users, items]).ravel() == 0)
+    off = models.get("lightgcn", embedding_dim=8, n_layers=1, epochs=2, patience=0).fit(data)
+    assert off.train_history_.valid == []

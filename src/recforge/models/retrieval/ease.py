@@ -4,15 +4,17 @@ A linear item-item model ``scores = X B`` with a zero diagonal, in closed form:
 
     P = (X^T X + lambda I)^-1,   B = I - P diag(1 / diag(P)),   i.e. B_ij = -P_ij / P_jj, B_jj = 0.
 
-The fit works in float32 in one dense (n_items, n_items) buffer: the Gram matrix ``X^T X`` is
-written into it a block of columns at a time (sparse products, so no sparse Gram is ever
-held whole), lambda is added to its diagonal, a blocked in-place Cholesky factorisation and
-inverse (``spd_inverse_inplace``) overwrite it with P, and B is made from P in place. Peak
-memory is about ``4 * n_items^2`` bytes (6.4 GB at 40,000 items) plus X; the model keeps
-that same buffer as B. Before allocating, fit compares this estimate with the memory
-available and refuses with an error that says how much it needs. Measured on Amazon Beauty
-(12,092 items, ``benchmarks.ease_memory``): the fit adds 805 MiB to the process's peak
-RSS, against 4,524 MiB for the float64 fit this replaced.
+The fit works in float32, in place. Item side (``ease_weights``): the Gram matrix ``X^T X``
+is written into one dense (n_items, n_items) buffer a block of columns at a time (sparse
+products, so no sparse Gram is ever held whole), lambda is added to its diagonal, LAPACK's
+Cholesky factorisation and inverse (``spd_inverse_inplace``) overwrite it with P, and B is
+made from P in place: peak memory about ``4 * n_items^2`` bytes (6.3 GB at 39,629 items)
+plus X. User side (``ease_weights_users``, used when there are fewer users than items and
+memory allows): the same B through the Woodbury identity from a (n_users, n_users) inverse,
+``(U / I)^3`` of the flops, ``4 * (n_users^2 + n_items^2)`` bytes. The model keeps the
+(I, I) buffer as B. Before allocating, fit compares the estimate with the memory available
+and refuses with an error that says how much it needs. Figures: docs/BENCHMARKS.md, "EASE
+fit memory at scale".
 """
 
 from __future__ import annotations
@@ -50,11 +52,13 @@ def available_memory() -> int | None:
     return None
 
 
-def fit_bytes(n_items: int, nnz: int) -> int:
-    """Estimated peak bytes of an EASE fit: the float32 (I, I) buffer, up to three
-    (_BLOCK, I) float32 temporaries of the blocked inverse, and X, X^T (nnz values and
-    indices each)."""
-    return 4 * n_items * n_items + 3 * 4 * n_items * _BLOCK + 24 * nnz
+def fit_bytes(n_items: int, nnz: int, n_users: int | None = None) -> int:
+    """Estimated peak bytes of an EASE fit: the float32 (I, I) buffer, with ``n_users`` the
+    float32 (U, U) buffer of the user-side (Woodbury) fit as well, two (_BLOCK, max(U, I))
+    float32 temporaries, and X, X^T (nnz values and indices each)."""
+    side = 0 if n_users is None else 4 * n_users * n_users
+    wide = max(n_items, n_users or 0)
+    return 4 * n_items * n_items + side + 2 * 4 * wide * _BLOCK + 24 * nnz
 
 
 def gram_into(x: sp.csr_matrix, out: np.ndarray) -> np.ndarray:
@@ -71,60 +75,50 @@ def gram_into(x: sp.csr_matrix, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _sym_block(a: np.ndarray) -> np.ndarray:
-    """The symmetric matrix whose lower triangle is that of square ``a`` (a small copy)."""
-    return np.tril(a) + np.tril(a, -1).T
+def spd_inverse_inplace(a: np.ndarray) -> np.ndarray:
+    """Overwrite the symmetric positive definite ``a`` (n, n), C-order, with its inverse.
 
-
-def spd_inverse_inplace(a: np.ndarray, block: int = _BLOCK) -> np.ndarray:
-    """Overwrite the symmetric positive definite ``a`` (I, I), C-order, with its inverse.
-
-    Blocked and in place, from matrix products on (block, I) panels and LAPACK on
-    (block, block) diagonal blocks only: (1) Cholesky ``a = L L^T`` (right-looking, L in
-    the lower triangle); (2) ``M = L^-1`` a row block at a time from the top; (3)
-    ``P = M^T M`` a row block at a time from the top (row block J of P needs only rows >= J
-    of M, which are not yet overwritten); (4) the lower triangle mirrored onto the upper.
-    Reads only a's lower triangle; extra memory is a few (block, I) temporaries. Not LAPACK's
-    potrf/potri on the whole matrix: the OpenBLAS that SciPy ships crashes (SIGSEGV) in
-    threaded ``spotrf`` at ~40,000 items, and solvers that copy their input (torch,
-    ``scipy.linalg.inv``) double the peak memory.
+    LAPACK ``potrf`` (Cholesky) then ``potri`` (inverse from the factor) on a's own buffer:
+    a C-order symmetric matrix is its own Fortran-order transpose, so both run in place on
+    ``a.T`` (n^3 flops in all, at BLAS speed); the triangle they wrote is then mirrored onto
+    the other a block of rows at a time. Both run on one BLAS thread: the OpenBLAS that
+    SciPy ships crashed (SIGSEGV) in threaded ``spotrf`` at n = 39,629, and solvers that
+    copy their input (torch, ``scipy.linalg.inv``) double the peak memory. Measured at
+    n = 6,144 on one core: ~120 GFLOP/s, 2.5x the blocked Python factorisation this
+    replaced. Reads only a's upper triangle (the lower one of ``a.T``).
 
     Raises DataError when a is not positive definite. Returns a.
     """
+    from threadpoolctl import threadpool_limits
+
+    f = a.T  # (n, n) Fortran-order view of the same memory; equals a (symmetric)
+    potrf, potri = scipy.linalg.lapack.get_lapack_funcs(("potrf", "potri"), (f,))
+    with threadpool_limits(1, "blas"):
+        c, info = potrf(f, lower=True, overwrite_a=True, clean=False)
+        if info > 0:
+            raise DataError("ease: the Gram matrix + l2*I is not positive definite; raise l2.")
+        if info == 0:
+            c, info = potri(c, lower=True, overwrite_c=True)
+    if info != 0:
+        raise DataError(f"ease: LAPACK potrf/potri failed (info={info}); raise l2.")
+    if not np.shares_memory(c, a):  # a LAPACK wrapper that copied (not SciPy's): copy back
+        f[...] = c
     n = a.shape[0]
-    bounds = [(r, min(n, r + block)) for r in range(0, n, block)]
-    # (1) Cholesky: L_kk = chol(A_kk); L_rk = A_rk L_kk^-T; A_rj -= L_rk L_jk^T (lower part)
-    for k0, k1 in bounds:
-        try:
-            lkk = np.linalg.cholesky(_sym_block(a[k0:k1, k0:k1]))  # (b, b) lower
-        except np.linalg.LinAlgError as e:
-            raise DataError("ease: X^T X + l2*I is not positive definite; raise l2.") from e
-        a[k0:k1, k0:k1] = lkk
-        below = [b for b in bounds if b[0] >= k1]
-        for r0, r1 in below:  # solve L_kk X^T = A_rk^T
-            a[r0:r1, k0:k1] = scipy.linalg.solve_triangular(
-                lkk, a[r0:r1, k0:k1].T, lower=True, check_finite=False
-            ).T
-        for r0, r1 in below:
-            a[r0:r1, k1:r1] -= a[r0:r1, k0:k1] @ a[k1:r1, k0:k1].T  # (b, r1 - k1)
-    for r0, r1 in bounds:  # clear the strict upper triangle: L alone
-        a[r0:r1, r1:] = 0.0
-        a[r0:r1, r0:r1] = np.tril(a[r0:r1, r0:r1])
-    # (2) M = L^-1: M_ii = L_ii^-1, M_i,<i = -M_ii (L_i,<i M_<i,<i)
-    for i0, i1 in bounds:
-        mii = scipy.linalg.solve_triangular(
-            a[i0:i1, i0:i1], np.eye(i1 - i0, dtype=a.dtype), lower=True, check_finite=False
-        )
-        if i0 > 0:
-            a[i0:i1, :i0] = -(mii @ (a[i0:i1, :i0] @ a[:i0, :i0]))  # (b, i0)
-        a[i0:i1, i0:i1] = mii
-    # (3) P = M^T M, lower triangle: P_J,<=J = (M_>=J,J)^T M_>=J,<=J
-    for j0, j1 in bounds:
-        a[j0:j1, :j1] = a[j0:, j0:j1].T @ a[j0:, :j1]  # (b, j1)
-    # (4) upper = lower^T
-    for r0, r1 in bounds:
-        a[r0:r1, r1:] = a[r1:, r0:r1].T
+    for r0 in range(0, n, _BLOCK):  # a's upper triangle holds P: mirror it onto the lower
+        r1 = min(n, r0 + _BLOCK)
+        a[r0:r1, :r0] = a[:r0, r0:r1].T
+        d = a[r0:r1, r0:r1]
+        d[...] = np.triu(d) + np.triu(d, 1).T
     return a
+
+
+def _weights_from_p(p: np.ndarray) -> np.ndarray:
+    """In place: ``P -> B = -P / diag(P)`` column-wise with a zero diagonal (P may be any
+    positive multiple of the inverse: the scale cancels)."""
+    d = np.diag(p).copy()  # (I,) P_jj
+    np.divide(p, -d[None, :], out=p)  # B_ij = -P_ij / P_jj
+    p[np.diag_indices_from(p)] = 0.0
+    return p
 
 
 def ease_weights(gram: np.ndarray, l2: float, *, overwrite: bool = False) -> np.ndarray:
@@ -139,20 +133,42 @@ def ease_weights(gram: np.ndarray, l2: float, *, overwrite: bool = False) -> np.
     in_place = overwrite and gram.dtype == dtype and gram.flags.c_contiguous
     g = gram if in_place else np.array(gram, dtype=dtype, order="C", copy=True)
     g[np.diag_indices_from(g)] += l2
-    spd_inverse_inplace(g)  # P
-    d = np.diag(g).copy()  # (I,) P_jj
-    np.divide(g, -d[None, :], out=g)  # B_ij = -P_ij / P_jj
-    g[np.diag_indices_from(g)] = 0.0
-    return g
+    return _weights_from_p(spd_inverse_inplace(g))
+
+
+def ease_weights_users(x: sp.csr_matrix, l2: float) -> np.ndarray:
+    """The same B as ``ease_weights(X^T X, l2)`` from the (U, U) side, for U < I users.
+
+    Woodbury: ``(X^T X + l2 I)^-1 = (I - X^T (X X^T + l2 I)^-1 X) / l2``, so one (U, U)
+    inverse replaces the (I, I) one ((U / I)^3 of the flops: 0.43x at 30,000 users x 39,629
+    items). ``Q = I - X^T K^-1 X`` is built a block of item columns at a time from two
+    sparse-dense products (nnz * U and nnz * I multiply-adds), and B = -Q / diag(Q) in
+    place. x: (U, I) float32 CSR. Memory: the (I, I) result, the (U, U) inverse, two blocks.
+    """
+    n_users, n_items = x.shape
+    xt = sp.csr_matrix(x.T)  # (I, U)
+    k = gram_into(xt, np.empty((n_users, n_users), dtype=x.dtype))  # (U, U) X X^T
+    k[np.diag_indices_from(k)] += l2
+    spd_inverse_inplace(k)  # K^-1
+    q = np.empty((n_items, n_items), dtype=x.dtype)  # (I, I)
+    for a in range(0, n_items, _BLOCK):
+        b = min(n_items, a + _BLOCK)
+        w = np.asarray(xt[a:b] @ k)  # (b - a, U): x_j^T K^-1
+        q[:, a:b] = xt @ w.T  # (I, b - a): X^T K^-1 X[:, a:b]
+    del k, w
+    np.negative(q, out=q)
+    q[np.diag_indices_from(q)] += 1.0  # Q = l2 * P
+    return _weights_from_p(q)
 
 
 @register("ease")
 class EASE(RetrievalModel):
     """EASE^R: scores = seen @ B with the closed-form item-item matrix B.
 
-    Fit memory is about ``4 * n_items^2`` bytes (float32, in place: 6.4 GB at 40,000 items,
-    the model then keeps that as B); fit time grows as n_items^3 (a Cholesky factor and an
-    inverse). Fit refuses when the estimate exceeds the memory available.
+    Fit memory is about ``4 * n_items^2`` bytes (float32, in place: 6.3 GB at 39,629 items,
+    the model then keeps that as B), plus ``4 * n_users^2`` when there are fewer users than
+    items (the user-side fit); fit time grows as min(n_users, n_items)^3 (a Cholesky factor
+    and an inverse). Fit refuses when the estimate exceeds the memory available.
 
     Parameters
     ----------
@@ -179,7 +195,10 @@ class EASE(RetrievalModel):
         self.max_items = max_items
         self.num_threads = num_threads
 
-    def _check_size(self, nnz: int) -> None:
+    def _check_size(self, nnz: int) -> bool:
+        """Refuse sizes over max_items or over the memory available; returns whether the
+        user-side (Woodbury) fit is used: when there are fewer users than items and its
+        extra (U, U) buffer fits in memory."""
         need = fit_bytes(self.n_items, nnz)
         if self.max_items is not None and self.n_items > self.max_items:
             raise DataError(
@@ -195,6 +214,8 @@ class EASE(RetrievalModel):
                 f"available. Free memory, keep fewer items (e.g. drop items seen fewer than "
                 f"a few times), or use itemcf/als, whose memory grows with the interactions."
             )
+        users_side = fit_bytes(self.n_items, nnz, self.n_users)
+        return self.n_users < self.n_items and (avail is None or users_side <= avail)
 
     def _fit(self, interactions: Interactions) -> None:
         if self.l2 <= 0:
@@ -205,16 +226,23 @@ class EASE(RetrievalModel):
         if self.weight_col is not None:
             x = interactions.to_csr(self.user_vocab_, self.item_vocab_, value=self.weight_col)
         x = sp.csr_matrix(x, dtype=np.float32)
-        self._check_size(x.nnz)
+        users_side = self._check_size(x.nnz)
         from threadpoolctl import threadpool_limits
 
-        buf = np.empty((self.n_items, self.n_items), dtype=np.float32)  # (I, I)
         with threadpool_limits(resolve_threads(self.num_threads), "blas"):
-            gram_into(x, buf)
-            self.weights_ = ease_weights(buf, float(self.l2), overwrite=True)  # (I, I)
+            if users_side:
+                self.weights_ = ease_weights_users(x, float(self.l2))  # (I, I)
+            else:
+                buf = gram_into(x, np.empty((self.n_items, self.n_items), dtype=np.float32))
+                self.weights_ = ease_weights(buf, float(self.l2), overwrite=True)  # (I, I)
         # X itself when it differs from the 0/1 seen matrix
         self.input_ = x if self.weight_col is not None else None
-        log.info("ease: %d items, l2=%s", self.n_items, self.l2)
+        log.info(
+            "ease: %d items, l2=%s, %s side",
+            self.n_items,
+            self.l2,
+            "user" if users_side else "item",
+        )
 
     def _input(self) -> Any:
         """X: (n_users, n_items) the matrix B was fitted on."""

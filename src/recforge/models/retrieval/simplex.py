@@ -28,6 +28,7 @@ from recforge.data.batching import PairSampler, drop_targets, history_matrix
 from recforge.data.interactions import Interactions
 from recforge.exceptions import ConfigError
 from recforge.models.registry import register
+from recforge.models.retrieval.lightgcn import early_stopping_split, scaled_batch
 from recforge.models.retrieval.torch_base import (
     EpochBatches,
     TorchRetrievalModel,
@@ -120,8 +121,13 @@ class SimpleX(TorchRetrievalModel):
     gate: g, the weight of the user embedding against the aggregated history (1 = MF).
     max_history: most recent training items aggregated per user.
     init_std: std of the normal initialisation of the embeddings.
-    epochs, batch_size, lr, optimizer, weight_decay, seed, num_threads, progress: training
-        (shared by the torch retrieval models, see ``TorchRetrievalModel``).
+    batch_size, lr: batch and learning rate on small logs; on larger ones the batch doubles
+        up to ``max_batch_size`` while an epoch keeps >= 10 steps, lr growing with its
+        square root (``lightgcn.scaled_batch``; fitted values in ``batch_size_``, ``lr_``).
+    patience: early stopping on validation recall@10, keeping the best epoch (0: off); the
+        validation rows as LightGCN's (``lightgcn.early_stopping_split``).
+    epochs, optimizer, weight_decay, seed, num_threads, progress: training (shared by the
+        torch retrieval models, see ``TorchRetrievalModel``); ``epochs`` bounds early stopping.
     """
 
     smoke_params = {
@@ -147,6 +153,8 @@ class SimpleX(TorchRetrievalModel):
         gate: float = 0.5,
         max_history: int = 100,
         init_std: float = 0.1,
+        max_batch_size: int = 4096,
+        patience: int = 3,
         **shared: Any,
     ) -> None:
         super().__init__(**(self.train_defaults | shared))
@@ -156,6 +164,8 @@ class SimpleX(TorchRetrievalModel):
         self.gate = gate
         self.max_history = max_history
         self.init_std = init_std
+        self.max_batch_size = max_batch_size
+        self.patience = patience
 
     def _fit(self, interactions: Interactions) -> None:
         if not 0.0 <= self.gate <= 1.0 or self.n_negatives < 1:
@@ -165,10 +175,21 @@ class SimpleX(TorchRetrievalModel):
             )
         torch.manual_seed(self.seed)
         hist = history_matrix(interactions, self.user_vocab_, self.item_vocab_, self.max_history)
+        seen, early = early_stopping_split(self, self.patience)
+        full_hist = hist
+        if seen is not self.seen_:  # held-out cells: out of the pairs and the histories
+            held = self.seen_ - seen  # (U, I) the held-out cells
+            rows = np.flatnonzero(np.diff(held.indptr))
+            hist = hist.copy()
+            hist[rows] = drop_targets(hist[rows], held.indices[held.indptr[rows]])
+        batch_size, self.lr_ = scaled_batch(
+            seen.nnz, self.batch_size, self.lr, max(self.max_batch_size, self.batch_size)
+        )
+        self.batch_size_ = batch_size
         module = SimpleXModule(
             self.n_users, self.n_items, self.embedding_dim, float(self.gate), self.init_std
         )
-        sampler = PairSampler(self.seen_)
+        sampler = PairSampler(seen)
         margin, weight, n_neg = (
             float(self.margin),
             float(self.negative_weight),
@@ -179,7 +200,7 @@ class SimpleX(TorchRetrievalModel):
             rng = np.random.default_rng([self.seed, epoch])
 
             def make():
-                for users, pos in sampler.batches(self.batch_size, rng):
+                for users, pos in sampler.batches(batch_size, rng):
                     yield (
                         torch.from_numpy(users),
                         torch.from_numpy(pos),
@@ -187,7 +208,7 @@ class SimpleX(TorchRetrievalModel):
                         torch.from_numpy(rng.integers(0, self.n_items, n_neg)),
                     )
 
-            return EpochBatches(-(-len(sampler) // self.batch_size), make)
+            return EpochBatches(-(-len(sampler) // batch_size), make)
 
         def loss_fn(m: SimpleXModule, batch) -> torch.Tensor:
             users, pos, mean_rows, neg = batch  # (B,), (B,), CSR (B, I + 1) and (I + 1, B), (N,)
@@ -202,14 +223,16 @@ class SimpleX(TorchRetrievalModel):
                 accidental=neg[None, :] == pos[:, None],
             )
 
-        def vectors(m: SimpleXModule) -> tuple[np.ndarray, np.ndarray]:
+        def vectors(m: SimpleXModule, hist: np.ndarray = hist) -> tuple[np.ndarray, np.ndarray]:
             users = m.user_vectors(torch.arange(self.n_users), torch.from_numpy(hist))
             items = m.item_vectors(torch.arange(self.n_items))
             return users.numpy().astype(np.float32), items.numpy().astype(np.float32)
 
-        self._train(module, loss_fn, batches, vectors=vectors)
-        with torch.no_grad():
-            self.user_factors_, self.item_factors_ = vectors(module)
+        self._train(
+            module, loss_fn, batches, vectors=vectors, batch_size=batch_size, lr=self.lr_, **early
+        )
+        with torch.no_grad():  # the final user vectors from the whole history
+            self.user_factors_, self.item_factors_ = vectors(module, full_hist)
             self.history_items_ = module.item.weight[1:].numpy().astype(np.float32)  # (I, D)
             self.aggregate_ = module.aggregate.weight.numpy().astype(np.float32)  # (D, D)
 
