@@ -156,3 +156,30 @@ def test_cold_benchmark_removes_every_interaction_of_its_cold_items():
     model = models.get("content", encoder="tfidf", dim=8, feature_items=True).fit(train)
     got = content_cold.evaluate(model.user_factors_, model.item_factors_, model, targets["test"])
     assert 0 < got["recall"] <= 1 and 0 < got["ndcg"] <= 1 and got["users"] > 0
+
+
+def test_history_samples_exclude_the_target_and_stay_in_the_users_items():
+    import scipy.sparse as sp
+
+    from recforge.models.retrieval.text_encoder import history_examples, sample_histories
+
+    seen = sp.csr_matrix(np.array([[1, 1, 0, 1], [0, 1, 0, 0], [1, 0, 1, 0]], np.float32))
+    ex = history_examples(seen)  # user 1 has one item: no target
+    assert ex.tolist() == [[0, 0], [0, 1], [0, 2], [2, 0], [2, 1]]
+    target, hist = sample_histories(seen, ex, 16, np.random.default_rng(0))
+    assert target.tolist() == [0, 1, 3, 0, 2]
+    for (u, _), t, h in zip(ex, target, hist):
+        assert t not in h and set(h) <= set(seen[u].indices)
+
+
+def test_pairs_objective_and_the_tfidf_part_survive_save_load(data, tmp_path):
+    m = models.get(
+        "text_encoder", **{**PARAMS, "epochs": 2}, objective="pairs", tfidf_weight=0.5, tfidf_dim=8
+    ).fit(data)
+    assert m.item_factors_.shape[1] == 16 + 8
+    loaded = models.load(m.save(tmp_path / "te"))
+    raw, vecs = loaded.encode_items(data.item_features)
+    np.testing.assert_allclose(vecs, m.item_factors_[m.item_vocab_.index(raw)], atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ConfigError, match="tfidf_weight"):
+        models.get("text_encoder", tfidf_weight=1.0).fit(data)

@@ -109,31 +109,71 @@ def _tokens(col: str, value: Any) -> str:
     return f"{col}={value}".replace(" ", "_")
 
 
-def tfidf_vectors(docs: list[str], dim: int, seed: int) -> np.ndarray:
-    """TF-IDF (+ TruncatedSVD to ``dim`` when the vocabulary and the non-empty docs both
-    outnumber ``dim``) rows for ``docs``.
+TFIDF_PATTERN = r"(?u)\b[\w=.-]+\b"
 
-    Returns (len(docs), d) float32: d = dim after SVD, else the vocabulary size (which may
-    exceed ``dim`` when there are ``dim`` or fewer non-empty docs); empty docs -> zero rows.
+
+def fit_tfidf(docs: list[str], dim: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """TF-IDF (uni+bigrams, sublinear tf, rows L2-normalised) over the non-empty ``docs``,
+    reduced by TruncatedSVD to ``dim`` components when the vocabulary and the non-empty
+    docs both outnumber ``dim``.
+
+    Returns (vectors (len(docs), d) float32, empty docs -> zero rows; d = dim after SVD,
+    else the vocabulary size), and the fitted transform as JSON-able terms plus arrays
+    (``{"terms": [...], "idf": (V,), "components": (d, V) or None}``) that
+    ``apply_tfidf`` uses on new documents.
     """
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     nonempty = np.array([bool(d) for d in docs])
-    out_dim = 1
     if not nonempty.any():
-        return np.zeros((len(docs), out_dim), dtype=np.float32)
+        return np.zeros((len(docs), 1), dtype=np.float32), {
+            "terms": [],
+            "idf": np.zeros(0, np.float32),
+            "components": None,
+        }
     vec = TfidfVectorizer(
-        ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b[\w=.-]+\b", dtype=np.float32
+        ngram_range=(1, 2), sublinear_tf=True, token_pattern=TFIDF_PATTERN, dtype=np.float32
     )
     x = vec.fit_transform([d for d in docs if d])  # (n_nonempty, V) sparse, rows L2-normalised
+    components = None
     if x.shape[1] > dim and x.shape[0] > dim:
-        dense = TruncatedSVD(n_components=dim, random_state=seed).fit_transform(x)
+        svd = TruncatedSVD(n_components=dim, random_state=seed)
+        dense = svd.fit_transform(x)
+        components = svd.components_.astype(np.float32)
     else:
         dense = x.toarray()
     out = np.zeros((len(docs), dense.shape[1]), dtype=np.float32)
     out[nonempty] = dense
-    return out
+    terms = [t for t, _ in sorted(vec.vocabulary_.items(), key=lambda kv: kv[1])]
+    return out, {"terms": terms, "idf": vec.idf_.astype(np.float32), "components": components}
+
+
+def apply_tfidf(docs: list[str], state: dict[str, Any]) -> np.ndarray:
+    """The rows ``fit_tfidf`` would give ``docs`` under its fitted ``state`` (terms unseen
+    at fit time are ignored; empty docs and docs of unseen terms only -> zero rows)."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.preprocessing import normalize
+
+    terms, idf, comp = state["terms"], state["idf"], state["components"]
+    width = len(terms) if comp is None else comp.shape[0]
+    if not terms:
+        return np.zeros((len(docs), max(width, 1)), dtype=np.float32)
+    counts = CountVectorizer(
+        ngram_range=(1, 2),
+        token_pattern=TFIDF_PATTERN,
+        vocabulary={t: i for i, t in enumerate(terms)},
+        dtype=np.float32,
+    ).transform(docs)
+    counts.data = 1.0 + np.log(counts.data)  # sublinear tf
+    x = normalize(counts.multiply(idf[None, :]).tocsr())
+    out = x.toarray() if comp is None else x @ comp.T
+    return np.asarray(out, dtype=np.float32)
+
+
+def tfidf_vectors(docs: list[str], dim: int, seed: int) -> np.ndarray:
+    """The vectors of ``fit_tfidf`` (without its fitted transform)."""
+    return fit_tfidf(docs, dim, seed)[0]
 
 
 def sentence_vectors(docs: list[str], model_name: str) -> np.ndarray | None:

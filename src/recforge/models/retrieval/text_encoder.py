@@ -18,11 +18,20 @@ sentence-transformers path of the ``content`` model is the option when one is on
    blocks (``recforge.nn.transformer``, bidirectional: every token sees every token) ->
    mean pooling over the real tokens, or the ``[CLS]`` token -> a linear projection to
    ``embedding_dim`` -> L2 normalisation.
-4. **Training.** Positive pairs are items consumed by the same user within ``window``
-   steps of each other (time order; the pair's two items differ). Each batch of B pairs is
-   scored with InfoNCE over in-batch negatives, both directions, cosine / ``temperature``
-   (``recforge.losses.infonce``); a negative that is the row's own anchor or positive item
-   (a popular item twice in a batch) is masked out.
+4. **Training** (``objective``). ``"history"`` (default), the task that is served: for a
+   training interaction (user u, item i), ``n_history`` of u's other training items are
+   drawn; u's vector is the L2-normalised mean of their encodings, and it should pick i's
+   encoding among the batch's B target items: InfoNCE, cosine / ``temperature``, where
+   another row's target that u consumed is masked out, and (``logq_correction``) log of
+   each target's training frequency is subtracted from its logits, so that the loss
+   estimates the full softmax rather than pushing popular items down for being frequent
+   in-batch negatives (on the cold-item benchmark it mattered: without it the encoder
+   ranks cold items well below TF-IDF). ``"pairs"``: items consumed by the same user
+   within ``window`` steps of each other pick each other (both directions, a negative
+   equal to the row's anchor or positive masked out).
+   With ``tfidf_weight`` w > 0, every item vector is ``[sqrt(1 - w) encoder,
+   sqrt(w) TF-IDF/SVD]`` in training and serving: the encoder learns next to a fixed
+   TF-IDF part.
 5. **Serving.** Item vectors are the encoder's outputs; a user is the L2-normalised mean of
    the vectors of the items in the user's training history; scores are dot products, so the
    model goes into the Faiss index like every ``EmbeddingMixin`` model. With
@@ -48,7 +57,12 @@ from recforge import losses as L
 from recforge.data.interactions import Interactions
 from recforge.exceptions import ConfigError, DataError
 from recforge.models.registry import register
-from recforge.models.retrieval.content import extend_catalogue, item_documents
+from recforge.models.retrieval.content import (
+    apply_tfidf,
+    extend_catalogue,
+    fit_tfidf,
+    item_documents,
+)
 from recforge.models.retrieval.item2vec import l2_normalize, mean_item_vectors
 from recforge.models.retrieval.torch_base import EpochBatches, TorchRetrievalModel
 from recforge.nn.positional import LearnedPositions
@@ -58,6 +72,7 @@ from recforge.nn.transformer import TransformerEncoder
 log = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "cls")
+OBJECTIVES = ("history", "pairs")
 PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"  # ids 0, 1, 2
 ENCODE_BATCH = 1024  # items embedded per forward pass when materialising vectors
 
@@ -155,6 +170,28 @@ class TextEncoder(nn.Module):
         return out * valid.any(1, keepdim=True).to(out.dtype)
 
 
+def history_examples(seen) -> np.ndarray:
+    """(N, 2) (user, position in the user's row of the CSR ``seen``) of every entry of
+    the users with at least two: the targets of the history objective."""
+    lengths = np.diff(seen.indptr)
+    users = np.repeat(np.arange(seen.shape[0]), lengths)
+    pos = np.arange(seen.nnz) - seen.indptr[users]
+    keep = lengths[users] >= 2
+    return np.stack([users[keep], pos[keep]], 1).astype(np.int64)
+
+
+def sample_histories(
+    seen, examples: np.ndarray, n_history: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each (user, target position) row: (target items (B,), ``n_history`` items drawn
+    with replacement from the user's other training items (B, n_history))."""
+    users, pos = examples[:, 0], examples[:, 1]
+    start, n = seen.indptr[users], np.diff(seen.indptr)[users]
+    draw = rng.integers(0, n[:, None] - 1, size=(len(users), n_history))  # skip the target
+    draw = draw + (draw >= pos[:, None])
+    return seen.indices[start + pos], seen.indices[start[:, None] + draw]
+
+
 def co_consumed_pairs(
     interactions: Interactions, user_vocab, item_vocab, window: int
 ) -> np.ndarray:
@@ -194,9 +231,23 @@ class TextEncoderRecall(TorchRetrievalModel):
     n_heads: attention heads (hidden_dim must divide by it).
     dropout: on embeddings, attention and the FFN while training.
     pooling: "mean" over the real tokens or "cls" (the first token).
+    objective: "history" (default): a user's history (the mean vector of ``n_history``
+        of the user's other training items) should pick the held-out item's vector among
+        the batch's items: the task that is served. "pairs": two items consumed within
+        ``window`` steps of each other should pick each other (both directions).
+    n_history: history items drawn (with replacement) per training example ("history").
+    logq_correction: subtract log(item frequency) from the in-batch logits ("history"),
+        so that popular items are not pushed down for being frequent negatives.
+    tfidf_weight: 0 (default): item vectors are the encoder's alone. w in (0, 1): an item's
+        vector is [sqrt(1 - w) * encoder vector, sqrt(w) * its TF-IDF/SVD vector], both
+        unit length, so a score is (1 - w) encoder cosine + w TF-IDF cosine (before the
+        user's normalisation); the encoder trains with the TF-IDF part in place, so it
+        learns what TF-IDF misses.
+    tfidf_dim: SVD components of the TF-IDF part (as ``content``'s ``dim``).
     temperature: InfoNCE temperature of the cosine logits.
-    window: a pair is two items of one user at most this many steps apart.
-    max_pairs: at most this many pairs per epoch (a fresh random subset each epoch; None: all).
+    window: a pair is two items of one user at most this many steps apart ("pairs").
+    max_pairs: at most this many training examples (pairs or user/item targets) per epoch
+        (a fresh random subset each epoch; None: all).
     embedding_dim, epochs, batch_size, lr, optimizer, weight_decay, seed, num_threads,
         progress: training (shared by the torch retrieval models, see ``TorchRetrievalModel``).
     """
@@ -212,7 +263,7 @@ class TextEncoderRecall(TorchRetrievalModel):
     }
     train_defaults: ClassVar[dict[str, Any]] = {
         "embedding_dim": 64,
-        "epochs": 6,
+        "epochs": 4,
         "batch_size": 256,
         "lr": 1e-3,
         "optimizer": "adamw",
@@ -234,7 +285,12 @@ class TextEncoderRecall(TorchRetrievalModel):
         n_heads: int = 2,
         dropout: float = 0.1,
         pooling: str = "mean",
-        temperature: float = 0.05,
+        objective: str = "history",
+        n_history: int = 8,
+        logq_correction: bool = True,
+        tfidf_weight: float = 0.0,
+        tfidf_dim: int = 64,
+        temperature: float = 0.1,
         window: int = 3,
         max_pairs: int | None = 20_000,
         **shared: Any,
@@ -251,6 +307,11 @@ class TextEncoderRecall(TorchRetrievalModel):
         self.n_heads = n_heads
         self.dropout = dropout
         self.pooling = pooling
+        self.objective = objective
+        self.n_history = n_history
+        self.logq_correction = logq_correction
+        self.tfidf_weight = tfidf_weight
+        self.tfidf_dim = tfidf_dim
         self.temperature = temperature
         self.window = window
         self.max_pairs = max_pairs
@@ -266,9 +327,17 @@ class TextEncoderRecall(TorchRetrievalModel):
                 f"text_encoder: hidden_dim={self.hidden_dim} must be a multiple of "
                 f"n_heads={self.n_heads}."
             )
-        for name in ("vocab_size", "max_len", "window", "n_layers", "min_frequency"):
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(
+                f"text_encoder: objective must be one of {OBJECTIVES}, got {self.objective!r}."
+            )
+        for name in ("vocab_size", "max_len", "window", "n_layers", "min_frequency", "n_history"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"text_encoder: {name} must be >= 1, got {getattr(self, name)}.")
+        if not 0.0 <= float(self.tfidf_weight) < 1.0:
+            raise ConfigError(
+                f"text_encoder: tfidf_weight must be in [0, 1), got {self.tfidf_weight}."
+            )
         if self.max_len < 2 or self.temperature <= 0:
             raise ConfigError(
                 f"text_encoder: max_len must be >= 2 ([CLS] and a word) and temperature > 0, "
@@ -307,6 +376,108 @@ class TextEncoderRecall(TorchRetrievalModel):
         )
         self.tokenizer_json_ = tok.to_str()
         ids, lengths = tokenize(tok, docs, int(self.max_len))  # (I, L), (I,)
+        self.tfidf_state_ = None
+        tfidf = None
+        if self.tfidf_weight > 0:
+            tfidf, self.tfidf_state_ = fit_tfidf(docs, int(self.tfidf_dim), int(self.seed))
+            tfidf = l2_normalize(tfidf)  # (I, d), zero rows for empty docs
+        examples, loss_fn = (
+            self._history_task(lengths > 0)
+            if self.objective == "history"
+            else self._pairs_task(interactions, lengths)
+        )
+        log.info(
+            "text_encoder: %d items (%d without text), vocabulary %d, %d %s examples",
+            len(docs),
+            int((lengths == 0).sum()),
+            tok.get_vocab_size(),
+            len(examples),
+            self.objective,
+        )
+        torch.manual_seed(self.seed)
+        module = self._build_module(tok.get_vocab_size())
+        self._item_ids, self._item_len = torch.from_numpy(ids), torch.from_numpy(lengths)
+        self._tfidf = None if tfidf is None else torch.from_numpy(tfidf)
+        n = len(examples)
+        per_epoch = n if self.max_pairs is None else min(n, int(self.max_pairs))
+        bs = int(self.batch_size)
+
+        def batches(epoch: int) -> EpochBatches:
+            rng = np.random.default_rng([self.seed, epoch])
+
+            def make():
+                order = rng.permutation(n)[:per_epoch]
+                for start in range(0, per_epoch, bs):
+                    yield examples[order[start : start + bs]], rng
+
+            return EpochBatches(-(-per_epoch // bs), make)
+
+        def vectors(m: TextEncoder) -> tuple[np.ndarray, np.ndarray]:
+            items = self._join(_encode(m, ids), tfidf)
+            return l2_normalize(mean_item_vectors(self.seen_, items)), items
+
+        try:
+            self._train(module, loss_fn, batches, vectors=vectors, monitor="recall@10")
+        finally:
+            del self._item_ids, self._item_len, self._tfidf
+        self.module_ = module.eval()
+        with torch.no_grad():
+            self.user_factors_, self.item_factors_ = vectors(module)
+
+    def _embed(self, m: TextEncoder, items: torch.Tensor) -> torch.Tensor:
+        """Vectors (*items.shape, D) of internal item ids, each distinct item encoded once."""
+        uniq, inv = torch.unique(items.reshape(-1), return_inverse=True)
+        width = max(1, int(self._item_len[uniq].max()))
+        vecs = m(self._item_ids[uniq, :width])
+        if self._tfidf is not None:
+            vecs = self._join(vecs, self._tfidf[uniq])
+        return vecs[inv].reshape(*items.shape, -1)
+
+    def _join(self, enc, tfidf):  # type: ignore[no-untyped-def]
+        """[sqrt(1 - w) enc, sqrt(w) tfidf] (numpy or torch rows), or enc when w = 0."""
+        w = float(self.tfidf_weight)
+        if tfidf is None or w == 0:
+            return enc
+        if isinstance(enc, torch.Tensor):
+            return torch.cat([enc * (1 - w) ** 0.5, tfidf * w**0.5], 1)
+        return np.concatenate([enc * (1 - w) ** 0.5, tfidf * w**0.5], 1).astype(np.float32)
+
+    def _history_task(self, has_text: np.ndarray):  # type: ignore[no-untyped-def]
+        """(examples (N, 2) user/position, loss): a user's sampled history -> the held-out
+        item, over in-batch items; another row's item that the user consumed is masked."""
+        # targets and history items are drawn among the training items with text only
+        text_seen = self.seen_.tocsr().multiply(has_text[None, :].astype(np.float32)).tocsr()
+        text_seen.eliminate_zeros()
+        text_seen.sort_indices()
+        examples = history_examples(text_seen)
+        if len(examples) == 0:
+            raise DataError(
+                "text_encoder: no user has two training items with text; nothing to train on."
+            )
+        temperature, n_hist = float(self.temperature), int(self.n_history)
+        # in-batch items are drawn by popularity; subtracting log q(item) makes the loss
+        # estimate the full softmax, which keeps popularity in the scores
+        counts = np.bincount(text_seen.indices, minlength=text_seen.shape[1]).astype(np.float64)
+        log_q = torch.from_numpy(np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32))
+        use_q = bool(self.logq_correction)
+
+        def loss_fn(m: TextEncoder, batch) -> torch.Tensor:  # type: ignore[no-untyped-def]
+            rows, rng = batch
+            target, hist = sample_histories(text_seen, rows, n_hist, rng)
+            vecs = self._embed(m, torch.from_numpy(np.concatenate([target[:, None], hist], 1)))
+            user = F.normalize(vecs[:, 1:].mean(1), dim=-1)  # (B, D)
+            logits = user @ vecs[:, 0].T / temperature  # (B, B)
+            if use_q:
+                logits = logits - log_q[torch.from_numpy(target)]
+            consumed = text_seen[rows[:, 0]][:, target].toarray() > 0  # (B, B)
+            np.fill_diagonal(consumed, False)
+            logits = logits.masked_fill(torch.from_numpy(consumed), torch.finfo(logits.dtype).min)
+            return F.cross_entropy(logits, torch.arange(len(rows)))
+
+        return examples, loss_fn
+
+    def _pairs_task(self, interactions: Interactions, lengths: np.ndarray):  # type: ignore[no-untyped-def]
+        """(pairs (P, 2), loss): co-consumed items pick each other, both directions."""
         pairs = co_consumed_pairs(
             interactions, self.user_vocab_, self.item_vocab_, int(self.window)
         )
@@ -317,49 +488,19 @@ class TextEncoderRecall(TorchRetrievalModel):
                 "text_encoder: no two items with text were consumed by one user within "
                 f"window={self.window} steps; nothing to train on."
             )
-        log.info(
-            "text_encoder: %d items (%d without text), vocabulary %d, %d co-consumed pairs",
-            len(docs),
-            int((lengths == 0).sum()),
-            tok.get_vocab_size(),
-            len(pairs),
-        )
-        torch.manual_seed(self.seed)
-        module = self._build_module(tok.get_vocab_size())
-        item_ids, item_len = torch.from_numpy(ids), torch.from_numpy(lengths)
         temperature = float(self.temperature)
-        per_epoch = len(pairs) if self.max_pairs is None else min(len(pairs), int(self.max_pairs))
-        bs = int(self.batch_size)
 
-        def batches(epoch: int) -> EpochBatches:
-            rng = np.random.default_rng([self.seed, epoch])
-
-            def make():
-                order = rng.permutation(len(pairs))[:per_epoch]
-                for start in range(0, per_epoch, bs):
-                    yield torch.from_numpy(pairs[order[start : start + bs]])  # (B, 2)
-
-            return EpochBatches(-(-per_epoch // bs), make)
-
-        def loss_fn(m: TextEncoder, batch: torch.Tensor) -> torch.Tensor:
-            uniq, inv = torch.unique(batch.reshape(-1), return_inverse=True)  # encode once each
-            width = int(item_len[uniq].max())
-            vecs = m(item_ids[uniq, :width])[inv].reshape(*batch.shape, -1)  # (B, 2, D)
+        def loss_fn(m: TextEncoder, batch) -> torch.Tensor:  # type: ignore[no-untyped-def]
+            rows = torch.from_numpy(batch[0])  # (B, 2)
+            vecs = self._embed(m, rows)  # (B, 2, D)
             a, b = vecs[:, 0], vecs[:, 1]
-            ia, ib = batch[:, 0], batch[:, 1]
+            ia, ib = rows[:, 0], rows[:, 1]
             return 0.5 * (
                 L.infonce(a, b, temperature, normalize=False, key_ids=ib, query_ids=ia)
                 + L.infonce(b, a, temperature, normalize=False, key_ids=ia, query_ids=ib)
             )
 
-        def vectors(m: TextEncoder) -> tuple[np.ndarray, np.ndarray]:
-            items = _encode(m, ids)
-            return l2_normalize(mean_item_vectors(self.seen_, items)), items
-
-        self._train(module, loss_fn, batches, vectors=vectors, monitor="recall@10")
-        self.module_ = module.eval()
-        with torch.no_grad():
-            self.user_factors_, self.item_factors_ = vectors(module)
+        return pairs, loss_fn
 
     # ------------------------------------------------------------------ new items
     def encode_items(self, item_features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -370,7 +511,10 @@ class TextEncoderRecall(TorchRetrievalModel):
         raw = np.asarray(item_features.index[~item_features.index.duplicated()])
         docs = self._documents(item_features, raw)
         ids, _ = tokenize(load_tokenizer(self.tokenizer_json_), docs, int(self.max_len))
-        return raw, _encode(self.module_, ids)
+        tfidf = None
+        if self.tfidf_state_ is not None:
+            tfidf = l2_normalize(apply_tfidf(docs, self.tfidf_state_))
+        return raw, self._join(_encode(self.module_, ids), tfidf)
 
     # ------------------------------------------------------------------ history, persistence
     def score_history(self, item_idx: np.ndarray) -> np.ndarray:
@@ -386,11 +530,25 @@ class TextEncoderRecall(TorchRetrievalModel):
         arrays, state = super()._save_state()
         arrays.update(self._module_arrays())
         state["tokenizer"] = self.tokenizer_json_
+        tf = self.tfidf_state_
+        state["tfidf_terms"] = None if tf is None else tf["terms"]
+        if tf is not None:
+            arrays["tfidf.idf"] = tf["idf"]
+            if tf["components"] is not None:
+                arrays["tfidf.components"] = tf["components"]
         return arrays, state
 
     def _load_state(self, arrays, state):  # type: ignore[no-untyped-def]
         super()._load_state(arrays, state)
         self.tokenizer_json_ = state["tokenizer"]
+        terms = state.get("tfidf_terms")
+        self.tfidf_state_ = None
+        if terms is not None:
+            self.tfidf_state_ = {
+                "terms": terms,
+                "idf": np.asarray(arrays["tfidf.idf"]),
+                "components": arrays.get("tfidf.components"),
+            }
         tok = load_tokenizer(self.tokenizer_json_)
         module = self._build_module(tok.get_vocab_size())
         module.load_state_dict(self._module_state(arrays), strict=True)
