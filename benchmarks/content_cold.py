@@ -67,7 +67,7 @@ TEXT = {"ml100k": (["title"], ["genres"]), "beauty": ([], ["attributes"])}
 # row -> (registered model, candidate settings chosen on the validation cold items)
 GRID: dict[str, tuple[str, list[dict[str, Any]]]] = {
     "content": ("content", [{"dim": 64}, {"dim": 128}, {"dim": 256}]),
-    "text_encoder": ("text_encoder", [{"temperature": 0.1}, {"temperature": 0.2}]),
+    "text_encoder": ("text_encoder", [{"epochs": 3}, {"epochs": 5}]),
     "text_encoder+tfidf": ("text_encoder", [{"tfidf_weight": 0.5}]),
 }
 

@@ -263,7 +263,7 @@ class TextEncoderRecall(TorchRetrievalModel):
     }
     train_defaults: ClassVar[dict[str, Any]] = {
         "embedding_dim": 64,
-        "epochs": 4,
+        "epochs": 3,
         "batch_size": 256,
         "lr": 1e-3,
         "optimizer": "adamw",
