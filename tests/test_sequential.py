@@ -208,3 +208,22 @@ def test_padding_width_does_not_change_any_model():
             wide_q = model._query(model.module_, torch.from_numpy(seqs))
             narrow_q = model._query(model.module_, torch.from_numpy(narrow))
         torch.testing.assert_close(wide_q, narrow_q, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("embedding_norm", [True, False])
+def test_sasrec_layouts_query_the_newest_position_and_learn(norm_first, embedding_norm):
+    """Pre-/Post-LN, with or without the input LayerNorm: the fast last-position query
+    equals the full encoder's last position, padding stays 0, and the chain is learned."""
+    params = {**models.get_class("sasrec").smoke_params, "epochs": 15, "dropout": 0.0}
+    params.update(norm_first=norm_first, embedding_norm=embedding_norm, embedding_dim=16)
+    model = models.get("sasrec", **params).fit(_chains())
+    assert (model.module_.input_norm is not None) == embedding_norm
+    seqs = torch.from_numpy(model.pad_histories([np.array([1, 2, 3]), np.array([4, 5])]))
+    with torch.no_grad():
+        full = model.module_.hidden(seqs)
+        query = model._query(model.module_, seqs)
+    torch.testing.assert_close(query, full[:, -1], atol=1e-5, rtol=1e-5)
+    assert torch.all(full[seqs == 0] == 0)
+    ids, _ = model.recommend_from_history([2, 3, 4, 5], k=3)
+    assert 6 in ids, (norm_first, embedding_norm, ids)

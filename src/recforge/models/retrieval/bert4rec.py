@@ -50,7 +50,8 @@ class BERT4Rec(SequentialRecommender):
 
     Parameters
     ----------
-    n_layers, n_heads, dropout, activation, norm_first, positions: the encoder, as in SASRec.
+    n_layers, n_heads, dropout, activation, norm_first, positions, embedding_norm: the
+        encoder, as in SASRec.
     mask_prob: probability that an item is masked in phase 1.
     finetune_epochs: epochs of phase 2 (only the last item masked); 0 skips it.
     embedding_dim, max_len, loss, n_negatives, alpha, epochs (phase 1), batch_size, lr,
@@ -78,6 +79,7 @@ class BERT4Rec(SequentialRecommender):
         activation: str = "gelu",
         norm_first: bool = True,
         positions: str = "learned",
+        embedding_norm: bool = False,
         mask_prob: float = 0.2,
         finetune_epochs: int = 20,
         **shared: Any,
@@ -89,6 +91,7 @@ class BERT4Rec(SequentialRecommender):
         self.activation = activation
         self.norm_first = norm_first
         self.positions = positions
+        self.embedding_norm = embedding_norm
         self.mask_prob = mask_prob
         self.finetune_epochs = finetune_epochs
 
