@@ -9,7 +9,9 @@ Protocol:
   numeric slopes (~25 % clicks, like Criteo). Train rows ``N_TRAIN``, test rows ``N_TEST``.
 * same process, ``torch.set_num_threads(2)``, the same hyperparameters for both: embedding
   16, MLP 400-400-400 ReLU, no dropout / batch norm / L2, Adam lr 1e-3, batch 4096, one
-  epoch, shuffled. DeepCTR gets the label-encoded integer arrays it expects (no encoding
+  epoch, shuffled; numeric columns as DeepCTR-Torch's ``DenseFeat`` (recforge
+  ``numeric="dense"``: straight into the DNN input and the linear part, FM over the 26
+  categorical fields). DeepCTR gets the label-encoded integer arrays it expects (no encoding
   cost); recforge's time is the whole ``fit(frame)`` including ``FeatureEncoder`` (train-loop
   samples/s are reported too). Dense and sparse (``sparse=True``: SparseAdam on the touched
   table rows) recforge embeddings are both measured.
@@ -300,7 +302,10 @@ def to_markdown(r: dict[str, Any], note: str | None = None) -> str:
         f"Synthetic Criteo-shaped data (26 categorical fields, vocabularies 10-100k, 13 numeric; "
         f"{r['rows']['train']:,} train / {r['rows']['test']:,} test rows, click rate "
         f"{r['rows']['click_rate']}). DeepFM, embedding 16, MLP 400-400-400, Adam 1e-3, batch "
-        f"4096, one epoch, same process. recforge's time includes encoding the DataFrame.",
+        f"4096, one epoch, same process; numeric columns dense on both sides (recforge "
+        f'`numeric="dense"`, DeepCTR-Torch `DenseFeat`: into the MLP input and the linear '
+        f"part, FM over the 26 categorical fields). recforge's time includes encoding the "
+        f"DataFrame.",
         "",
         "| DeepFM | samples/s | test AUC | fit s |",
         "|---|---:|---:|---:|",

@@ -99,11 +99,12 @@ def test_a_state_saved_before_the_option_loads_as_field(frame):
     np.testing.assert_allclose(loaded.predict_proba(frame), model.predict_proba(frame), atol=1e-6)
 
 
-def test_dense_deepfm_exports_to_onnx(frame, tmp_path):
+@pytest.mark.parametrize("name", ["deepfm", "xdeepfm", "autoint"])
+def test_dense_models_export_to_onnx(name, frame, tmp_path):
     pytest.importorskip("onnxruntime")
     from recforge.export import OnnxRanker, export_onnx
 
-    model = models.get("deepfm", **models.get_class("deepfm").smoke_params, numeric="dense")
+    model = models.get(name, **models.get_class(name).smoke_params, numeric="dense")
     model.fit(frame)
     onnx = OnnxRanker(export_onnx(model, tmp_path / "m.onnx"), num_threads=1)
     x = model.encode(model.encoder_, frame)

@@ -96,7 +96,13 @@ class MultiHeadSelfAttention(nn.Module):
         def heads(t: torch.Tensor) -> torch.Tensor:
             return t.view(b, f, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, F, d_h)
 
-        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        # one (B*F, D_in) x (D_in, 3 or 4 * H*d_h) product instead of three or four skinny
+        # ones (the weights stay four Linear modules: same parameters and state dict)
+        mods = [self.query, self.key, self.value]
+        mods += [self.residual] if self.residual is not None else []
+        w = torch.cat([m.weight for m in mods], 0)  # (n * H*d_h, D_in)
+        parts = F.linear(x, w).split(self.out_dim, dim=-1)  # each (B, F, H*d_h)
+        q, k, v = heads(parts[0]), heads(parts[1]), heads(parts[2])
         attn = None
         if return_attention:
             scores = q @ k.transpose(-1, -2) / self.head_dim**0.5  # (B, H, F, F)
@@ -106,6 +112,6 @@ class MultiHeadSelfAttention(nn.Module):
             ctx = F.scaled_dot_product_attention(q, k, v)  # (B, H, F, d_h)
         out = ctx.transpose(1, 2).reshape(b, f, self.out_dim)  # (B, F, H*d_h)
         if self.residual is not None:
-            out = out + self.residual(x)
+            out = out + parts[3]  # W_res x
         out = torch.relu(out)
         return (out, attn) if return_attention else out
