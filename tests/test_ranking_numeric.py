@@ -26,6 +26,10 @@ DENSE_MODELS = [
 ]
 
 
+# AutoInt without an MLP or a linear term would read no numeric column under "dense"
+NEEDS = {"autoint": {"linear": True}}
+
+
 @pytest.fixture(scope="module")
 def frame():
     return make_tiny_ctr(400, seed=5)
@@ -70,6 +74,13 @@ def test_models_without_a_dense_path_refuse_it(name, frame):
         models.get(name, numeric="dense").fit(frame)
 
 
+def test_autoint_refuses_dense_numerics_nothing_reads(frame):
+    params = {**models.get_class("autoint").smoke_params, "numeric": "dense"}
+    with pytest.raises(ConfigError, match=r"\['num'\].*linear=True"):
+        models.get("autoint", **params).fit(frame)
+    models.get("autoint", **params, hidden=(4,)).fit(frame)  # AutoInt+ reads them
+
+
 def test_the_zoo_supports_dense():
     expected = {"fm", "afm", "nfm", "deepfm", "xdeepfm", "dcn", "dcnv2", "autoint", "ipnn"}
     assert expected | {"opnn", "wide_deep", "lr"} <= set(DENSE_MODELS)
@@ -79,6 +90,7 @@ def test_the_zoo_supports_dense():
 def test_dense_models_learn_and_round_trip(name, frame, tmp_path):
     train, test = frame.iloc[:300], frame.iloc[300:]
     params = {**models.get_class(name).smoke_params, "epochs": 4, "lr": 1e-2}
+    params.update(NEEDS.get(name, {}))
     model = models.get(name, **params, numeric="dense").fit(train)
     assert model.numeric_mode() == "dense"
     p = model.predict_proba(test)
@@ -104,8 +116,8 @@ def test_dense_models_export_to_onnx(name, frame, tmp_path):
     pytest.importorskip("onnxruntime")
     from recforge.export import OnnxRanker, export_onnx
 
-    model = models.get(name, **models.get_class(name).smoke_params, numeric="dense")
-    model.fit(frame)
+    params = {**models.get_class(name).smoke_params, **NEEDS.get(name, {})}
+    model = models.get(name, **params, numeric="dense").fit(frame)
     onnx = OnnxRanker(export_onnx(model, tmp_path / "m.onnx"), num_threads=1)
     x = model.encode(model.encoder_, frame)
     np.testing.assert_allclose(

@@ -138,7 +138,7 @@ def test_compositions_follow_their_formulas(ctr):
 
         m = dcn.module_.eval()
         b = _batch(dcn, test)
-        x0 = m.embedding(b).flatten(1)
+        x0 = m.embedding.deep_input(m.embedding(b), b)  # flatten(E) (+ dense numerics)
         expected = m.head(torch.cat([m.cross(x0), m.mlp(x0)], 1)).squeeze(-1)
         torch.testing.assert_close(m(b), expected)
 

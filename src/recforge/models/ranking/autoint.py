@@ -14,8 +14,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from recforge.data.features import Field
-from recforge.models.ranking.torch_base import NUMERIC_MODES, ZOO_NUMERIC, TorchRanker
+from recforge.data.features import NUMERIC, Field
+from recforge.exceptions import ConfigError
+from recforge.models.ranking.torch_base import NUMERIC_MODES, TorchRanker
 from recforge.models.registry import register
 from recforge.nn.attention import MultiHeadSelfAttention
 from recforge.nn.embedding import FeatureEmbedding
@@ -58,7 +59,7 @@ class AutoInt(TorchRanker):
     ``activation``, ``dropout``, ``norm``, ``linear``. Shared ones: see ``TorchRanker``."""
 
     numeric_modes = NUMERIC_MODES
-    numeric_default = ZOO_NUMERIC
+    numeric_default = "field"  # field: the default has no MLP nor linear term to read dense values
 
     smoke_params: ClassVar[dict[str, Any]] = {
         "embedding_dim": 4,
@@ -94,6 +95,14 @@ class AutoInt(TorchRanker):
         self.linear = linear
 
     def build_module(self, fields: Sequence[Field]) -> nn.Module:
+        if self.numeric_mode() == "dense" and not self.hidden and not self.linear:
+            numeric = [f.name for f in fields if f.type == NUMERIC]
+            if numeric:
+                raise ConfigError(
+                    f"AutoInt: numeric='dense' keeps {numeric} out of the attention, and with "
+                    f"hidden=() and linear=False nothing else reads them; set linear=True "
+                    f"or hidden (AutoInt+), or numeric='field'."
+                )
         emb = self.feature_embedding(fields, linear=self.linear)
         layers, width = [], emb.dim
         for _ in range(max(1, int(self.n_layers))):

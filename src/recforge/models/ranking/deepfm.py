@@ -15,7 +15,7 @@ from torch import nn
 
 from recforge.data.features import Field
 from recforge.exceptions import ConfigError
-from recforge.models.ranking.torch_base import NUMERIC_MODES, ZOO_NUMERIC, TorchRanker
+from recforge.models.ranking.torch_base import NUMERIC_MODES, TorchRanker
 from recforge.models.registry import register
 from recforge.nn.embedding import FeatureEmbedding, LinearEmbedding
 from recforge.nn.interactions_fm import FMInteraction
@@ -58,7 +58,7 @@ class DeepFM(TorchRanker):
     ``norm`` (None | "batch" | "layer"); shared ones: see ``TorchRanker``."""
 
     numeric_modes = NUMERIC_MODES
-    numeric_default = ZOO_NUMERIC
+    numeric_default = "field"  # field: 'dense' validated lower (docs/BENCHMARKS.md)
     smoke_params: ClassVar[dict[str, Any]] = {
         "embedding_dim": 4,
         "hidden": (8,),

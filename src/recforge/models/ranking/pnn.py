@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from recforge.data.features import Field
-from recforge.models.ranking.torch_base import NUMERIC_MODES, ZOO_NUMERIC, TorchRanker
+from recforge.models.ranking.torch_base import NUMERIC_MODES, TorchRanker
 from recforge.models.registry import register
 from recforge.nn.embedding import FeatureEmbedding
 from recforge.nn.mlp import MLP
@@ -76,7 +76,7 @@ class _PNN(TorchRanker):
     }
     product_kind: ClassVar[str] = "inner"
     numeric_modes = NUMERIC_MODES
-    numeric_default = ZOO_NUMERIC
+    numeric_default = "field"  # field: 'dense' validated lower (docs/BENCHMARKS.md)
 
     def __init__(
         self,

@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 LOSSES = ("bce", "weighted_bce", "focal")
 LIST_LOSSES = ("none", "softmax", "listnet", "lambdarank")
 NUMERIC_MODES = ("field", "dense")  # see TorchRanker's ``numeric``
-ZOO_NUMERIC = "field"  # numeric=None of the CTR zoo (chosen on validation AUC: docs/BENCHMARKS.md)
 SAMPLING = ("none", "over", "under", "negative_downsample", "smote", "adasyn")
 
 

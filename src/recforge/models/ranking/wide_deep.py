@@ -15,7 +15,7 @@ from torch import nn
 
 from recforge.data.features import CATEGORICAL, Field
 from recforge.exceptions import ConfigError
-from recforge.models.ranking.torch_base import NUMERIC_MODES, ZOO_NUMERIC, TorchRanker
+from recforge.models.ranking.torch_base import NUMERIC_MODES, TorchRanker
 from recforge.models.registry import register
 from recforge.nn.embedding import FeatureEmbedding
 from recforge.nn.mlp import MLP
@@ -91,7 +91,7 @@ class WideDeep(TorchRanker):
     and ``cross_buckets`` (hash size of the cross-product weights)."""
 
     numeric_modes = NUMERIC_MODES
-    numeric_default = ZOO_NUMERIC
+    numeric_default = "dense"  # dense: validation AUC at or above 'field' (docs/BENCHMARKS.md)
 
     smoke_params: ClassVar[dict[str, Any]] = {
         "embedding_dim": 4,
