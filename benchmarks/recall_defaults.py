@@ -93,7 +93,12 @@ CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "simplex": {
         "default": {},
-        "old b512 e10 no early stop": {"max_batch_size": 512, "patience": 0},
+        "old b512 lr5e-3 e10 no early stop": {
+            "max_batch_size": 512,
+            "patience": 0,
+            "lr": 5e-3,
+            "epochs": 10,
+        },
     },
     "itemcf": {
         "default": {},

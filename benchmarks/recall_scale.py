@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 SUBSECTION = "### Recall at 40k items"
 COMMAND = "nice -n 10 python -m benchmarks.recall_scale --docs docs/BENCHMARKS.md"
-THREADS = 2
+THREADS = int(os.environ.get("RECFORGE_BENCH_THREADS", "2"))  # per model child
 K = 20
 
 SYNTH: dict[str, Any] = dict(

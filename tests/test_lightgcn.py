@@ -133,9 +133,12 @@ def test_scaled_batch_grows_with_the_log():
     assert scaled_batch(512_000, 2048, 5e-3, 2048)[0] == 2048  # capped: fixed batch
 
 
-def test_early_stopping_holds_out_cells_then_uses_the_whole_graph():
+def test_early_stopping_holds_out_cells_then_uses_the_whole_graph(monkeypatch):
     from recforge.data.synth import make_synthetic
+    from recforge.models.retrieval import lightgcn
     from recforge.models.retrieval.lightgcn import carve_validation
+
+    monkeypatch.setattr(lightgcn, "VALID_ROWS", 100)  # 100 held-out cells from 5,000 pairs
 
     data = make_synthetic(n_users=300, n_items=200, n_interactions=8000, seed=1)
     model = models.get(

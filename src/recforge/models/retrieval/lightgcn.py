@@ -41,15 +41,19 @@ STEPS_PER_EPOCH = 10  # the batch grows until an epoch would have fewer steps th
 
 
 def scaled_batch(
-    n_pairs: int, batch_size: int, lr: float, max_batch_size: int
+    n_pairs: int,
+    batch_size: int,
+    lr: float,
+    max_batch_size: int,
+    steps_per_epoch: int = STEPS_PER_EPOCH,
 ) -> tuple[int, float]:
     """(batch, lr) for ``n_pairs`` training pairs: ``batch_size`` doubled while the batch stays
-    <= ``max_batch_size`` and an epoch keeps >= ``STEPS_PER_EPOCH`` steps; ``lr`` times the
+    <= ``max_batch_size`` and an epoch keeps >= ``steps_per_epoch`` steps; ``lr`` times the
     square root of the growth. A step of a full-graph model (LightGCN propagates the whole
     graph every step) costs about the same at any batch, so on large logs the larger batch
     is the speed-up: 2048 -> 32,768 at 512k pairs, 16x fewer steps per epoch."""
     batch = int(batch_size)
-    while batch * 2 <= max_batch_size and batch * 2 * STEPS_PER_EPOCH <= n_pairs:
+    while batch * 2 <= max_batch_size and batch * 2 * steps_per_epoch <= n_pairs:
         batch *= 2
     return batch, float(lr) * (batch / batch_size) ** 0.5
 
@@ -93,15 +97,18 @@ def early_stopping_split(
 ) -> tuple[sp.csr_matrix, dict[str, Any]]:
     """(the seen matrix to train on, the Trainer's early-stopping settings) for a model
     fitting with ``patience`` (0: off): validation rows from ``fit(valid=...)``, else one
-    training item of each of min(VALID_ROWS, pairs / 50) users carved out of
-    ``model.seen_`` (``carve_validation``), set as the model's per-epoch validation; no
-    early stopping on logs with under 5,000 pairs."""
+    training item of each of VALID_ROWS (2,000) users carved out of ``model.seen_``
+    (``carve_validation``), set as the model's per-epoch validation. Logs under 50 *
+    VALID_ROWS = 100,000 pairs train all epochs unless ``fit`` got validation rows: on
+    ML-100K's validation split (~35k pairs) stopping on the ~700 cells it could spare
+    cost LightGCN 7.5% of its validation Recall@20 (docs/BENCHMARKS.md, "Defaults across
+    dataset sizes")."""
     seen = model.seen_
     if patience <= 0:
         return seen, {}
     if getattr(model, "_epoch_valid", None) is None:
         n_rows = min(VALID_ROWS, seen.nnz // 50)
-        if n_rows < 100:
+        if n_rows < VALID_ROWS:  # too few cells to stop on reliably: train all epochs
             return seen, {}
         seen, users, items = carve_validation(seen, n_rows, model.seed)
         model._epoch_valid = Interactions(
@@ -164,8 +171,8 @@ class LightGCN(TorchRetrievalModel):
     patience: early stopping: stop after this many epochs without a better validation
         recall@10 and keep the best epoch's weights (0: train all ``epochs``). The
         validation rows are ``fit(valid=...)``'s, or else one training item of each of
-        min(2000, pairs / 50) users held out of the graph while training (back in it for
-        the final embeddings); logs under 5,000 pairs train all epochs.
+        2,000 users held out of the graph while training (back in it for the final
+        embeddings); logs under 100,000 pairs train all epochs.
     epochs, optimizer, weight_decay, seed, num_threads, progress: training
         (shared by the torch retrieval models, see ``TorchRetrievalModel``); ``epochs`` is
         the upper bound when early stopping.
