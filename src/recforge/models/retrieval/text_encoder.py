@@ -13,7 +13,9 @@ sentence-transformers path of the ``content`` model is the option when one is on
    on white space and punctuation (``=`` and ``_`` kept inside a word, so ``genres=drama``
    stays one word), ``[CLS]`` prepended, truncated to ``max_len``. Saved as its JSON. (The
    trainer breaks ties between equally frequent merges in no fixed order, so two fits may
-   differ by a few subwords: the saved tokenizer, not the seed, pins a model.)
+   differ by a few subwords: the saved tokenizer, not the seed, pins a model. To keep the
+   rest of a fit from depending on that, subwords are numbered in string order and each
+   token's initial embedding is drawn from (seed, the token's CRC-32), not from its id.)
 3. **Encoder.** Token embeddings + learned positions -> ``n_layers`` Pre-LN Transformer
    blocks (``recforge.nn.transformer``, bidirectional: every token sees every token) ->
    mean pooling over the real tokens, or the ``[CLS]`` token -> a linear projection to
@@ -103,6 +105,11 @@ def train_tokenizer(docs: list[str], vocab_size: int, max_len: int, min_frequenc
         show_progress=False,
     )
     tok.train_from_iterator([d for d in docs if d], trainer=trainer)
+    # the trainer numbers (and breaks ties between) subwords in hash order, which differs
+    # between processes: renumber them in string order so that the ids do not depend on it
+    learned = sorted(t for t in tok.get_vocab() if t not in (PAD, UNK, CLS))
+    vocab = {t: i for i, t in enumerate([PAD, UNK, CLS, *learned])}
+    tok.model = models.WordPiece(vocab=vocab, unk_token=UNK)
     tok.post_processor = processors.TemplateProcessing(
         single=f"{CLS} $A", special_tokens=[(CLS, tok.token_to_id(CLS))]
     )
@@ -263,7 +270,7 @@ class TextEncoderRecall(TorchRetrievalModel):
     }
     train_defaults: ClassVar[dict[str, Any]] = {
         "embedding_dim": 64,
-        "epochs": 3,
+        "epochs": 5,
         "batch_size": 256,
         "lr": 1e-3,
         "optimizer": "adamw",
@@ -396,6 +403,7 @@ class TextEncoderRecall(TorchRetrievalModel):
         )
         torch.manual_seed(self.seed)
         module = self._build_module(tok.get_vocab_size())
+        _token_init(module.tokens, tok, int(self.seed))
         self._item_ids, self._item_len = torch.from_numpy(ids), torch.from_numpy(lengths)
         self._tfidf = None if tfidf is None else torch.from_numpy(tfidf)
         n = len(examples)
@@ -553,6 +561,21 @@ class TextEncoderRecall(TorchRetrievalModel):
         module = self._build_module(tok.get_vocab_size())
         module.load_state_dict(self._module_state(arrays), strict=True)
         self.module_ = module.eval()
+
+
+def _token_init(table: nn.Embedding, tok, seed: int, std: float = 0.02) -> None:  # type: ignore[no-untyped-def]
+    """Each token's initial embedding drawn from a generator seeded by (seed, the token's
+    CRC-32), so that it does not depend on the token's id (two tokenizer fits may differ by
+    a few subwords, which shifts ids); [PAD] stays 0."""
+    import zlib
+
+    rows = np.zeros(tuple(table.weight.shape), dtype=np.float32)
+    for token, i in tok.get_vocab().items():
+        if i:
+            rng = np.random.default_rng([seed, zlib.crc32(token.encode())])
+            rows[i] = rng.normal(0.0, std, rows.shape[1])
+    with torch.no_grad():
+        table.weight.copy_(torch.from_numpy(rows))
 
 
 def _encode(module: TextEncoder, ids: np.ndarray) -> np.ndarray:
