@@ -8,9 +8,8 @@
 * numeric fields get one learned vector each, scaled by the (standardised) value
   (``numeric="field"``), or are not embedded at all (``numeric="dense"``): their values
   then go straight into a model's deep part (``deep_input``, each times a learned scale)
-  and its first-order term,
-  and the interaction layers see only the categorical and multi-valued fields (what
-  DeepCTR-Torch does with ``DenseFeat``);
+  and its first-order term, and the interaction layers see only the categorical and
+  multi-valued fields (what DeepCTR-Torch does with ``DenseFeat``);
 * multi-valued fields are pooled (sum or mean) over their non-padding positions (index 0).
 
 Output field order: categorical fields, then numeric (``numeric="field"`` only), then
@@ -79,8 +78,9 @@ class FeatureEmbedding(nn.Module):
     linear_init_std: std of the normal initialisation of that column.
     numeric: "field" (each numeric field is an embedded field: its vector times its value)
         or "dense" (numeric values are not embedded: ``forward`` returns the categorical
-        and multi fields only, ``deep_input`` appends the raw values to the flattened
-        embeddings, and the first-order term holds one weight per numeric field).
+        and multi fields only, ``deep_input`` appends the values, each times a learned
+        ``dense_scale``, to the flattened embeddings, and the first-order term holds one
+        weight per numeric field).
     """
 
     def __init__(
@@ -106,7 +106,8 @@ class FeatureEmbedding(nn.Module):
         self.n_categorical, self.n_numeric = len(layout.categorical), len(layout.numeric)
         dense = numeric == "dense"
         self.n_dense = self.n_numeric if dense else 0  # raw numeric values for the deep part
-        self.field_names = [n for n in layout.names if not dense or n not in _names(layout.numeric)]
+        skip = {f.name for f in layout.numeric} if dense else set()
+        self.field_names = [n for n in layout.names if n not in skip]
         self.n_fields = len(self.field_names)  # embedded fields: F
         self.deep_width = self.n_fields * self.dim + self.n_dense  # width of deep_input
         self.multi_names = [m.name for m in layout.multi]
@@ -177,7 +178,7 @@ class FeatureEmbedding(nn.Module):
 
     def deep_input(self, emb: torch.Tensor, batch: dict) -> torch.Tensor:
         """The deep part's input, (B, deep_width): the flattened (B, F, D) embeddings
-        ``emb`` of this batch, then the raw numeric values when ``numeric="dense"``."""
+        ``emb`` of this batch, then the scaled numeric values when ``numeric="dense"``."""
         return self.with_dense(emb.flatten(1), batch)
 
     def forward_columns(self, batch: dict) -> torch.Tensor:
@@ -230,10 +231,6 @@ class FeatureEmbedding(nn.Module):
             return torch.zeros(())
         u = self._used
         return u.pow(2).sum() / max(1, u.shape[0])
-
-
-def _names(fields: Sequence[Field]) -> set[str]:
-    return {f.name for f in fields}
 
 
 class LinearEmbedding(nn.Module):
