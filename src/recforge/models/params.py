@@ -269,7 +269,7 @@ WHEN_TO_USE: dict[str, str] = {
     "deepwalk": "Graph neighbourhood embeddings when co-occurrence is sparse.",
     "node2vec": "Like DeepWalk, with walks biased towards local (BFS) or global (DFS) structure.",
     "content": "Cold-start items: text/tag similarity needs no interactions.",
-    "text_encoder": "Cold-start items from their text, with a tokenizer and encoder trained here on co-consumption.",
+    "text_encoder": "Cold-start items from their text, with a tokenizer and encoder trained here to match a user's history to the next item.",
     "lightgcn": "Graph CF that usually beats MF on dense-enough logs; slower to train.",
     "simplex": "A strong contrastive CF baseline; cheap per epoch.",
     "dssm": "Two towers with user and item features; embeds new users from history and features.",

@@ -1,6 +1,6 @@
 """Content recall with a small BERT-style text encoder trained here, on the catalogue's own
-text and the users' co-consumption: items consumed together get close vectors, and items
-nobody has clicked yet (cold items) get vectors from their text alone.
+text and the users' histories: a user's history pooled from its items' text encodings
+should pick the item the user consumed next, and items nobody has clicked yet (cold items) get vectors from their text alone.
 
 Pretrained text models are not assumed to exist (nothing is downloaded); the
 sentence-transformers path of the ``content`` model is the option when one is on disk.
@@ -222,7 +222,7 @@ def co_consumed_pairs(
 @register("text_encoder")
 class TextEncoderRecall(TorchRetrievalModel):
     """A WordPiece tokenizer and a small Transformer text encoder trained here with InfoNCE
-    on co-consumed items; recommends cold items from their text (see module docstring).
+    (a user's pooled history picks the held-out item; co-consumed pairs as an option); recommends cold items from their text (see module docstring).
 
     Parameters
     ----------
