@@ -11,9 +11,16 @@ Protocol
   train; each user's top ``K`` of every channel (train items excluded), merged, are the
   user's candidate list; a candidate is labelled 1 if the user consumed it in the
   validation period. Features: user, item, age band, gender, occupation, genres, release
-  year, and per channel the candidate's rank (``K`` + 1 when the channel did not return it)
-  and score. 10 % of these users (seed ``SEED``) are held out to early-stop the rankers
-  (never the test period).
+  year, per channel the candidate's rank (``K`` + 1 when the channel did not return it),
+  score and gap to the channel's best score for that user (``gap_<channel>``, NaN when
+  the channel did not return it), and the user's and item's volume in the channels'
+  training log (``user_activity``, ``item_pop``: log(1 + rows)). The gaps and volumes are
+  computed by ``recforge.pipeline.candidate_features`` (``gap_to_best``, ``with_counts``),
+  the code that builds a served ranker's inputs. 10 % of these users (seed ``SEED``) are
+  held out to early-stop the rankers (never the test period).
+* ``--validation``: LambdaMART with and without the gap/volume features, trained on 80 %
+  of the validation-labelled lists, early-stopped on the 10 % above and scored on another
+  10 % (never the lists it stopped on), against EASE's own order of the same lists.
 * **Test**: the channels are refitted on train + validation; each user's merged top-``K``
   (train and validation items excluded) is scored by each ranker; NDCG@10 and Recall@10
   of the top 10 against the user's test items, next to each channel's own top 10 and to
@@ -26,6 +33,7 @@ Protocol
 Run it::
 
     python -m benchmarks.ltr_funnel --data-dir ../shared/data --docs docs/BENCHMARKS.md
+    python -m benchmarks.ltr_funnel --data-dir ../shared/data --validation
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from recforge import models
 from recforge.data.interactions import Interactions
 from recforge.data.splits import user_temporal_split
 from recforge.metrics import ndcg_at_k, recall_at_k
+from recforge.pipeline.candidate_features import gap_to_best, with_counts
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +65,10 @@ SEED = 2024
 K = 50  # candidates per channel
 TOP = 10
 EPOCHS = 4
-THREADS = 2
+THREADS = int(os.environ.get("RECFORGE_BENCH_THREADS", "2"))
 CHANNELS = {"itemcf": {}, "ease": {"l2": 300.0}, "most_popular": {}}
 RANKERS = ("deepfm_pointwise", "deepfm_listwise", "lambdamart")
+NEW_FEATURES = ("user_activity", "item_pop", *(f"gap_{n}" for n in CHANNELS))
 
 
 def load(data_dir: str | Path) -> Interactions:
@@ -90,6 +100,10 @@ def candidates(
     merged = parts[0]
     for p in parts[1:]:
         merged = merged.merge(p, on=["user", "item"], how="outer")
+    score_cols = [f"score_{n}" for n in CHANNELS]
+    gaps = gap_to_best(merged[score_cols].to_numpy(), merged["user"].to_numpy())
+    for s, name in enumerate(CHANNELS):
+        merged[f"gap_{name}"] = gaps[:, s]
     for name in CHANNELS:
         merged[f"rank_{name}"] = merged[f"rank_{name}"].fillna(K + 1).astype(np.float64)
         low = merged[f"score_{name}"].min()
@@ -98,9 +112,12 @@ def candidates(
     return merged, per_channel
 
 
-def add_features(frame: pd.DataFrame, inter: Interactions) -> pd.DataFrame:
-    uf = inter.user_features.reindex(frame["user"].to_numpy())
-    itf = inter.item_features.reindex(frame["item"].to_numpy())
+def add_features(frame: pd.DataFrame, inter: Interactions, log: Interactions) -> pd.DataFrame:
+    """User and item feature columns of ``inter`` plus the volumes of ``log`` (the log the
+    channels were fitted on)."""
+    users, items = with_counts(log.frame, inter.user_features, inter.item_features)
+    uf = users.reindex(frame["user"].to_numpy())
+    itf = items.reindex(frame["item"].to_numpy())
     out = frame.copy()
     for col in uf.columns:
         out[col] = uf[col].to_numpy()
@@ -141,7 +158,7 @@ def run(data_dir: str | Path | None = None, out: str | Path | None = None) -> di
     train, valid, test = user_temporal_split(inter, 0.1, 0.1)
     users = np.asarray(sorted(set(valid.frame["user"]) & set(train.frame["user"])))
     fit_frame, _ = candidates(train, users)
-    fit_frame = add_features(label(fit_frame, valid), inter)
+    fit_frame = add_features(label(fit_frame, valid), inter, train)
     held = np.random.default_rng(SEED).choice(users, max(1, len(users) // 10), replace=False)
     is_held = fit_frame["user"].isin(set(held))
     rank_train, rank_valid = fit_frame[~is_held], fit_frame[is_held]
@@ -150,7 +167,7 @@ def run(data_dir: str | Path | None = None, out: str | Path | None = None) -> di
                           inter.user_features, inter.item_features)  # fmt: skip
     test_users = np.asarray(sorted(set(test.frame["user"]) & set(before.frame["user"])))
     test_frame, channel_lists = candidates(before, test_users, exclude=valid)
-    test_frame = add_features(test_frame, inter)
+    test_frame = add_features(test_frame, inter, before)
     relevant = test.frame.groupby("user")["item"].agg(set).to_dict()
     rel = [relevant.get(u, set()) for u in test_users]
     cand_recall = float(np.mean([
@@ -197,6 +214,52 @@ def run(data_dir: str | Path | None = None, out: str | Path | None = None) -> di
     return result
 
 
+def validate(data_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """``--validation`` (module docstring): LambdaMART feature variants on validation."""
+    from benchmarks import resolve_data_dir
+
+    inter = load(resolve_data_dir(data_dir))
+    train, valid, _ = user_temporal_split(inter, 0.1, 0.1)
+    users = np.asarray(sorted(set(valid.frame["user"]) & set(train.frame["user"])))
+    frame, _ = candidates(train, users)
+    frame = add_features(label(frame, valid), inter, train)
+    rng = np.random.default_rng(SEED)
+    held = rng.choice(users, max(1, len(users) // 10), replace=False)  # the run's stop slice
+    rest = np.setdiff1d(users, held)
+    scored = rng.choice(rest, max(1, len(users) // 10), replace=False)
+    stop = frame[frame["user"].isin(set(held))]
+    part = frame[frame["user"].isin(set(scored))]
+    fit = frame[~frame["user"].isin(set(held) | set(scored))]
+    relevant = valid.frame.groupby("user")["item"].agg(set).to_dict()
+    score_users = sorted(set(part["user"]))
+    rel = [relevant.get(u, set()) for u in score_users]
+
+    def ndcg(score: np.ndarray) -> float:
+        lists = top_lists(part, score)
+        return float(ndcg_at_k([lists.get(u, []) for u in score_users], rel, TOP))
+
+    rows = [{"method": f"channel {n} order", f"ndcg@{TOP}": ndcg(part[f"score_{n}"].to_numpy()),
+             "cpu_s": 0.0, "trees": 0} for n in ("ease", "itemcf")]  # fmt: skip
+    base = [c for c in frame.columns if c not in NEW_FEATURES]
+    gaps = [f"gap_{n}" for n in CHANNELS]
+    variants = {
+        "lambdamart, earlier features": base,
+        "+ volumes": base + ["user_activity", "item_pop"],
+        "+ gaps": base + gaps,
+        "+ volumes + gaps": base + ["user_activity", "item_pop"] + gaps,
+    }
+    for name, cols in variants.items():
+        c0 = time.process_time()
+        model = _ranker("lambdamart").fit(fit[cols], label="label", valid=stop[cols])
+        p = np.asarray(model.predict_proba(part[[c for c in cols if c != "label"]]))
+        rows.append({"method": name, f"ndcg@{TOP}": ndcg(p), "cpu_s": time.process_time() - c0,
+                     "trees": int(model.metrics_.get("n_trees", 0))})  # fmt: skip
+        log.info("%s load %.1f", rows[-1], os.getloadavg()[0])
+    log.info("sizes: fit %d users, stop %d, scored %d", fit["user"].nunique(), len(held),
+             len(score_users))  # fmt: skip
+    return rows
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     s = result["sizes"]
     lines = [
@@ -228,8 +291,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=None, help="folder holding ml-100k/")
     parser.add_argument("--out", default=None)
     parser.add_argument("--docs", default=None, help="markdown file to update")
+    parser.add_argument("--validation", action="store_true",
+                        help="LambdaMART feature variants on validation only (no test)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.validation:
+        for r in validate(args.data_dir):
+            print(f"| {r['method']} | {r[f'ndcg@{TOP}']:.4f} | {r['trees']} | {r['cpu_s']:.1f} |")
+        return
     result = run(args.data_dir, args.out)
     report(result, args.docs, SECTION)
 

@@ -4,6 +4,7 @@ when the server assembles a request (no train/serve skew)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from recforge import models
@@ -13,7 +14,10 @@ from recforge.pipeline.candidate_features import (
     candidate_frame,
     cross_parts,
     cross_values,
+    gap_to_best,
+    interaction_counts,
     recall_columns,
+    with_counts,
 )
 from recforge.pipeline.recall import Candidates
 from recforge.serving import Recommender, write_bundle
@@ -45,6 +49,30 @@ def test_recall_columns_by_hand():
     assert c["recall_rank_cf"] == pytest.approx(np.log1p([0, 3]))  # absent -> n candidates
     assert c["recall_score_cf"][0] == 2.0 and np.isnan(c["recall_score_cf"][1])
     assert c["recall_rank_fallback"] == pytest.approx(np.log1p([3, 1]))
+    # gap to the source's best score over all three candidates, not just the rows asked
+    assert c["recall_gap_cf"][0] == 0.0 and np.isnan(c["recall_gap_cf"][1])
+    assert c["recall_gap_fallback"] == pytest.approx([np.nan, -1.0], nan_ok=True)
+
+
+def test_gap_to_best_per_group():
+    nan = np.nan
+    scores = np.array([[3.0, nan], [1.0, 5.0], [2.0, 4.0], [7.0, nan]])
+    out = gap_to_best(scores, ["a", "a", "a", "b"])
+    expect = [[0.0, nan], [-2.0, 0.0], [-1.0, -1.0], [0.0, nan]]
+    np.testing.assert_allclose(out, expect)
+    np.testing.assert_allclose(gap_to_best(scores[:3]), expect[:3])
+
+
+def test_interaction_counts_and_with_counts():
+    log = pd.DataFrame({"user": ["u1", "u1", "u2"], "item": ["a", "b", "a"]})
+    users, items = interaction_counts(log)
+    assert users.loc["u1", "user_activity"] == pytest.approx(np.log1p(2))
+    assert items.loc["a", "item_pop"] == pytest.approx(np.log1p(2))
+    side = pd.DataFrame({"genre": ["x", "y"]}, index=pd.Index(["a", "c"], name="item"))
+    u, i = with_counts(log, None, side)
+    assert i.loc["c", "item_pop"] == 0.0 and i.loc["c", "genre"] == "y"  # unseen item: 0
+    assert i.loc["b", "item_pop"] == pytest.approx(np.log1p(1)) and pd.isna(i.loc["b", "genre"])
+    assert list(u.columns) == ["user_activity"] and i.index.name == "item"
 
 
 def test_a_ranker_on_candidates_is_served_the_features_it_was_trained_on(tmp_path):
@@ -53,31 +81,36 @@ def test_a_ranker_on_candidates_is_served_the_features_it_was_trained_on(tmp_pat
     pipe = RecallPipeline.from_config(RECALL).fit(early)
     users = sorted(set(later.users) & set(early.users))[:60]
     contexts = request_contexts(later, ["device", "daypart"])
+    # the volumes of the recall's training log ride in the user/item tables
+    user_table, item_table = with_counts(early.frame, inter.user_features, inter.item_features)
     frame = candidate_frame(
         pipe,
         users,
         top=30,
         labels=later.frame,
         contexts=contexts,
-        user_features=inter.user_features,
-        item_features=inter.item_features,
+        user_features=user_table,
+        item_features=item_table,
         crosses=[("daypart", "category"), ("device", "category")],
     )
     assert frame.groupby("user").size().max() == 30 and frame["label"].sum() > 0
     assert {"recall_rank_ease", "recall_score_itemcf", "daypart|category"} <= set(frame.columns)
+    assert {"recall_gap_ease", "item_pop", "user_activity"} <= set(frame.columns)
     ranker = models.get("lr", epochs=1, num_threads=1)
     ranker.fit(frame.drop(columns=["user", "item"]), label="label")
     bundle = write_bundle(
         tmp_path / "b",
         pipeline=pipe,
         ranker=ranker,
-        user_features=inter.user_features,
-        item_features=inter.item_features,
+        user_features=user_table,
+        item_features=item_table,
         rerank={"rank_top": 30},
     )
     rec = Recommender.load(bundle)
     sources = {v["column"]: v["source"] for v in rec.fields.values()}
     assert sources["recall_rank_als"] == "recall" and sources["device|category"] == "cross"
+    assert sources["recall_gap_als"] == "recall" and sources["item_pop"] == "item"
+    assert sources["user_activity"] == "user"
     assert rec.context_fields == ["daypart", "device"]
 
     user = users[0]

@@ -9,8 +9,13 @@ user's candidates from the recall pipeline, labelled by what the user went on to
 * per source s (every channel, then the fallback): ``recall_rank_<s>`` = log(1 + rank in
   s), or log(1 + number of candidates) when s did not return the item, and
   ``recall_score_<s>``, the raw score in s (NaN when s did not return it; the encoder
-  reads NaN as the column mean);
+  reads NaN as the column mean), and ``recall_gap_<s>``, that score minus the best score
+  s gave any of the user's candidates (``gap_to_best``: 0 for s's top item; raw scores
+  are on a per-user scale, the gap says how close the item came to s's favourite);
 
+the user's and item's volume in the training log (``interaction_counts``:
+``user_activity`` = log(1 + the user's interactions), ``item_pop`` = log(1 + the item's);
+ordinary user/item table columns, so a bundle written with those tables serves them);
 and crosses of a request or user column with an item column (``cross_values``): the column
 ``"daypart|category"`` holds ``"<daypart>|<category>"`` per row, so that a ranker without
 feature interactions of its own (trees, LR) still has "what this context wants of this
@@ -44,7 +49,53 @@ def recall_columns(cand: Any, rows: np.ndarray) -> dict[str, np.ndarray]:
         rank = cand.source_rank[rows, s].astype(np.float64)
         out[f"recall_rank_{name}"] = np.log1p(np.where(np.isnan(rank), n_cand, rank))
         out[f"recall_score_{name}"] = cand.source_score[rows, s].astype(np.float64)
+    if len(cand.sources):
+        gaps = gap_to_best(cand.source_score.astype(np.float64))[rows]
+        for s, name in enumerate(cand.sources):
+            out[f"recall_gap_{name}"] = gaps[:, s]
     return out
+
+
+def gap_to_best(scores: np.ndarray, groups: Sequence[Any] | None = None) -> np.ndarray:
+    """``scores`` (n, n_sources; NaN where a source did not return the row) minus each
+    column's best (NaN-skipping max) over the rows of the same group (``groups``: (n,)
+    labels, e.g. the user of each candidate row; None: all rows are one user's
+    candidates). Returns (n, n_sources) float64, <= 0, NaN where the score is NaN."""
+    frame = pd.DataFrame(np.asarray(scores, dtype=np.float64).reshape(len(scores), -1))
+    if groups is None:
+        best = frame.max(axis=0).to_numpy()[None, :]
+    else:
+        best = frame.groupby(np.asarray(groups, dtype=object)).transform("max").to_numpy()
+    return frame.to_numpy() - best
+
+
+def interaction_counts(log: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Volume features of a training log (rows of ``user``, ``item``): a user table with
+    ``user_activity`` = log(1 + the user's rows) and an item table with ``item_pop`` =
+    log(1 + the item's rows), indexed by raw id. Join them to the user/item feature tables
+    given to ``candidate_frame`` and ``serving.write_bundle`` (``with_counts``) so that
+    the ranker is trained and served the same values."""
+    users = np.log1p(log["user"].value_counts().astype(np.float64)).rename("user_activity")
+    items = np.log1p(log["item"].value_counts().astype(np.float64)).rename("item_pop")
+    users.index.name, items.index.name = "user", "item"
+    return users.to_frame(), items.to_frame()
+
+
+def with_counts(
+    log: pd.DataFrame, user_features: pd.DataFrame | None, item_features: pd.DataFrame | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``user_features`` / ``item_features`` (or empty tables) with the
+    ``interaction_counts`` of ``log`` added as columns (0 for an id absent from ``log``:
+    log(1 + 0)); the two returned tables are indexed by every id of either source."""
+    counts = interaction_counts(log)
+    out = []
+    for table, extra in zip((user_features, item_features), counts):
+        base = pd.DataFrame(index=extra.index) if table is None else table
+        index = base.index.union(extra.index, sort=False)
+        joined = base.reindex(index).join(extra.reindex(index).fillna(0.0))
+        joined.index.name = base.index.name or extra.index.name
+        out.append(joined)
+    return out[0], out[1]
 
 
 def missing_recall_columns(names: Sequence[str], n: int, n_cand: int) -> dict[str, np.ndarray]:
