@@ -23,6 +23,7 @@ import argparse
 import json
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,15 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 from torch.nn import functional as F
+
+
+def _per_step(run, k: int) -> tuple[float, float]:
+    """Wall and CPU seconds per call of ``run()`` over ``k`` calls, after one warm-up call."""
+    run()
+    t, c = time.perf_counter(), time.process_time()
+    for _ in range(k):
+        run()
+    return (time.perf_counter() - t) / k, (time.process_time() - c) / k
 
 
 def _data():
@@ -82,12 +92,7 @@ def lightgcn_steps(frame: pd.DataFrame, batches=(2048, 8192), n_steps: int = 2) 
             torch.manual_seed(0)
             emb = torch.nn.Embedding(nu + ni, 64)
             opt = torch.optim.Adam(emb.parameters(), lr=1e-3, fused=True)
-            step(mm, emb, opt, b)
-            t, c = time.perf_counter(), time.process_time()
-            for _ in range(n_steps):
-                step(mm, emb, opt, b)
-            dt = (time.perf_counter() - t) / n_steps
-            cpu = (time.process_time() - c) / n_steps
+            dt, cpu = _per_step(partial(step, mm, emb, opt, b), n_steps)
             rows.append(
                 {
                     "model": "lightgcn",
@@ -150,13 +155,8 @@ def simplex_steps(frame: pd.DataFrame, batches=(512, 4096), n_steps: int = 2) ->
             torch.manual_seed(0)
             m = SimpleXModule(nu, ni, 64, 0.5, 0.1)
             opt = torch.optim.Adam(m.parameters(), lr=5e-3, fused=True)
-            step(m, opt, b, fn)
             k = max(n_steps, n_steps * 4096 // b)
-            t, c = time.perf_counter(), time.process_time()
-            for _ in range(k):
-                step(m, opt, b, fn)
-            dt = (time.perf_counter() - t) / k
-            cpu = (time.process_time() - c) / k
+            dt, cpu = _per_step(partial(step, m, opt, b, fn), k)
             out.append(
                 {
                     "model": "simplex",

@@ -43,7 +43,11 @@ from recforge import losses
 from recforge.data.features import EncodedFeatures, FeatureEncoder, Field
 from recforge.exceptions import ConfigError, DataError
 from recforge.models.base import Ranker
-from recforge.nn.embedding import FeatureEmbedding, LinearEmbedding
+from recforge.nn.embedding import (
+    NUMERIC_MODES,  # noqa: F401  (the rankers import it here)
+    FeatureEmbedding,
+    LinearEmbedding,
+)
 from recforge.nn.inputs import Batch, take, to_tensors
 from recforge.threads import ensure_torch_threads, set_torch_threads
 from recforge.train import History, TrainConfig, Trainer, seed_everything
@@ -53,7 +57,6 @@ log = logging.getLogger(__name__)
 
 LOSSES = ("bce", "weighted_bce", "focal")
 LIST_LOSSES = ("none", "softmax", "listnet", "lambdarank")
-NUMERIC_MODES = ("field", "dense")  # see TorchRanker's ``numeric``
 SAMPLING = ("none", "over", "under", "negative_downsample", "smote", "adasyn")
 
 
