@@ -125,7 +125,7 @@ def test_symmetric_spmm_gradient_matches_dense():
 
 
 def test_scaled_batch_grows_with_the_log():
-    from recforge.models.retrieval.lightgcn import scaled_batch
+    from recforge.models.retrieval.torch_base import scaled_batch
 
     assert scaled_batch(30_000, 2048, 5e-3, 32768) == (2048, 5e-3)  # small: unchanged
     batch, lr = scaled_batch(512_000, 2048, 5e-3, 32768)
@@ -135,10 +135,10 @@ def test_scaled_batch_grows_with_the_log():
 
 def test_early_stopping_holds_out_cells_then_uses_the_whole_graph(monkeypatch):
     from recforge.data.synth import make_synthetic
-    from recforge.models.retrieval import lightgcn
-    from recforge.models.retrieval.lightgcn import carve_validation
+    from recforge.models.retrieval import torch_base
+    from recforge.models.retrieval.torch_base import carve_validation
 
-    monkeypatch.setattr(lightgcn, "VALID_ROWS", 100)  # 100 held-out cells from 5,000 pairs
+    monkeypatch.setattr(torch_base, "VALID_ROWS", 100)  # 100 held-out cells from 5,000 pairs
 
     data = make_synthetic(n_users=300, n_items=200, n_interactions=8000, seed=1)
     model = models.get(

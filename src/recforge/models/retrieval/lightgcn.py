@@ -17,7 +17,6 @@ import logging
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 import torch
 from torch import nn
@@ -28,55 +27,15 @@ from recforge.data.interactions import Interactions
 from recforge.exceptions import ConfigError
 from recforge.models.registry import register
 from recforge.models.retrieval.torch_base import (
-    VALID_ROWS,
     EpochBatches,
     TorchRetrievalModel,
+    early_stopping_split,
+    scaled_batch,
     sparse_mm,
     torch_csr,
 )
 
 log = logging.getLogger(__name__)
-
-STEPS_PER_EPOCH = 10  # the batch grows until an epoch would have fewer steps than this
-
-
-def scaled_batch(
-    n_pairs: int,
-    batch_size: int,
-    lr: float,
-    max_batch_size: int,
-    steps_per_epoch: int = STEPS_PER_EPOCH,
-) -> tuple[int, float]:
-    """(batch, lr) for ``n_pairs`` training pairs: ``batch_size`` doubled while the batch stays
-    <= ``max_batch_size`` and an epoch keeps >= ``steps_per_epoch`` steps; ``lr`` times the
-    square root of the growth. A step of a full-graph model (LightGCN propagates the whole
-    graph every step) costs about the same at any batch, so on large logs the larger batch
-    is the speed-up: 2048 -> 32,768 at 512k pairs, 16x fewer steps per epoch."""
-    batch = int(batch_size)
-    while batch * 2 <= max_batch_size and batch * 2 * steps_per_epoch <= n_pairs:
-        batch *= 2
-    return batch, float(lr) * (batch / batch_size) ** 0.5
-
-
-def carve_validation(
-    seen: sp.csr_matrix, n_rows: int, seed: int
-) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
-    """Hold out one training item of each of ``n_rows`` random users who have >= 2.
-
-    Returns (seen without the held-out cells, users (V,), items (V,)) for early stopping."""
-    rng = np.random.default_rng([seed, 7])
-    counts = np.diff(seen.indptr)
-    pool = np.flatnonzero(counts >= 2)
-    users = np.sort(rng.choice(pool, min(n_rows, len(pool)), replace=False))
-    pos = seen.indptr[users] + rng.integers(0, counts[users])  # (V,) positions in seen.data
-    items = seen.indices[pos].astype(np.int64)
-    keep = np.ones(seen.nnz, dtype=bool)
-    keep[pos] = False
-    rows = np.repeat(np.arange(seen.shape[0]), counts)[keep]
-    train = sp.csr_matrix(
-        (seen.data[keep], (rows, seen.indices[keep])), shape=seen.shape, dtype=seen.dtype
-    )
-    return train, users.astype(np.int64), items
 
 
 def normalized_adjacency(seen: sp.csr_matrix) -> sp.csr_matrix:
@@ -90,34 +49,6 @@ def normalized_adjacency(seen: sp.csr_matrix) -> sp.csr_matrix:
     inv[deg > 0] = deg[deg > 0] ** -0.5
     d = sp.diags(inv)
     return sp.csr_matrix(d @ a @ d, dtype=np.float32)
-
-
-def early_stopping_split(
-    model: TorchRetrievalModel, patience: int
-) -> tuple[sp.csr_matrix, dict[str, Any]]:
-    """(the seen matrix to train on, the Trainer's early-stopping settings) for a model
-    fitting with ``patience`` (0: off): validation rows from ``fit(valid=...)``, else one
-    training item of each of VALID_ROWS (2,000) users carved out of ``model.seen_``
-    (``carve_validation``), set as the model's per-epoch validation. Logs under 50 *
-    VALID_ROWS = 100,000 pairs train all epochs unless ``fit`` got validation rows: on
-    ML-100K's validation split (~35k pairs) stopping on the ~700 cells it could spare
-    cost LightGCN 7.5% of its validation Recall@20 (docs/BENCHMARKS.md, "Defaults across
-    dataset sizes")."""
-    seen = model.seen_
-    if patience <= 0:
-        return seen, {}
-    if getattr(model, "_epoch_valid", None) is None:
-        n_rows = min(VALID_ROWS, seen.nnz // 50)
-        if n_rows < VALID_ROWS:  # too few cells to stop on reliably: train all epochs
-            return seen, {}
-        seen, users, items = carve_validation(seen, n_rows, model.seed)
-        model._epoch_valid = Interactions(
-            pd.DataFrame(
-                {"user": model.user_vocab_.ids(users), "item": model.item_vocab_.ids(items)}
-            )
-        )
-        log.info("%s: %d training cells held out for early stopping", type(model).__name__, n_rows)
-    return seen, {"patience": int(patience), "monitor": "recall@10"}
 
 
 def to_torch_sparse(m: sp.spmatrix) -> torch.Tensor:

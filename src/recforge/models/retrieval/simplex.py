@@ -28,11 +28,12 @@ from recforge.data.batching import PairSampler, drop_targets, history_matrix
 from recforge.data.interactions import Interactions
 from recforge.exceptions import ConfigError
 from recforge.models.registry import register
-from recforge.models.retrieval.lightgcn import early_stopping_split, scaled_batch
 from recforge.models.retrieval.mf import SPARSE_DENSITY
 from recforge.models.retrieval.torch_base import (
     EpochBatches,
     TorchRetrievalModel,
+    early_stopping_split,
+    scaled_batch,
     sparse_mm,
     torch_csr,
 )
@@ -124,13 +125,13 @@ class SimpleX(TorchRetrievalModel):
     init_std: std of the normal initialisation of the embeddings.
     batch_size, lr: batch and learning rate on small dense logs; on larger ones the batch
         doubles up to ``max_batch_size`` while an epoch keeps >= 100 steps, lr growing with
-        its square root (``lightgcn.scaled_batch``; fitted values in ``batch_size_``,
+        its square root (``torch_base.scaled_batch``; fitted values in ``batch_size_``,
         ``lr_``).
     sparse_lr: the base lr instead of ``lr`` on logs with under ``mf.SPARSE_DENSITY`` (0.2%)
         of the user-item cells seen (None: ``lr`` everywhere). On the 40k-item synthetic
         log (0.04%) lr 5e-3 overfit after one epoch; 3e-4 was best of 5e-3, 1e-3, 3e-4.
     patience: early stopping on validation recall@10, keeping the best epoch (0: off); the
-        validation rows as LightGCN's (``lightgcn.early_stopping_split``).
+        validation rows as LightGCN's (``torch_base.early_stopping_split``).
     epochs, optimizer, weight_decay, seed, num_threads, progress: training (shared by the
         torch retrieval models, see ``TorchRetrievalModel``); ``epochs`` bounds early stopping.
     """
