@@ -61,12 +61,15 @@ def gap_to_best(scores: np.ndarray, groups: Sequence[Any] | None = None) -> np.n
     column's best (NaN-skipping max) over the rows of the same group (``groups``: (n,)
     labels, e.g. the user of each candidate row; None: all rows are one user's
     candidates). Returns (n, n_sources) float64, <= 0, NaN where the score is NaN."""
-    frame = pd.DataFrame(np.asarray(scores, dtype=np.float64).reshape(len(scores), -1))
-    if groups is None:
-        best = frame.max(axis=0).to_numpy()[None, :]
-    else:
-        best = frame.groupby(np.asarray(groups, dtype=object)).transform("max").to_numpy()
-    return frame.to_numpy() - best
+    values = np.asarray(scores, dtype=np.float64)
+    if values.ndim == 1:
+        values = values[:, None]
+    if groups is None:  # one user's candidates (every request): no DataFrame on this path
+        if not len(values):
+            return values
+        return values - np.fmax.reduce(values, axis=0)[None, :]  # fmax skips NaN
+    frame = pd.DataFrame(values)
+    return values - frame.groupby(np.asarray(groups, dtype=object)).transform("max").to_numpy()
 
 
 def interaction_counts(log: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
