@@ -197,6 +197,20 @@ def test_bert4rec_fine_tuning_runs_when_the_first_phase_eats_the_budget():
     assert len(finetune.train_loss) >= 1
 
 
+def test_bert4rec_fine_tuning_uses_finetune_lr():
+    """Phase 2 trains at ``finetune_lr``: at a negligible one it leaves the Cloze weights
+    where phase 1 put them (the same seed without phase 2), at ``lr`` it moves them."""
+    params = {**models.get_class("bert4rec").smoke_params, "num_threads": 1}
+    data = _chains(n_users=20)
+    cloze_only = models.get("bert4rec", **{**params, "finetune_epochs": 0}).fit(data)
+    tiny = models.get("bert4rec", **params, finetune_lr=1e-12).fit(data)
+    same_lr = models.get("bert4rec", **params).fit(data)
+    np.testing.assert_allclose(tiny.item_factors_, cloze_only.item_factors_, atol=1e-6)
+    assert not np.allclose(same_lr.item_factors_, cloze_only.item_factors_, atol=1e-4)
+    with pytest.raises(ConfigError, match="finetune_lr"):
+        models.get("bert4rec", **params, finetune_lr=0.0).fit(data)
+
+
 def test_padding_width_does_not_change_any_model():
     """Trimmed training batches and full-width scoring must agree: the same history padded
     to different widths gives the same query (positions count from the newest item)."""

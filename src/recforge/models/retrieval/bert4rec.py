@@ -54,6 +54,7 @@ class BERT4Rec(SequentialRecommender):
         encoder, as in SASRec.
     mask_prob: probability that an item is masked in phase 1.
     finetune_epochs: epochs of phase 2 (only the last item masked); 0 skips it.
+    finetune_lr: learning rate of phase 2 (None = ``lr``).
     embedding_dim, max_len, loss, n_negatives, alpha, epochs (phase 1), batch_size, lr,
         optimizer, weight_decay, clip_norm, patience, seed, num_threads, progress: see
         ``SequentialRecommender``.
@@ -82,6 +83,7 @@ class BERT4Rec(SequentialRecommender):
         embedding_norm: bool = False,
         mask_prob: float = 0.2,
         finetune_epochs: int = 20,
+        finetune_lr: float | None = None,
         **shared: Any,
     ) -> None:
         super().__init__(**shared)
@@ -94,15 +96,25 @@ class BERT4Rec(SequentialRecommender):
         self.embedding_norm = embedding_norm
         self.mask_prob = mask_prob
         self.finetune_epochs = finetune_epochs
+        self.finetune_lr = finetune_lr
 
     def _build_module(self) -> BERT4RecModule:
         if not 0.0 < float(self.mask_prob) <= 1.0:
             raise ConfigError(f"BERT4Rec: mask_prob must lie in (0, 1], got {self.mask_prob}.")
+        if self.finetune_lr is not None and not float(self.finetune_lr) > 0:
+            raise ConfigError(
+                f"BERT4Rec: finetune_lr must be > 0 or None (= lr), got {self.finetune_lr!r}."
+            )
         return BERT4RecModule(self.n_items, **encoder_params(self))
 
     def _phases(self) -> list[int]:
         ft = int(self.finetune_epochs)
         return [int(self.epochs)] + ([ft] if ft > 0 else [])
+
+    def _train(self, module, loss_fn, batches, valid_fn=None, **config):  # type: ignore[no-untyped-def]
+        if self._phase > 0 and self.finetune_lr is not None:
+            config["lr"] = float(self.finetune_lr)
+        return super()._train(module, loss_fn, batches, valid_fn, **config)
 
     def _training_targets(
         self, seqs: np.ndarray, rng: np.random.Generator
