@@ -26,7 +26,9 @@ def fitted(name, frame, label="label"):
     return models.get(name, **models.get_class(name).smoke_params).fit(frame, label=label)
 
 
-@pytest.mark.parametrize("name", ["deepfm", "bst", "din", "dien", "dsin"])
+@pytest.mark.parametrize(
+    "name", ["deepfm", "xdeepfm", "afm", "autoint", "bst", "din", "dien", "dsin"]
+)
 def test_onnx_scores_like_torch(name, frame, tmp_path):
     model = fitted(name, frame)
     path = export_onnx(model, tmp_path / f"{name}.onnx")

@@ -118,6 +118,38 @@ def test_cin_second_layer_uses_previous_map_times_x0():
     torch.testing.assert_close(cin(x0), torch.cat([x1.sum(-1), x2.sum(-1)], dim=1))
 
 
+def test_cin_blocks_equal_the_whole_batch_product_and_its_gradients(monkeypatch):
+    # cin_layer builds the outer products CHUNK rows at a time and rebuilds them in the
+    # backward: forward and every gradient equal autograd through the whole-batch product
+    import recforge.nn.cin as cin_mod
+
+    monkeypatch.setattr(cin_mod, "CHUNK", 7)  # B*D = 33 rows: 4 full blocks and a rest
+    cin = CIN(5, (6, 3)).double()
+    x0 = torch.randn(11, 5, 3, dtype=torch.float64, requires_grad=True)
+
+    def reference(x0):
+        b, m, d = x0.shape
+        x, pooled = x0, []
+        for k, conv in enumerate(cin.convs):
+            z = torch.einsum("bhd,bmd->bhmd", x, x0).reshape(b, -1, d)
+            h = torch.relu(torch.einsum("oc,bcd->bod", conv.weight[..., 0], z) + conv.bias[:, None])
+            x, out = torch.split(h, h.shape[1] // 2, dim=1) if k == 0 else (h, h)
+            pooled.append(out.sum(-1))
+        return torch.cat(pooled, 1)
+
+    out, ref = cin(x0), reference(x0)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(ref)
+    params = [x0, *cin.parameters()]
+    for a, b in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(ref, params, g)):
+        torch.testing.assert_close(a, b)
+    rows = [
+        torch.randn(n, dtype=torch.float64, requires_grad=True)
+        for n in ((11, 2), (11, 5), (4, 10), (4,))
+    ]  # x (N, H), x0 (N, m), weight (J, H*m), bias (J,)
+    assert torch.autograd.gradcheck(cin_mod.cin_layer, rows)
+
+
 def test_bi_interaction_equals_pairwise_sum():
     emb = torch.randn(5, 4, 3)
     pairwise = sum(emb[:, i] * emb[:, j] for i, j in itertools.combinations(range(4), 2))
@@ -140,6 +172,22 @@ def test_afm_attention_weights_sum_to_one_and_pool_pairs():
     assert (weights > 0).all()
     pairs = torch.stack([emb[:, i] * emb[:, j] for i, j in itertools.combinations(range(4), 2)], 1)
     torch.testing.assert_close(pooled, (weights.unsqueeze(-1) * pairs).sum(1))
+
+
+def test_afm_blocks_of_rows_equal_one_block(monkeypatch):
+    import recforge.nn.attention as att
+
+    afm = AttentionalPooling(5, 3, attention_dim=4).double()
+    emb = torch.randn(10, 5, 3, dtype=torch.float64, requires_grad=True)
+    whole, w_whole = afm(emb)
+    g_whole = torch.autograd.grad(whole.square().sum(), [emb, *afm.parameters()])
+    monkeypatch.setattr(att, "CHUNK", 3)  # blocks of 3, 3, 3, 1 rows
+    blocks, w_blocks = afm(emb)
+    g_blocks = torch.autograd.grad(blocks.square().sum(), [emb, *afm.parameters()])
+    torch.testing.assert_close(blocks, whole)
+    torch.testing.assert_close(w_blocks, w_whole)
+    for a, b in zip(g_blocks, g_whole):
+        torch.testing.assert_close(a, b)
 
 
 def test_afm_with_constant_scores_averages_pairs():
@@ -187,8 +235,14 @@ def test_mhsa_is_permutation_equivariant_over_fields():
 
 
 def test_mhsa_fused_attention_equals_the_explicit_softmax():
+    # up to 64 fields the layer computes softmax(q kᵀ / sqrt(d)) v itself, above it calls
+    # the fused kernel: both equal the formula
     mhsa = MultiHeadSelfAttention(6, head_dim=3, n_heads=2)
-    x = torch.randn(4, 7, 6)
-    fused = mhsa(x)  # scaled_dot_product_attention
-    explicit, _ = mhsa(x, return_attention=True)  # softmax(q kᵀ / sqrt(d)) v by hand
+    x = torch.randn(2, 70, 6)
+    fused = mhsa(x)  # > 64 fields: scaled_dot_product_attention
+    q, k, v = (
+        lin(x).view(2, 70, 2, 3).transpose(1, 2) for lin in (mhsa.query, mhsa.key, mhsa.value)
+    )
+    a = torch.softmax(q @ k.transpose(-1, -2) / 3**0.5, dim=-1)
+    explicit = torch.relu((a @ v).transpose(1, 2).reshape(2, 70, 6) + mhsa.residual(x))
     torch.testing.assert_close(fused, explicit)

@@ -21,6 +21,9 @@ from recforge.models.registry import register
 from recforge.nn.attention import MultiHeadSelfAttention
 from recforge.nn.embedding import FeatureEmbedding
 from recforge.nn.mlp import MLP
+from recforge.nn.recurrent import exporting
+
+CHUNK = 256  # rows per block of the interacting layers
 
 
 class AutoIntModule(nn.Module):
@@ -43,13 +46,21 @@ class AutoIntModule(nn.Module):
             e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
         else:
             e, first = self.embedding(batch), None
-        h = e
-        for layer in self.layers:
-            h = layer(h)  # (B, F, H*d_h)
-        logit = self.head(h.flatten(1)).squeeze(-1)  # (B,)
+        logit = self.head(self.interact(e).flatten(1)).squeeze(-1)  # (B,)
         if self.mlp is not None:
             logit = logit + self.mlp(self.embedding.deep_input(e, batch)).squeeze(-1)
         return logit if first is None else logit + first
+
+    def interact(self, e: torch.Tensor) -> torch.Tensor:
+        """(B, F, D) -> (B, F, H*d_h) through every layer, ``CHUNK`` rows at a time (each
+        block's attention tensors are made and used while they are in the core's cache;
+        the same values as the whole batch at once)."""
+        if e.shape[0] > CHUNK and not exporting():  # an export records one block
+            return torch.cat([self.interact(c) for c in e.split(CHUNK)])
+        h = e
+        for layer in self.layers:
+            h = layer(h)  # (B, F, H*d_h)
+        return h
 
 
 @register("autoint")
