@@ -9,6 +9,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from recforge import models
+from recforge.exceptions import ConfigError
 from recforge.models.ranking.fm import FMModule
 from recforge.nn.inputs import to_tensors
 from tests.conftest import make_tiny_ctr
@@ -51,6 +52,18 @@ def test_get_params_lists_own_and_shared_hyperparameters(name):
         assert shared in params
     if name in DEEP:
         assert "hidden" in params
+
+
+def test_fm_init_std_sets_the_embedding_init_and_survives_save_load(split, tmp_path):
+    train, _ = split
+    model = models.get("fm", init_std=1e-4, **{**_params("fm"), "epochs": 1})
+    table = model.build_module(model.make_encoder(train).fit(train).fields_).embedding.table
+    assert float(table.weight.detach()[:, :-1].std()) == pytest.approx(1e-4, rel=0.3)
+    model.fit(train)
+    model.save(tmp_path / "fm")
+    assert models.load(tmp_path / "fm").get_params()["init_std"] == 1e-4
+    with pytest.raises(ConfigError, match="init_std"):
+        models.get("fm", init_std=0.0, epochs=1).fit(train)
 
 
 def test_misspelt_keyword_is_an_error():

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from recforge.data.features import Field
+from recforge.exceptions import ConfigError
 from recforge.models.ranking.torch_base import NUMERIC_MODES, TorchRanker
 from recforge.models.registry import register
 from recforge.nn.embedding import FeatureEmbedding
@@ -50,8 +51,11 @@ class FFMModule(nn.Module):
 
 @register("fm")
 class FM(TorchRanker):
-    """Factorization machine; hyperparameters: see ``TorchRanker`` (embedding_dim = k;
-    with numeric="dense" the numeric fields are in the first-order term only)."""
+    """Factorization machine. Own hyperparameter: ``init_std`` (std of the embeddings'
+    normal initialisation; the default 1e-2 validated best with the default 5 epochs, a
+    one-epoch run at batch 4096 validated better at 1e-3-1e-4, docs/BENCHMARKS.md
+    "Ranking speed"). Shared ones: see ``TorchRanker`` (embedding_dim = k; with
+    numeric="dense" the numeric fields are in the first-order term only)."""
 
     numeric_modes = NUMERIC_MODES
     numeric_default = "dense"  # dense: validation AUC at or above 'field' (docs/BENCHMARKS.md)
@@ -63,11 +67,14 @@ class FM(TorchRanker):
         "lr": 1e-2,
     }
 
-    def __init__(self, **shared: Any) -> None:
+    def __init__(self, *, init_std: float = 1e-2, **shared: Any) -> None:
         super().__init__(**shared)
+        self.init_std = init_std
 
     def build_module(self, fields: Sequence[Field]) -> nn.Module:
-        return FMModule(self.feature_embedding(fields, linear=True))
+        if not float(self.init_std) > 0:
+            raise ConfigError(f"FM: init_std must be > 0, got {self.init_std!r}.")
+        return FMModule(self.feature_embedding(fields, linear=True, init_std=self.init_std))
 
 
 @register("ffm")

@@ -190,18 +190,25 @@ class TorchRanker(Ranker):
 
     # ------------------------------------------------------------------ helpers for models
     def feature_embedding(
-        self, fields: Sequence[Field], dim: int | None = None, *, linear: bool = False
+        self,
+        fields: Sequence[Field],
+        dim: int | None = None,
+        *,
+        linear: bool = False,
+        init_std: float = 1e-2,
     ) -> FeatureEmbedding:
         """The shared field embedding with this model's size and sparsity; ``linear=True``
         also holds the first-order weights as one extra column of the same table
         (``FeatureEmbedding.forward_with_linear``: both terms from one lookup). Numeric
-        fields are embedded or kept dense as ``numeric`` says."""
+        fields are embedded or kept dense as ``numeric`` says; ``init_std``: the std of
+        the embeddings' normal initialisation."""
         return FeatureEmbedding(
             fields,
             dim or self.embedding_dim,
             sparse=self.sparse,
             linear=linear,
             numeric=self.numeric_mode(),
+            init_std=float(init_std),
         )
 
     def numeric_mode(self) -> str:
