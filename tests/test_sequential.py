@@ -15,6 +15,7 @@ from recforge.exceptions import ConfigError, DataError
 from recforge.models.base import mask_seen
 from recforge.models.retrieval.sequential import (
     length_batches,
+    next_item_loss,
     rank_metrics,
     resolve_loss,
     target_ranks,
@@ -170,6 +171,20 @@ def test_errors_name_the_problem():
         models.get("gru4rec", max_len=1).fit(_chains())
     with pytest.raises(ConfigError, match="n_heads=3 must divide"):
         models.get("sasrec", embedding_dim=8, n_heads=3, epochs=1).fit(_chains())
+
+
+def test_label_smoothing_spreads_the_target_mass_and_is_full_softmax_only():
+    g = torch.Generator().manual_seed(0)
+    h, table = torch.randn(4, 3, generator=g), torch.randn(6, 3, generator=g)
+    target = torch.tensor([0, 2, 5, 1])
+    logp = torch.log_softmax(h @ table.T, -1)
+    expected = -(0.9 * logp[torch.arange(4), target] + 0.1 * logp.mean(1)).mean()
+    torch.testing.assert_close(next_item_loss("ce", h, target, table, {}, 0.1), expected)
+    for bad in ({"loss": "sampled_softmax", "label_smoothing": 0.1}, {"label_smoothing": 1.0}):
+        with pytest.raises(ConfigError, match="label_smoothing"):
+            models.get("sasrec", **{**models.get_class("sasrec").smoke_params, **bad}).fit(
+                _chains()
+            )
 
 
 @pytest.mark.parametrize("name", ["sasrec", "bert4rec"])

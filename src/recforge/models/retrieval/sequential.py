@@ -93,12 +93,14 @@ def next_item_loss(
     target: torch.Tensor,
     table: torch.Tensor,
     negatives: dict[str, torch.Tensor],
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Loss of hidden vectors h (N, D) for target items (N,) (internal indices) against
     the item table (n_items, D). ``negatives``: ``neg`` (K,) + ``log_q_neg`` (K,) +
-    ``log_q_pos`` (N,) for sampled_softmax, ``neg`` (N,) for bce (see ``make_negatives``)."""
+    ``log_q_pos`` (N,) for sampled_softmax, ``neg`` (N,) for bce (see ``make_negatives``).
+    ``label_smoothing`` (ce only): that share of the target mass spread over every item."""
     if loss == "ce":
-        return F.cross_entropy(h @ table.T, target)  # (N, n_items)
+        return F.cross_entropy(h @ table.T, target, label_smoothing=label_smoothing)
     pos = table[target]  # (N, D)
     if loss == "bce":
         s_pos = (h * pos).sum(-1)  # (N,)
@@ -133,6 +135,8 @@ class SequentialRecommender(TorchRetrievalModel):
         augmented views of each training history (``recforge.data.augment``: crop, mask,
         reorder) should give close query vectors, InfoNCE with in-batch negatives at
         ``cl_temperature`` (0 = off, the default).
+    label_smoothing: with the full softmax ("ce"), the share of each target's probability
+        spread evenly over the catalogue (0 = off; must be 0 with the sampled losses).
     time_limit_s: stop after the first epoch that ends past this many seconds of training
         (every phase together, counted from the start of the first, which ends by 80% of
         it when there are more; every phase runs at least one epoch, so that BERT4Rec's
@@ -157,9 +161,11 @@ class SequentialRecommender(TorchRetrievalModel):
         time_limit_s: float | None = None,
         cl_weight: float = 0.0,
         cl_temperature: float = 1.0,
+        label_smoothing: float = 0.0,
         **shared: Any,
     ) -> None:
         super().__init__(**(self.train_defaults | shared))
+        self.label_smoothing = label_smoothing
         self.cl_weight = cl_weight
         self.cl_temperature = cl_temperature
         self.max_len = max_len
@@ -223,6 +229,12 @@ class SequentialRecommender(TorchRetrievalModel):
                 f"got {self.time_limit_s!r}."
             )
         loss = resolve_loss(self.loss, self.n_items)
+        smoothing = float(self.label_smoothing)
+        if not 0.0 <= smoothing < 1.0 or (smoothing > 0 and loss != "ce"):
+            raise ConfigError(
+                f"{type(self).__name__}: label_smoothing must be in [0, 1) and applies to the "
+                f"full softmax only (loss='ce'); got {self.label_smoothing!r} with loss={loss!r}."
+            )
         torch.manual_seed(self.seed)
         self.sequences_ = sequence_matrix(
             interactions, self.user_vocab_, self.item_vocab_, int(self.max_len), self.align
@@ -245,7 +257,8 @@ class SequentialRecommender(TorchRetrievalModel):
         def loss_fn(m: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
             where = batch["target"] > 0  # (B, L')
             h = m.hidden(batch["input"])[where]  # (N, D)
-            out = next_item_loss(loss, h, batch["target"][where] - 1, m.item_table(), batch)
+            target = batch["target"][where] - 1
+            out = next_item_loss(loss, h, target, m.item_table(), batch, smoothing)
             if "view1" in batch:  # CL4SRec: two views of each history, in-batch InfoNCE
                 q1, q2 = self._query(m, batch["view1"]), self._query(m, batch["view2"])
                 out = out + float(self.cl_weight) * L.infonce(q1, q2, float(self.cl_temperature))
