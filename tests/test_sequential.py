@@ -18,6 +18,7 @@ from recforge.models.retrieval.sequential import (
     next_item_loss,
     rank_metrics,
     resolve_loss,
+    resolve_smoothing,
     target_ranks,
 )
 
@@ -185,6 +186,10 @@ def test_label_smoothing_spreads_the_target_mass_and_is_full_softmax_only():
             models.get("sasrec", **{**models.get_class("sasrec").smoke_params, **bad}).fit(
                 _chains()
             )
+    # SASRec's default (None): 0.1 with the full softmax, nothing to smooth with sampled losses
+    assert models.get("sasrec").label_smoothing is None
+    assert resolve_smoothing(None, "ce") == 0.1 and resolve_smoothing(None, "bce") == 0.0
+    assert models.get("gru4rec").label_smoothing == 0.0 == models.get("bert4rec").label_smoothing
 
 
 @pytest.mark.parametrize("name", ["sasrec", "bert4rec"])

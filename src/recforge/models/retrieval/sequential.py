@@ -58,6 +58,15 @@ LOSSES = ("auto", "ce", "sampled_softmax", "bce")
 FULL_SOFTMAX_MAX_ITEMS = 100_000  # "auto" switches to sampled softmax above this
 FINAL_PHASES_SHARE = 0.2  # of time_limit_s kept for the phases after the first
 QUERY_BATCH_TOKENS = 8192  # positions per batch when computing query vectors
+DEFAULT_LABEL_SMOOTHING = 0.1  # label_smoothing=None with the full softmax
+
+
+def resolve_smoothing(label_smoothing: float | None, loss: str) -> float:
+    """The label smoothing trained for the resolved ``loss``: None = the default with the
+    full softmax and none with the sampled losses, else the value given."""
+    if label_smoothing is None:
+        return DEFAULT_LABEL_SMOOTHING if loss == "ce" else 0.0
+    return float(label_smoothing)
 
 
 def resolve_loss(loss: str, n_items: int) -> str:
@@ -136,7 +145,8 @@ class SequentialRecommender(TorchRetrievalModel):
         reorder) should give close query vectors, InfoNCE with in-batch negatives at
         ``cl_temperature`` (0 = off, the default).
     label_smoothing: with the full softmax ("ce"), the share of each target's probability
-        spread evenly over the catalogue (0 = off; must be 0 with the sampled losses).
+        spread evenly over the catalogue (0 = off; > 0 is an error with the sampled losses;
+        None = ``DEFAULT_LABEL_SMOOTHING`` with the full softmax, 0 with the others).
     time_limit_s: stop after the first epoch that ends past this many seconds of training
         (every phase together, counted from the start of the first, which ends by 80% of
         it when there are more; every phase runs at least one epoch, so that BERT4Rec's
@@ -161,7 +171,7 @@ class SequentialRecommender(TorchRetrievalModel):
         time_limit_s: float | None = None,
         cl_weight: float = 0.0,
         cl_temperature: float = 1.0,
-        label_smoothing: float = 0.0,
+        label_smoothing: float | None = 0.0,
         **shared: Any,
     ) -> None:
         super().__init__(**(self.train_defaults | shared))
@@ -229,7 +239,7 @@ class SequentialRecommender(TorchRetrievalModel):
                 f"got {self.time_limit_s!r}."
             )
         loss = resolve_loss(self.loss, self.n_items)
-        smoothing = float(self.label_smoothing)
+        smoothing = resolve_smoothing(self.label_smoothing, loss)
         if not 0.0 <= smoothing < 1.0 or (smoothing > 0 and loss != "ce"):
             raise ConfigError(
                 f"{type(self).__name__}: label_smoothing must be in [0, 1) and applies to the "
