@@ -38,6 +38,16 @@ log = logging.getLogger(__name__)
 SUBSECTION = "### Defaults across dataset sizes"
 THREADS = int(os.environ.get("RECFORGE_BENCH_THREADS", "2"))  # per model
 
+# YouTube-DNN's sparse-log settings (two_tower.SPARSE_SETTINGS, sparse_lr) forced at any density
+_YT_SPARSE: dict[str, Any] = {
+    "normalize": True,
+    "temperature": 0.2,
+    "n_negatives": 1024,
+    "init_std": 0.3,
+    "lr": 1.75e-3,
+    "sparse_lr": None,
+}
+
 # candidates per model: name -> params (merged over the model's defaults)
 CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
     "als": {
@@ -100,6 +110,27 @@ CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
             "epochs": 10,
         },
     },
+    "youtube_dnn": {
+        "default": {},
+        "old dot T1 256neg init0.05 b512 lr1e-3 e20": {
+            "normalize": False,
+            "temperature": 1.0,
+            "n_negatives": 256,
+            "init_std": 0.05,
+            "max_batch_size": 512,
+            "patience": 0,
+            "lr": 1e-3,
+            "sparse_lr": None,
+        },
+        "sparse settings": dict(_YT_SPARSE),
+        "sparse, dot T1": {**_YT_SPARSE, "normalize": False, "temperature": 1.0},
+        "sparse, init0.05": {**_YT_SPARSE, "init_std": 0.05},
+        "sparse, 256neg": {**_YT_SPARSE, "n_negatives": 256},
+        "sparse, e5": {**_YT_SPARSE, "epochs": 5},
+        "sparse, e10": {**_YT_SPARSE, "epochs": 10},
+        "sparse, lr5e-4": {**_YT_SPARSE, "lr": 5e-4, "sparse_lr": None},
+        "sparse, init0.05 e10": {**_YT_SPARSE, "init_std": 0.05, "epochs": 10},
+    },
     "itemcf": {
         "default": {},
         "old cosine k100": {"similarity": "cosine", "k": 100, "shrink": 0.0, "iuf": False},
@@ -120,7 +151,7 @@ CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
 }
-THREADED = {"als", "bpr", "item2vec", "lightgcn", "simplex"}  # take num_threads
+THREADED = {"als", "bpr", "item2vec", "lightgcn", "simplex", "youtube_dnn"}  # take num_threads
 
 
 # ---------------------------------------------------------------------------- data

@@ -307,3 +307,73 @@ def test_hard_negatives_get_the_log_q_scale_of_sampled_ones(data):
         neg_ids=all_neg,
     )
     torch.testing.assert_close(got, ref)
+
+
+# ---------------------------------------------------------------------- scale-aware training
+@pytest.mark.parametrize("pooling", ["mean", "sum"])
+def test_csr_history_pooling_matches_gather(pooling):
+    """The training path (history as CSR row means/sums, ``history_rows``) gives the gather
+    path's user vectors and the same gradient on the history embeddings."""
+    from recforge.models.retrieval.torch_base import history_mean_rows
+    from recforge.models.retrieval.two_tower import TwoTowerModule
+
+    torch.manual_seed(0)
+    m = TwoTowerModule(
+        kind="youtube_dnn", n_users=4, n_items=9, dim=6, hidden=(8,), dropout=0.0,
+        pooling=pooling, normalize=True, user_side=None, item_side=None, init_std=0.3,
+    )  # fmt: skip
+    history = np.array([[3, 1, 0, 0], [0, 0, 0, 0], [9, 2, 5, 7], [4, 0, 0, 0]])
+    users = torch.arange(4)
+    dense = m.user_vectors(users, torch.from_numpy(history))
+    (g_dense,) = torch.autograd.grad(dense.sum(), m.history.weight)
+    rows = history_mean_rows(history, 10, mean=pooling == "mean")
+    sparse = m.user_vectors(users, None, history_rows=rows)
+    (g_sparse,) = torch.autograd.grad(sparse.sum(), m.history.weight)
+    torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g_sparse, g_dense, rtol=1e-5, atol=1e-6)
+
+
+def test_youtube_dnn_batch_grows_with_the_log_and_stops_early(data):
+    """~500 pairs: batch 2 doubles to 4 (8 would leave < 100 steps per epoch), lr x sqrt 2;
+    with validation rows and patience, training stops early and keeps the best epoch."""
+    from recforge.data.splits import random_split
+
+    train, valid = random_split(data, 0.2, seed=0)
+    m = YouTubeDNN(
+        **{**FAST, "epochs": 30, "batch_size": 2, "lr": 0.01},
+        max_batch_size=8,
+        patience=1,
+        seed=0,
+    ).fit(train, valid=valid)
+    assert m.batch_size_ == 4 and m.lr_ == pytest.approx(0.01 * 2**0.5)
+    h = m.train_history_
+    assert h.stopped_early and len(h.train_loss) < 30
+    assert h.best_epoch is not None and h.best_epoch < len(h.train_loss)
+
+
+def test_history_without_held_out_drops_only_the_held_out_cells():
+    import scipy.sparse as sp
+
+    from recforge.models.retrieval.torch_base import history_without_held_out
+
+    seen = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 1], [1, 0, 0]], dtype=np.float32))
+    train = seen.copy()
+    train[1, 2] = 0
+    train.eliminate_zeros()
+    history = np.array([[1, 2], [2, 3], [1, 0]])  # item index + 1
+    out = history_without_held_out(history, seen, train)
+    np.testing.assert_array_equal(out, [[1, 2], [2, 0], [1, 0]])
+    assert history_without_held_out(history, seen, seen) is history
+
+
+def test_youtube_dnn_settings_by_density():
+    """None defaults: the sparse settings under 0.2% of cells seen, the dense ones above;
+    explicit values win at any density."""
+    from recforge.models.retrieval.two_tower import DENSE_SETTINGS, SPARSE_SETTINGS
+
+    m = YouTubeDNN()
+    assert m._settings(0.0004) == {**SPARSE_SETTINGS, "lr": m.sparse_lr}
+    assert m._settings(0.03) == {**DENSE_SETTINGS, "lr": m.lr}
+    m = YouTubeDNN(temperature=0.5, n_negatives=64, sparse_lr=None, lr=0.01)
+    assert m._settings(0.0004)["temperature"] == 0.5
+    assert m._settings(0.0004)["n_negatives"] == 64 and m._settings(0.0004)["lr"] == 0.01

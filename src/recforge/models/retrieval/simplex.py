@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -33,9 +32,10 @@ from recforge.models.retrieval.torch_base import (
     EpochBatches,
     TorchRetrievalModel,
     early_stopping_split,
+    history_mean_rows,
+    history_without_held_out,
     scaled_batch,
     sparse_mm,
-    torch_csr,
 )
 
 
@@ -56,17 +56,6 @@ def ccl_loss(
     if accidental is not None:
         hinge = hinge.masked_fill(accidental, 0.0)
     return ((1.0 - cos_pos) + negative_weight * hinge.mean(1)).mean()
-
-
-def history_mean_rows(history: np.ndarray, n_cols: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """history (B, L) item index + 1 (0 = padding) -> the (B, n_cols) CSR matrix whose row b
-    averages row b's real items (1 / count at each), and its (n_cols, B) transpose."""
-    rows, pos = np.nonzero(history)  # (nnz,), row-major order
-    cols = history[rows, pos]
-    count = np.bincount(rows, minlength=len(history)).astype(np.float32)
-    vals = 1.0 / count[rows]
-    m = sp.csr_matrix((vals, (rows, cols)), shape=(len(history), n_cols), dtype=np.float32)
-    return torch_csr(m), torch_csr(m.T)
 
 
 class SimpleXModule(nn.Module):
@@ -184,12 +173,8 @@ class SimpleX(TorchRetrievalModel):
         torch.manual_seed(self.seed)
         hist = history_matrix(interactions, self.user_vocab_, self.item_vocab_, self.max_history)
         seen, early = early_stopping_split(self, self.patience)
-        full_hist = hist
-        if seen is not self.seen_:  # held-out cells: out of the pairs and the histories
-            held = self.seen_ - seen  # (U, I) the held-out cells
-            rows = np.flatnonzero(np.diff(held.indptr))
-            hist = hist.copy()
-            hist[rows] = drop_targets(hist[rows], held.indices[held.indptr[rows]])
+        full_hist = hist  # held-out cells: out of the pairs and the histories
+        hist = history_without_held_out(hist, self.seen_, seen)
         density = self.seen_.nnz / max(1, self.n_users * self.n_items)
         sparse = self.sparse_lr is not None and density < SPARSE_DENSITY
         batch_size, self.lr_ = scaled_batch(

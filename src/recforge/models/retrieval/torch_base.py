@@ -44,7 +44,12 @@ from torch import nn
 
 from recforge import losses as L
 from recforge.config import from_dict
-from recforge.data.batching import PairSampler, PopularitySampler, uniform_negatives
+from recforge.data.batching import (
+    PairSampler,
+    PopularitySampler,
+    drop_targets,
+    uniform_negatives,
+)
 from recforge.data.features import EncodedFeatures, FeatureEncoder
 from recforge.data.interactions import Interactions
 from recforge.exceptions import ConfigError, DataError
@@ -110,6 +115,25 @@ def sparse_mm(s: torch.Tensor, s_t: torch.Tensor, x: torch.Tensor) -> torch.Tens
     """``s @ x`` differentiable in x: s (M, N) and its transpose s_t (N, M) as torch CSR
     (``torch_csr``; pass s twice when it is symmetric), x (N, D) -> (M, D)."""
     return _SparseMM.apply(s, s_t, x)
+
+
+def history_mean_rows(
+    history: np.ndarray, n_cols: int, mean: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """history (B, L) item index + 1 (0 = padding) -> the (B, n_cols) CSR matrix whose row b
+    averages (``mean``; else sums) row b's real items (1 / count at each, else 1), and its
+    (n_cols, B) transpose: ``sparse_mm(*rows, table)`` pools a history over the embedding
+    table (n_cols, D) with a backward pass that is one CSR product, not a sort of the B * L
+    indices that an embedding lookup's backward does (SimpleX, the two-tower models)."""
+    rows, pos = np.nonzero(history)  # (nnz,), row-major order
+    cols = history[rows, pos]
+    if mean:
+        count = np.bincount(rows, minlength=len(history)).astype(np.float32)
+        vals = 1.0 / count[rows]
+    else:
+        vals = np.ones(len(rows), dtype=np.float32)
+    m = sp.csr_matrix((vals, (rows, cols)), shape=(len(history), n_cols), dtype=np.float32)
+    return torch_csr(m), torch_csr(m.T)
 
 
 # ---------------------------------------------------------------------- side features
@@ -641,3 +665,18 @@ def early_stopping_split(
         )
         log.info("%s: %d training cells held out for early stopping", type(model).__name__, n_rows)
     return seen, {"patience": int(patience), "monitor": "recall@10"}
+
+
+def history_without_held_out(
+    history: np.ndarray, seen: sp.csr_matrix, train: sp.csr_matrix
+) -> np.ndarray:
+    """The (n_users, L) history matrix without the cells ``early_stopping_split`` held out
+    (in ``seen``, not in ``train``; one per user), so that the model is not trained on its
+    own early-stopping targets; ``history`` itself when nothing was held out."""
+    if train is seen:
+        return history
+    held = seen - train  # (U, I): the held-out cells
+    rows = np.flatnonzero(np.diff(held.indptr))
+    out = history.copy()
+    out[rows] = drop_targets(history[rows], held.indices[held.indptr[rows]])
+    return out
