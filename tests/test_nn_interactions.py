@@ -150,6 +150,15 @@ def test_cin_blocks_equal_the_whole_batch_product_and_its_gradients(monkeypatch)
     assert torch.autograd.gradcheck(cin_mod.cin_layer, rows)
 
 
+def test_block_rows_small_on_one_thread_few_blocks_on_more(monkeypatch):
+    from recforge.nn.blocking import MAX_BLOCKS, block_rows
+
+    assert block_rows(65536, 256) == 256  # this module runs torch on 1 thread
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert block_rows(65536, 256) == 65536 // MAX_BLOCKS
+    assert block_rows(1000, 256) == 256  # never below the 1-thread size
+
+
 def test_bi_interaction_equals_pairwise_sum():
     emb = torch.randn(5, 4, 3)
     pairwise = sum(emb[:, i] * emb[:, j] for i, j in itertools.combinations(range(4), 2))

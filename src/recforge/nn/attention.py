@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recforge.nn.blocking import block_rows
 from recforge.nn.recurrent import exporting
 
-CHUNK = 256  # rows per block of AttentionalPooling (see its forward)
+CHUNK = 256  # rows per block of AttentionalPooling on 1 thread (see its forward)
 
 
 def pairwise_index(n_fields: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,12 +62,14 @@ class AttentionalPooling(nn.Module):
     def forward(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """emb: (B, F, D) -> (pooled (B, D), weights (B, P)); weights sum to 1 per row.
 
-        Rows go through in blocks of ``CHUNK``: each block's (rows, P, D) pair products
-        and attention activations are made and used while they are in the core's cache
-        (the whole batch's are 85 MB at B=4096, 26 fields: one AFM training step 0.50-0.65
-        CPU-s whole, 0.30-0.33 in blocks of 256-1024 rows, 1 thread); the same sums."""
-        if emb.shape[0] > CHUNK and not exporting():  # an export records one block
-            parts = [self._pool(c) for c in emb.split(CHUNK)]
+        Rows go through in blocks (``CHUNK`` rows on one thread, see
+        ``recforge.nn.blocking``): each block's (rows, P, D) pair products and attention
+        activations are made and used while they are in the core's cache (the whole
+        batch's are 85 MB at B=4096, 26 fields: one AFM training step 0.50-0.65 CPU-s
+        whole, 0.30-0.33 in blocks of 256-1024 rows, 1 thread); the same sums."""
+        rows = block_rows(emb.shape[0], CHUNK)
+        if emb.shape[0] > rows and not exporting():  # an export records one block
+            parts = [self._pool(c) for c in emb.split(rows)]
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         return self._pool(emb)
 

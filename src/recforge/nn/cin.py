@@ -11,8 +11,9 @@ of the (B*D, H_k*m) outer products with the convolution's (H_{k+1}, H_k*m) weigh
 embedding axis leads, so the product is a plain GEMM -- faster on CPU than the
 convolution kernel over length-D signals, and its backward too). The outer products are
 the largest tensors of xDeepFM (B*D x H_k*m: 436 MB at B=4096, 26 fields, 64 maps), so
-``cin_layer`` never holds them whole: it builds and multiplies them ``CHUNK`` rows at a
-time (a block that stays in the core's cache) and rebuilds each block in the backward
+``cin_layer`` never holds them whole: it builds and multiplies them a block of rows at a
+time (``CHUNK`` on one thread, a block that stays in the core's cache; see
+``recforge.nn.blocking``) and rebuilds each block in the backward
 instead of saving it, the same sums as the whole-batch product. Each layer's map is sum-pooled
 over the embedding dimension; the pooled vectors are concatenated into the output. With
 ``split_half`` every layer but the last sends half of its maps to the output and only the
@@ -26,9 +27,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from recforge.nn.blocking import block_rows
 from recforge.nn.recurrent import exporting
 
-CHUNK = 256  # rows (b, d) of outer products per block: 256 x 1664 floats = 1.7 MB
+CHUNK = 256  # rows (b, d) per block on 1 thread (256 x 1664 floats = 1.7 MB): nn.blocking
 
 
 class _CinLayer(torch.autograd.Function):
@@ -42,11 +44,12 @@ class _CinLayer(torch.autograd.Function):
     def forward(ctx, x, x0, weight, bias):  # type: ignore[override]
         n, h = x.shape
         m = x0.shape[1]
+        rows = block_rows(n, CHUNK)
         out = x.new_empty(n, weight.shape[0])
-        z = x.new_empty(min(CHUNK, n), h, m)
+        z = x.new_empty(min(rows, n), h, m)
         wt = weight.t()
-        for s in range(0, n, CHUNK):
-            e = min(n, s + CHUNK)
+        for s in range(0, n, rows):
+            e = min(n, s + rows)
             zc = torch.mul(x[s:e, :, None], x0[s:e, None, :], out=z[: e - s]).view(e - s, -1)
             torch.addmm(bias, zc, wt, out=out[s:e])
         ctx.save_for_backward(x, x0, weight)
@@ -60,10 +63,11 @@ class _CinLayer(torch.autograd.Function):
         m = x0.shape[1]
         gx, gx0 = torch.empty_like(x), torch.empty_like(x0)
         gw = torch.zeros_like(weight)
-        z = x.new_empty(min(CHUNK, n), h, m)
-        gz = x.new_empty(min(CHUNK, n), h * m)
-        for s in range(0, n, CHUNK):
-            e = min(n, s + CHUNK)
+        rows = block_rows(n, CHUNK)
+        z = x.new_empty(min(rows, n), h, m)
+        gz = x.new_empty(min(rows, n), h * m)
+        for s in range(0, n, rows):
+            e = min(n, s + rows)
             zc = torch.mul(x[s:e, :, None], x0[s:e, None, :], out=z[: e - s])
             gc = grad[s:e]
             gw.addmm_(gc.t(), zc.view(e - s, -1))
