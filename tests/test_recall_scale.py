@@ -34,3 +34,13 @@ def test_child_rows_and_peer_parity(folder):
     )
     assert md.startswith(recall_scale.SUBSECTION) and "| implicit_als | implicit |" in md
     assert "not run: boom" in md
+
+
+def test_curve_reports_per_epoch_validation(folder):
+    from recforge.models.registry import get_class
+
+    params = {**get_class("youtube_dnn").smoke_params, "epochs": 2}
+    row = recall_scale.run_child("youtube_dnn", folder, params, curve=True)
+    assert len(row["valid_recall@10"]) == row["epochs"] == 2
+    with pytest.raises(ValueError, match="split='valid'"):
+        recall_scale.run(models=("youtube_dnn",), split="test", curve=True)
