@@ -119,6 +119,11 @@ class SimpleX(TorchRetrievalModel):
     sparse_lr: the base lr instead of ``lr`` on logs with under ``mf.SPARSE_DENSITY`` (0.2%)
         of the user-item cells seen (None: ``lr`` everywhere). On the 40k-item synthetic
         log (0.04%) lr 5e-3 overfit after one epoch; 3e-4 was best of 5e-3, 1e-3, 3e-4.
+        Then 1,000 negatives instead of 300 followed the same per-epoch validation recall
+        (0.082, 0.093 at epochs 5-6 against 0.083, 0.095) at 1.4x the CPU, the paper's
+        margin 0.9 and weight 150 stayed below it, and base lr 5e-4 peaked sooner at the
+        same height, so the defaults stay (test Recall@20 0.1752; docs/BENCHMARKS.md,
+        "Recall at 40k items").
     patience: early stopping on validation recall@10, keeping the best epoch (0: off); the
         validation rows as LightGCN's (``torch_base.early_stopping_split``).
     epochs, optimizer, weight_decay, seed, num_threads, progress: training (shared by the
