@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recforge.nn.blocking import block_rows
-from recforge.nn.recurrent import exporting
+from recforge.nn.exporting import exporting
 
 CHUNK = 256  # rows per block of AttentionalPooling on 1 thread (see its forward)
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from recforge.nn.blocking import block_rows
-from recforge.nn.recurrent import exporting
+from recforge.nn.exporting import exporting
 
 CHUNK = 256  # rows (b, d) per block on 1 thread (256 x 1664 floats = 1.7 MB): nn.blocking
 

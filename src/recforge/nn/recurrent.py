@@ -9,7 +9,7 @@
 
 A row of length 0 gives zero outputs and a zero state.
 
-While a graph is exported (``exporting()``: TorchScript tracing, ONNX export or
+While a graph is exported (``recforge.nn.exporting.exporting()``: TorchScript tracing, ONNX export or
 ``torch.export``) both run an export-friendly path instead, with the same results: every
 step of the padded array, a row's state frozen once its length is passed (``PackedRNN``
 then runs the GRU/LSTM equations on ``nn.GRU``/``nn.LSTM``'s own weights; packing, sorting
@@ -23,18 +23,9 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from recforge.exceptions import ConfigError
+from recforge.nn.exporting import exporting
 
 RNN_KINDS = ("gru", "lstm")
-
-
-def exporting() -> bool:
-    """True while torch traces or exports a graph (ONNX, TorchScript, ``torch.export``)."""
-    compiler = getattr(torch, "compiler", None)
-    return bool(
-        torch.jit.is_tracing()
-        or torch.onnx.is_in_onnx_export()
-        or (compiler is not None and compiler.is_exporting())
-    )
 
 
 class PackedRNN(nn.Module):

@@ -29,8 +29,9 @@ from recforge.data.history import SESSION_COLUMN
 from recforge.exceptions import ConfigError, DataError
 from recforge.models.ranking.history_base import HistoryInputs, HistoryRanker
 from recforge.models.registry import register
+from recforge.nn.exporting import exporting
 from recforge.nn.mlp import MLP
-from recforge.nn.recurrent import PackedRNN, exporting
+from recforge.nn.recurrent import PackedRNN
 from recforge.nn.target_attention import LuongAttention
 from recforge.nn.transformer import TransformerBlock
 
