@@ -263,3 +263,52 @@ def test_sasrec_layouts_query_the_newest_position_and_learn(norm_first, embeddin
     assert torch.all(full[seqs == 0] == 0)
     ids, _ = model.recommend_from_history([2, 3, 4, 5], k=3)
     assert 6 in ids, (norm_first, embedding_norm, ids)
+
+
+def test_target_weighting_weighs_every_training_target_the_same():
+    """weighting="target": the epoch's batch losses add up to the sum of every target's loss
+    over the mean targets per batch, whatever the lengths a batch holds; "batch": each
+    batch's loss is the mean over its targets. BERT4Rec (masked targets) refuses "target"."""
+    rng = np.random.default_rng(0)
+    rows = [
+        (f"u{u}", int(i), t)
+        for u in range(30)
+        for t, i in enumerate(rng.integers(0, 15, 2 + u % 7))
+    ]
+    log = Interactions(pd.DataFrame(rows, columns=["user", "item", "timestamp"]))
+    base = {**models.get_class("sasrec").smoke_params, "dropout": 0.0, "label_smoothing": 0.0}
+    seen: dict = {}
+
+    class Spy(models.get_class("sasrec")):  # type: ignore[misc, valid-type]
+        def _train(self, module, loss_fn, batches, valid_fn=None, **config):  # noqa: ANN001
+            seen.update(module=module, loss_fn=loss_fn, batches=list(batches(0)))
+            raise RuntimeError("captured")
+
+    for weighting in ("target", "batch"):
+        with pytest.raises(RuntimeError, match="captured"):
+            Spy(**{**base, "batch_size": 4, "weighting": weighting}).fit(log)
+        m, total, losses, counts = seen["module"].eval(), 0.0, [], []
+        with torch.no_grad():
+            for b in seen["batches"]:
+                where = b["target"] > 0
+                per_target = torch.nn.functional.cross_entropy(
+                    m.hidden(b["input"])[where] @ m.item_table().T,
+                    b["target"][where] - 1,
+                    reduction="none",
+                )
+                total += float(per_target.sum())
+                counts.append(int(where.sum()))
+                losses.append((float(seen["loss_fn"](m, b)), float(per_target.mean())))
+        assert len(set(counts)) > 1  # batches of different target counts
+        if weighting == "target":
+            per_batch = sum(counts) / len(counts)
+            assert sum(x for x, _ in losses) == pytest.approx(total / per_batch, rel=1e-5)
+        else:
+            assert all(x == pytest.approx(mean, rel=1e-5) for x, mean in losses)
+    assert models.get("sasrec").weighting == "target" and models.get("gru4rec").weighting == "batch"
+    with pytest.raises(ConfigError, match="weighting"):
+        models.get("bert4rec", **models.get_class("bert4rec").smoke_params, weighting="target").fit(
+            _chains()
+        )
+    with pytest.raises(ConfigError, match="weighting"):
+        models.get("sasrec", **base, weighting="tokens").fit(_chains())

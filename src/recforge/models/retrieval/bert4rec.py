@@ -65,6 +65,7 @@ class BERT4Rec(SequentialRecommender):
     """
 
     _min_length = 1
+    _weightings = ("batch",)  # masked positions, not one target per next item
     smoke_params = {
         "embedding_dim": 8,
         "n_heads": 2,

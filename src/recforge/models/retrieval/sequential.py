@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 LOSSES = ("auto", "ce", "sampled_softmax", "bce")
 FULL_SOFTMAX_MAX_ITEMS = 100_000  # "auto" switches to sampled softmax above this
 FINAL_PHASES_SHARE = 0.2  # of time_limit_s kept for the phases after the first
+WEIGHTINGS = ("batch", "target")
 QUERY_BATCH_TOKENS = 8192  # positions per batch when computing query vectors
 DEFAULT_LABEL_SMOOTHING = 0.1  # label_smoothing=None with the full softmax
 
@@ -147,6 +148,13 @@ class SequentialRecommender(TorchRetrievalModel):
     label_smoothing: with the full softmax ("ce"), the share of each target's probability
         spread evenly over the catalogue (0 = off; > 0 is an error with the sampled losses;
         None = ``DEFAULT_LABEL_SMOOTHING`` with the full softmax, 0 with the others).
+    weighting: how the loss of a batch is averaged. "batch": the mean over the batch's
+        targets, so every batch weighs the same; batches group sequences of similar length,
+        so a target of a short history weighs more than one of a long history. "target":
+        the batch's summed loss over the epoch's mean number of targets per batch, so every
+        training target weighs the same (as with one row per prefix, shuffled, in the
+        reference codes) at the same overall step size. "target" is for the models that
+        train on every next item (SASRec, GRU4Rec).
     time_limit_s: stop after the first epoch that ends past this many seconds of training
         (every phase together, counted from the start of the first, which ends by 80% of
         it when there are more; every phase runs at least one epoch, so that BERT4Rec's
@@ -172,9 +180,11 @@ class SequentialRecommender(TorchRetrievalModel):
         cl_weight: float = 0.0,
         cl_temperature: float = 1.0,
         label_smoothing: float | None = 0.0,
+        weighting: str = "batch",
         **shared: Any,
     ) -> None:
         super().__init__(**(self.train_defaults | shared))
+        self.weighting = weighting
         self.label_smoothing = label_smoothing
         self.cl_weight = cl_weight
         self.cl_temperature = cl_temperature
@@ -192,6 +202,9 @@ class SequentialRecommender(TorchRetrievalModel):
         raise NotImplementedError
 
     _min_length: ClassVar[int] = 2  # training sequences shorter than this are skipped
+    # "target" counts one target per next item (length - 1 per row): models that train on
+    # other positions (BERT4Rec's masks) offer "batch" only
+    _weightings: ClassVar[tuple[str, ...]] = WEIGHTINGS
 
     def _phases(self) -> list[int]:
         """Epochs of each training phase (``self._phase`` tells ``_training_targets``)."""
@@ -233,6 +246,11 @@ class SequentialRecommender(TorchRetrievalModel):
                 f"{type(self).__name__}: need cl_weight >= 0 and cl_temperature > 0, got "
                 f"{self.cl_weight!r} and {self.cl_temperature!r}."
             )
+        if self.weighting not in self._weightings:
+            raise ConfigError(
+                f"{type(self).__name__}: weighting={self.weighting!r}; choose one of "
+                f"{self._weightings}."
+            )
         if self.time_limit_s is not None and not float(self.time_limit_s) > 0:
             raise ConfigError(
                 f"{type(self).__name__}: time_limit_s must be > 0 seconds or None (no limit), "
@@ -263,12 +281,18 @@ class SequentialRecommender(TorchRetrievalModel):
         popularity = PopularitySampler(sampler.item_counts(), float(self.alpha))
 
         lengths = np.where(lengths >= self._min_length, lengths, 0)
+        per_batch = 1.0  # "target" weighting: the epoch's mean targets per batch
+        if self.weighting == "target":
+            n_batches = -(-int((lengths > 0).sum()) // int(self.batch_size))
+            per_batch = max(1.0, float((lengths[lengths > 0] - 1).sum()) / max(1, n_batches))
 
         def loss_fn(m: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
             where = batch["target"] > 0  # (B, L')
             h = m.hidden(batch["input"])[where]  # (N, D)
             target = batch["target"][where] - 1
             out = next_item_loss(loss, h, target, m.item_table(), batch, smoothing)
+            if self.weighting == "target":  # the batch's sum over the epoch's mean count
+                out = out * (target.numel() / per_batch)
             if "view1" in batch:  # CL4SRec: two views of each history, in-batch InfoNCE
                 q1, q2 = self._query(m, batch["view1"]), self._query(m, batch["view2"])
                 out = out + float(self.cl_weight) * L.infonce(q1, q2, float(self.cl_temperature))
