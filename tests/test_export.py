@@ -41,6 +41,28 @@ def test_onnx_scores_like_torch(name, frame, tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("dcnv2", {"numeric": "dense", "linear": True}),
+        ("dcn", {"numeric": "dense", "linear": True}),
+        ("autoint", {"numeric": "dense", "linear": True, "hidden": (8,)}),
+        ("ipnn", {"numeric": "dense"}),
+    ],
+)
+def test_onnx_scores_like_torch_with_zero_padded_deep_inputs(name, params, frame, tmp_path):
+    """numeric='dense' makes the deep input's width unaligned: the export records the
+    zero-padded concatenation and weights (recforge.nn.align) and scores as torch does."""
+    model = models.get(name, **{**models.get_class(name).smoke_params, **params})
+    model.fit(frame, label="label")
+    width = model.module_.embedding.deep_width
+    assert width % 16, "the case must exercise the padding"
+    onnx_model = OnnxRanker(export_onnx(model, tmp_path / f"{name}.onnx"), num_threads=1)
+    for rows in (frame, frame.iloc[:1]):
+        got = onnx_model.predict_proba_encoded(model.encode(model.encoder_, rows))
+        np.testing.assert_allclose(got, model.predict_proba(rows), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
     ("kind", "bidirectional", "layers"),
     [("gru", False, 1), ("lstm", True, 1), ("gru", True, 2), ("lstm", False, 2)],
 )

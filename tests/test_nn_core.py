@@ -196,3 +196,22 @@ def test_linear_column_equals_a_separate_linear_embedding():
     assert both.table.weight.grad[:, 6].abs().sum() > 0
     with pytest.raises(ConfigError, match="linear=True"):
         sep_emb.forward_with_linear(_batch())
+
+
+def test_mlp_takes_a_zero_padded_input_as_the_same_function():
+    from recforge.nn.align import aligned, cat_padded
+
+    torch.manual_seed(0)
+    mlp = MLP(429, (40, 40), out_dim=1)
+    assert mlp.in_width == aligned(429) == 432
+    assert mlp.net[0].weight.shape == (40, 429)  # parameters keep their logical shape
+    x = torch.randn(5, 429)
+    padded = cat_padded([x[:, :400], x[:, 400:]], mlp.in_width)
+    assert padded.shape == (5, 432) and torch.equal(padded[:, 429:], torch.zeros(5, 3))
+    assert torch.allclose(mlp(padded), mlp(x), atol=1e-6)
+    mlp(padded).sum().backward()
+    g_pad = mlp.net[0].weight.grad.clone()
+    mlp.zero_grad()
+    mlp(x).sum().backward()
+    assert torch.allclose(g_pad, mlp.net[0].weight.grad, atol=1e-6)
+    assert MLP(16, (8,)).in_width == 16 and MLP(7, ()).in_width == 7  # aligned / no layer

@@ -255,3 +255,57 @@ def test_mhsa_fused_attention_equals_the_explicit_softmax():
     a = torch.softmax(q @ k.transpose(-1, -2) / 3**0.5, dim=-1)
     explicit = torch.relu((a @ v).transpose(1, 2).reshape(2, 70, 6) + mhsa.residual(x))
     torch.testing.assert_close(fused, explicit)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda d: CrossNetwork(d, n_layers=3),
+        lambda d: CrossNetworkV2(d, n_layers=3),
+        lambda d: CrossNetworkV2(d, n_layers=2, low_rank=3, n_experts=2),
+    ],
+)
+def test_cross_networks_on_zero_padded_input_are_the_same_function(make):
+    from recforge.nn.align import aligned, pad_last
+
+    torch.manual_seed(0)
+    d = 13
+    net = make(d)
+    x0 = torch.randn(7, d, requires_grad=True)
+    ref = net(x0)
+    padded = net(pad_last(x0, aligned(d)))  # (7, 16)
+    assert padded.shape == (7, 16)
+    assert torch.allclose(padded[:, :d], ref, atol=1e-6)
+    assert torch.equal(padded[:, d:], torch.zeros(7, 16 - d))
+    # the same gradients for the (unpadded) parameters
+    g_ref = torch.autograd.grad(ref.square().sum(), list(net.parameters()), allow_unused=True)
+    g_pad = torch.autograd.grad(padded.square().sum(), list(net.parameters()), allow_unused=True)
+    for a, b in zip(g_ref, g_pad):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_autoint_layer_channel_major_path_equals_the_natural_one(residual):
+    """forward_channels (channel-major activations, backward by hand) gives forward's
+    outputs and gradients, on a view of natural embeddings (first layer) and on a
+    contiguous channel-major input (a stacked layer), and passes gradcheck."""
+    from recforge.nn.attention import MultiHeadSelfAttention, _InteractChannels
+
+    torch.manual_seed(0)
+    m = MultiHeadSelfAttention(6, head_dim=3, n_heads=2, residual=residual).double()
+    e = torch.randn(5, 7, 6, dtype=torch.double, requires_grad=True)
+    ref = m(e)
+    out = m.forward_channels(e.permute(2, 0, 1)).permute(1, 2, 0)
+    assert torch.allclose(out, ref, atol=1e-12)
+    g = torch.randn_like(ref)
+    params = [e, *m.parameters()]
+    for a, b in zip(torch.autograd.grad(ref, params, g), torch.autograd.grad(out, params, g)):
+        assert torch.allclose(a, b, atol=1e-12)
+    w = m._weight().detach().requires_grad_()
+    xt = torch.randn(6, 5, 7, dtype=torch.double, requires_grad=True)
+
+    def layer(x, w):
+        return _InteractChannels.apply(x, w, 2, 3, residual)
+
+    assert torch.autograd.gradcheck(layer, (xt, w))
+    assert torch.autograd.gradcheck(lambda x, w: layer(x.permute(2, 0, 1), w), (e, w))

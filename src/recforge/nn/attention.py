@@ -84,6 +84,68 @@ class AttentionalPooling(nn.Module):
         return pooled, weights
 
 
+class _InteractChannels(torch.autograd.Function):
+    """AutoInt's interacting layer on channel-major activations, with its backward by hand.
+
+    xt (C, B, F) -> (H*d_h, B, F): channel c of every (row, field) contiguous, so that q, k,
+    v and the residual of every head are plain row slices of ONE (P*H*d_h, B*F) product
+    ``w @ x`` (P = 3, or 4 with the residual), and each head's (B, F, d_h) matrices are
+    column-major views of it that the batched products read in place: no head split or
+    merge copy of 8-float runs (the natural (B, F, H*d_h) layout needed a copy to
+    (part, B*H, F, d_h), one back and their backward: ~35 % of an AutoInt step at 26
+    fields x 2 heads of 8, B=4096). What is copied is each head's (B, d_h, F) product into
+    the (d_h, B, F) layout, in runs of F floats. The sums are those of the module's
+    natural-layout path (``MultiHeadSelfAttention.forward``)."""
+
+    @staticmethod
+    def forward(ctx, xt, w, n_heads, head_dim, residual):  # type: ignore[override]
+        c, b, f = xt.shape
+        width = n_heads * head_dim
+        parts = w.shape[0] // width
+        y = torch.mm(w, xt.reshape(c, b * f)).view(parts, n_heads, head_dim, b, f)
+        out = y.new_empty(n_heads, head_dim, b, f)
+        attns = []
+        for h in range(n_heads):
+            q, k = y[0, h].permute(1, 2, 0), y[1, h].permute(1, 2, 0)  # (B, F, d), views
+            a = torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1)  # (B, F, F)
+            ctx_t = torch.bmm(y[2, h].permute(1, 0, 2), a.transpose(1, 2))  # (B, d, F) = (a v)ᵀ
+            if residual:
+                torch.add(ctx_t.permute(1, 0, 2), y[3, h], out=out[h])  # (d, B, F)
+            else:
+                out[h].copy_(ctx_t.permute(1, 0, 2))
+            attns.append(a)
+        out.relu_()
+        ctx.save_for_backward(xt, w, y, out, *attns)
+        ctx.n_heads, ctx.residual = n_heads, residual
+        return out.view(width, b, f)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        xt, w, y, out, *attns = ctx.saved_tensors
+        parts, n_heads, head_dim, b, f = y.shape
+        c = xt.shape[0]
+        gy = torch.empty_like(y)  # (P, H, d, B, F)
+        g = grad.reshape(n_heads, head_dim, b, f)
+        g_ctx = gy[3] if ctx.residual else torch.empty_like(out)  # the residual's grad too
+        torch.ops.aten.threshold_backward.grad_input(g, out, 0.0, grad_input=g_ctx)  # relu'
+        for h in range(n_heads):
+            a, gc = attns[h], g_ctx[h]  # (B, F, F), (d, B, F)
+            q, k, v = (y[i, h].permute(1, 2, 0) for i in range(3))  # (B, F, d) views
+            ga = torch.bmm(gc.permute(1, 2, 0), v.transpose(1, 2))  # (B, F, F)
+            gy[2, h].copy_(torch.bmm(gc.permute(1, 0, 2), a).permute(1, 0, 2))  # vᵀ: gcᵀ a
+            gs = torch._softmax_backward_data(ga, a, -1, a.dtype)  # (B, F, F)
+            gy[0, h].copy_(torch.bmm(k.transpose(1, 2), gs.transpose(1, 2)).permute(1, 0, 2))
+            gy[1, h].copy_(torch.bmm(q.transpose(1, 2), gs).permute(1, 0, 2))
+        gy2 = gy.view(-1, b * f)  # (P*H*d, B*F)
+        x2 = xt.reshape(c, b * f)
+        gw = torch.mm(gy2, x2.t())  # (P*H*d, C)
+        if xt.stride(0) == 1:  # xt is a view of natural (B, F, C) rows: its grad in kind
+            gx = torch.mm(gy2.t(), w).view(b, f, c).permute(2, 0, 1)
+        else:
+            gx = torch.mm(w.t(), gy2).view(c, b, f)
+        return gx, gw, None, None, None
+
+
 class MultiHeadSelfAttention(nn.Module):
     """AutoInt's interacting layer: (B, F, D_in) -> (B, F, n_heads * head_dim).
 
@@ -107,17 +169,36 @@ class MultiHeadSelfAttention(nn.Module):
         self.residual = nn.Linear(in_dim, out, bias=False) if residual else None
         self.out_dim = out
 
+    def _weight(self) -> torch.Tensor:
+        """(3 or 4 * H*d_h, D_in): the query (times 1/sqrt(d_h)), key, value and residual
+        weights stacked, for one product (the weights stay four Linear modules: same
+        parameters and state dict; the scale folded into the query weight is an
+        (H*d_h, D_in) scaling instead of a (B, H, F, F) one)."""
+        mods = [self.query, self.key, self.value]
+        mods += [self.residual] if self.residual is not None else []
+        return torch.cat([self.query.weight * self.head_dim**-0.5] + [m.weight for m in mods[1:]])
+
+    def forward_channels(self, xt: torch.Tensor) -> torch.Tensor:
+        """The same layer on channel-major activations: xt (D_in, B, F) -> (H*d_h, B, F)
+        (stacked layers stay in this layout; ``e.permute(2, 0, 1)`` of (B, F, D) field
+        embeddings is a valid input without a copy). Training and inference; a graph
+        export takes ``forward``."""
+        if exporting() or xt.shape[2] > 64:  # above 64 fields: forward's fused kernel
+            out = self.forward(xt.permute(1, 2, 0))  # (B, F, H*d_h)
+            return out.permute(2, 0, 1)
+        return _InteractChannels.apply(
+            xt, self._weight(), self.n_heads, self.head_dim, self.residual is not None
+        )
+
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         """x: (B, F, D_in) -> (B, F, H*d_h); with ``return_attention`` also (B, H, F, F)."""
         b, f, _ = x.shape
 
         # one (B*F, D_in) x (D_in, 3 or 4 * H*d_h) product instead of three or four skinny
-        # ones (the weights stay four Linear modules: same parameters and state dict); the
-        # 1/sqrt(d_h) of the scores is folded into the query weight (an (H*d_h, D_in)
-        # scaling instead of a (B, H, F, F) one)
+        # ones
         mods = [self.query, self.key, self.value]
         mods += [self.residual] if self.residual is not None else []
-        w = torch.cat([self.query.weight * self.head_dim**-0.5] + [m.weight for m in mods[1:]])
+        w = self._weight()
         # one copy to (part, B*H, F, d_h): q, k, v (and W_res x) of every head contiguous,
         # so that the batched products below run on them without copies of their own
         y = F.linear(x, w).view(b, f, len(mods), self.n_heads, self.head_dim)

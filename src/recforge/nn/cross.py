@@ -9,7 +9,10 @@
       E_i(x_l) = x0 ⊙ (U_i g(C_i g(V_iᵀ x_l)) + b_l)      U_i, V_i: (d, r), C_i: (r, r)
       x_{l+1}  = Σ_i softmax_i(G x_l) E_i(x_l) + x_l       G: (n_experts, d), g = tanh
 
-Both take and return flat vectors (B, d): the concatenated field embeddings.
+Both take and return flat vectors (B, d): the concatenated field embeddings, or (B, d')
+with zero columns up to d' = ``recforge.nn.align.aligned(d)`` (the faster GEMM shape):
+the weights then get zero rows/columns at forward time, the padding stays zero through
+every layer, and the parameters and the function are those of width d.
 
 The bias is shared by the experts and the gates sum to 1, so the mixture is computed as
 ``x0 ⊙ (Σ_i g_i U_i c_i + b_l)``: one (B, E·r) x (E·r, d) product, never the (B, E, d)
@@ -19,7 +22,10 @@ expert outputs.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from recforge.nn.align import pad_last, pad_square
 
 
 class CrossNetwork(nn.Module):
@@ -33,11 +39,13 @@ class CrossNetwork(nn.Module):
         nn.init.xavier_normal_(self.weight)
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
-        """x0: (B, d) -> (B, d)."""
+        """x0: (B, d) or zero-padded (B, d') -> the same shape."""
+        width = x0.shape[1]
+        weight, bias = pad_last(self.weight, width), pad_last(self.bias, width)
         x = x0
         for layer in range(self.n_layers):
-            xw = x @ self.weight[layer]  # (B,)
-            x = x0 * xw.unsqueeze(-1) + self.bias[layer] + x  # (B, d)
+            xw = x @ weight[layer]  # (B,)
+            x = torch.addcmul(x + bias[layer], x0, xw.unsqueeze(-1))  # (B, d)
         return x
 
 
@@ -81,20 +89,27 @@ class CrossNetworkV2(nn.Module):
             )
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
-        """x0: (B, d) -> (B, d)."""
+        """x0: (B, d) or zero-padded (B, d') -> the same shape."""
         x = x0
-        b, d = x0.shape
+        b, width = x0.shape
+        d = self.in_dim
+        bias = pad_last(self.bias, width)  # (L, d')
+        if self.low_rank is None:
+            weight = pad_square(self.weight, width)  # (L, d', d')
+            for layer in range(self.n_layers):
+                # x0 ⊙ (W x + b) + x: one addmm, one fused multiply-add
+                x = torch.addcmul(x, x0, F.linear(x, weight[layer], bias[layer]))
+            return x
+        e, r = self.n_experts, self.low_rank
         for layer in range(self.n_layers):
-            if self.low_rank is None:
-                x = x0 * (x @ self.weight[layer].T + self.bias[layer]) + x
-                continue
-            e, r = self.n_experts, self.low_rank
             v_all = self.V[layer].permute(1, 0, 2).reshape(d, e * r)  # (d, E*r)
+            v_all = F.pad(v_all, (0, 0, 0, width - d))  # (d', E*r): zero rows for the padding
             v = torch.tanh(x @ v_all).view(b, e, r).transpose(0, 1)  # (E, B, r)
             c = torch.tanh(torch.bmm(v, self.C[layer].transpose(1, 2)))  # (E, B, r)
-            gate = torch.softmax(self.gates[layer](x), dim=-1)  # (B, E)
+            gate_w = pad_last(self.gates[layer].weight, width)  # (E, d')
+            gate = torch.softmax(F.linear(x, gate_w), dim=-1)  # (B, E)
             gc = (c * gate.T.unsqueeze(-1)).transpose(0, 1).reshape(b, e * r)  # (B, E*r)
             u_all = self.U[layer].permute(0, 2, 1).reshape(e * r, d)  # (E*r, d)
-            mixed = gc @ u_all  # (B, d) = Σ_i g_i U_i c_i
-            x = x0 * (mixed + self.bias[layer]) + x  # the gates sum to 1: b_l once
+            mixed = gc @ pad_last(u_all, width)  # (B, d') = Σ_i g_i U_i c_i
+            x = torch.addcmul(x, x0, mixed + bias[layer])  # the gates sum to 1: b_l once
         return x

@@ -26,6 +26,7 @@ from torch import nn
 
 from recforge.data.features import CATEGORICAL, MULTI, NUMERIC, Field
 from recforge.exceptions import ConfigError
+from recforge.nn.align import cat_padded
 
 NUMERIC_MODES = ("field", "dense")
 
@@ -169,17 +170,19 @@ class FeatureEmbedding(nn.Module):
             first = first + batch["numeric"] @ self.numeric_weight[:, 0]  # (B,)
         return emb, first
 
-    def with_dense(self, x: torch.Tensor, batch: dict) -> torch.Tensor:
+    def with_dense(self, x: torch.Tensor, batch: dict, width: int | None = None) -> torch.Tensor:
         """(B, W) -> (B, W + n_dense): ``x`` followed by the numeric values (times the
-        learned ``dense_scale``) when ``numeric="dense"`` (``x`` itself otherwise)."""
-        if not self.n_dense:
-            return x
-        return torch.cat([x, batch["numeric"] * self.dense_scale], 1)
+        learned ``dense_scale``) when ``numeric="dense"`` (``x`` itself otherwise); with
+        ``width``, zero columns up to that width in the same copy (an MLP's ``in_width``:
+        see ``recforge.nn.align``)."""
+        parts = [x, batch["numeric"] * self.dense_scale] if self.n_dense else [x]
+        return cat_padded(parts, width)
 
-    def deep_input(self, emb: torch.Tensor, batch: dict) -> torch.Tensor:
+    def deep_input(self, emb: torch.Tensor, batch: dict, width: int | None = None) -> torch.Tensor:
         """The deep part's input, (B, deep_width): the flattened (B, F, D) embeddings
-        ``emb`` of this batch, then the scaled numeric values when ``numeric="dense"``."""
-        return self.with_dense(emb.flatten(1), batch)
+        ``emb`` of this batch, then the scaled numeric values when ``numeric="dense"``;
+        with ``width``, zero-padded to (B, width) (``recforge.nn.align``)."""
+        return self.with_dense(emb.flatten(1), batch, width)
 
     def forward_columns(self, batch: dict) -> torch.Tensor:
         """batch -> (B, F, D + 1): each field's embedding with its first-order weight as

@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recforge.exceptions import ConfigError
+from recforge.nn.align import aligned, pad_last
 
 ACTIVATIONS = (
     "relu",
@@ -87,7 +89,11 @@ class MLP(nn.Module):
     norm: None, "batch" or "layer" normalisation before each activation.
     out_dim: if set, a final linear layer to this width.
 
-    ``forward``: (..., in_dim) -> (..., out_dim or hidden[-1] or in_dim).
+    ``forward``: (..., in_dim) -> (..., out_dim or hidden[-1] or in_dim). The input may
+    also come zero-padded to ``in_width`` = ``recforge.nn.align.aligned(in_dim)`` columns
+    (``FeatureEmbedding.deep_input(..., width=mlp.in_width)`` pads in its concatenation):
+    the first layer's weight then gets zero columns at forward time (the faster GEMM
+    shape; same parameters, same function).
     """
 
     def __init__(
@@ -107,6 +113,9 @@ class MLP(nn.Module):
             raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}.")
         layers: list[nn.Module] = []
         width = int(in_dim)
+        self.in_dim = width
+        # the padded input width the first Linear takes (no Linear: no padding)
+        self.in_width = aligned(width) if (hidden or out_dim is not None) else width
         for h in hidden:
             layers.append(nn.Linear(width, int(h)))
             if norm == "batch":
@@ -124,7 +133,13 @@ class MLP(nn.Module):
         self.out_dim = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        if x.shape[-1] == self.in_dim or self.in_width == self.in_dim:
+            return self.net(x)
+        first = self.net[0]  # the input is padded to in_width: pad the weight the same way
+        h = F.linear(x, pad_last(first.weight, self.in_width), first.bias)
+        for layer in self.net[1:]:
+            h = layer(h)
+        return h
 
 
 _activation = activation  # MLP's parameter shadows the function name inside __init__

@@ -43,12 +43,21 @@ class AutoIntModule(nn.Module):
             e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
         else:
             e, first = self.embedding(batch), None
-        h = e  # the whole batch at once: 256-row blocks were 4-9x slower on 2 loaded threads
+        # the whole batch at once (256-row blocks were 4-9x slower on 2 loaded threads), in
+        # the channel-major layout (C, B, F) from the first layer to the head: no head split
+        # or merge copies between layers (MultiHeadSelfAttention.forward_channels)
+        h = e.permute(2, 0, 1)  # (D, B, F), a view
         for layer in self.layers:
-            h = layer(h)  # (B, F, H*d_h)
-        logit = self.head(h.flatten(1)).squeeze(-1)  # (B,)
+            h = layer.forward_channels(h)  # (H*d_h, B, F)
+        # the head w · flatten(h) over (F, H*d_h) rows, read in this layout: one batched
+        # (B, F) x (F, 1) product per channel, summed
+        c, _, f = h.shape
+        w = self.head.weight.view(f, c).t().unsqueeze(-1)  # (H*d_h, F, 1)
+        logit = torch.bmm(h, w).sum(0).squeeze(-1) + self.head.bias  # (B,)
         if self.mlp is not None:
-            logit = logit + self.mlp(self.embedding.deep_input(e, batch)).squeeze(-1)
+            logit = logit + self.mlp(
+                self.embedding.deep_input(e, batch, self.mlp.in_width)
+            ).squeeze(-1)
         return logit if first is None else logit + first
 
 

@@ -23,6 +23,7 @@ from recforge.data.features import Field
 from recforge.exceptions import ConfigError
 from recforge.models.ranking.torch_base import NUMERIC_MODES, TorchRanker
 from recforge.models.registry import register
+from recforge.nn.align import aligned
 from recforge.nn.cross import CrossNetwork, CrossNetworkV2
 from recforge.nn.embedding import FeatureEmbedding
 from recforge.nn.mlp import MLP
@@ -44,6 +45,7 @@ class DCNModule(nn.Module):
         self.stacked = stacked
         self.linear = embedding.has_linear  # add the first-order term of the table's column
         width = embedding.deep_width
+        self.width = aligned(width)  # x0's padded width
         if mlp is None:
             head_in = width
         else:
@@ -55,14 +57,16 @@ class DCNModule(nn.Module):
             e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
         else:
             e, first = self.embedding(batch), None
-        x0 = self.embedding.deep_input(e, batch)  # (B, d): F*D (+ n_num, numeric="dense")
-        crossed = self.cross(x0)  # (B, d)
+        # (B, d'): F*D (+ n_num, numeric="dense"), zero-padded to d' = aligned(d) columns
+        # (the faster GEMM shape for the crosses and the MLP: recforge.nn.align)
+        x0 = self.embedding.deep_input(e, batch, self.width)
+        crossed = self.cross(x0)  # (B, d'), zero in the padding
         if self.mlp is None:
-            h = crossed
+            h = crossed[:, : self.embedding.deep_width]
         elif self.stacked:
             h = self.mlp(crossed)  # (B, H)
         else:
-            h = torch.cat([crossed, self.mlp(x0)], dim=1)  # (B, d + H)
+            h = torch.cat([crossed[:, : self.embedding.deep_width], self.mlp(x0)], 1)  # (B, d + H)
         logit = self.head(h).squeeze(-1)  # (B,)
         return logit if first is None else logit + first
 

@@ -48,7 +48,7 @@ class DeepFMModule(nn.Module):
             e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
         else:
             e, first = self.embedding(batch), self.linear(batch)
-        deep = self.mlp(self.embedding.deep_input(e, batch)).squeeze(-1)  # (B,)
+        deep = self.mlp(self.embedding.deep_input(e, batch, self.mlp.in_width)).squeeze(-1)  # (B,)
         return first + self.fm(e) + deep
 
 

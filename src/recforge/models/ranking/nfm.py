@@ -32,7 +32,9 @@ class NFMModule(nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
         pooled = self.bi_dropout(self.bi(e))  # (B, D)
-        x = self.embedding.with_dense(pooled, batch)  # (B, D (+ n_num with numeric="dense"))
+        x = self.embedding.with_dense(
+            pooled, batch, self.mlp.in_width
+        )  # (B, D (+ n_num with numeric="dense"))
         return first + self.mlp(x).squeeze(-1)  # (B,)
 
 

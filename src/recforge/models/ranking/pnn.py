@@ -19,6 +19,7 @@ from torch import nn
 from recforge.data.features import Field
 from recforge.models.ranking.torch_base import NUMERIC_MODES, TorchRanker
 from recforge.models.registry import register
+from recforge.nn.align import cat_padded
 from recforge.nn.embedding import FeatureEmbedding
 from recforge.nn.mlp import MLP
 
@@ -60,7 +61,8 @@ class PNNModule(nn.Module):
 
     def forward(self, batch: dict) -> torch.Tensor:
         e = self.embedding(batch)  # (B, F, D)
-        z = torch.cat([self.embedding.deep_input(e, batch), self.product(e)], 1)  # (B, d + P)
+        parts = [self.embedding.deep_input(e, batch), self.product(e)]
+        z = cat_padded(parts, self.mlp.in_width)  # (B, d + P), zero-padded: nn.align
         return self.mlp(z).squeeze(-1)
 
 

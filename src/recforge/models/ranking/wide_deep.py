@@ -80,7 +80,7 @@ class WideDeepModule(nn.Module):
         e, wide = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
         if self.cross is not None:
             wide = wide + self.cross(batch)
-        deep = self.mlp(self.embedding.deep_input(e, batch)).squeeze(-1)  # (B,)
+        deep = self.mlp(self.embedding.deep_input(e, batch, self.mlp.in_width)).squeeze(-1)  # (B,)
         return wide + deep
 
 

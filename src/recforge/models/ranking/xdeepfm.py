@@ -32,7 +32,9 @@ class XDeepFMModule(nn.Module):
         e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
         logit = first + self.cin_head(self.cin(e)).squeeze(-1)  # (B,)
         if self.mlp is not None:
-            logit = logit + self.mlp(self.embedding.deep_input(e, batch)).squeeze(-1)
+            logit = logit + self.mlp(
+                self.embedding.deep_input(e, batch, self.mlp.in_width)
+            ).squeeze(-1)
         return logit
 
 
