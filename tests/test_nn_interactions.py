@@ -309,3 +309,17 @@ def test_autoint_layer_channel_major_path_equals_the_natural_one(residual):
 
     assert torch.autograd.gradcheck(layer, (xt, w))
     assert torch.autograd.gradcheck(lambda x, w: layer(x.permute(2, 0, 1), w), (e, w))
+
+
+def test_full_rank_cross_backward_by_hand_matches_autograd():
+    from recforge.nn.cross import _FullRankCross
+
+    torch.manual_seed(0)
+    x0 = torch.randn(6, 5, dtype=torch.double, requires_grad=True)
+    w = torch.randn(3, 5, 5, dtype=torch.double, requires_grad=True)
+    b = torch.randn(3, 5, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(_FullRankCross.apply, (x0, w, b))
+    x = x0
+    for layer in range(3):
+        x = x0 * (x @ w[layer].T + b[layer]) + x
+    assert torch.allclose(_FullRankCross.apply(x0, w, b), x, atol=1e-12)

@@ -26,6 +26,47 @@ import torch.nn.functional as F
 from torch import nn
 
 from recforge.nn.align import pad_last, pad_square
+from recforge.nn.recurrent import exporting
+
+
+class _FullRankCross(torch.autograd.Function):
+    """DCN-V2's full-rank layers ``x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l`` with the backward
+    written out: per layer one addmm forward, and backward u = g ⊙ x0, dW_l = uᵀ x_l,
+    db_l = Σ u, dx0 += g ⊙ t_l, g <- g + u W_l (one addmm). Autograd's graph of the same
+    ops adds scalar multiplies (addcmul's value), separate accumulations of x0's four
+    gradients and a (B, d) temporary per product. The sums are the same."""
+
+    @staticmethod
+    def forward(ctx, x0, weight, bias):  # type: ignore[override]
+        xs, ts = [], []
+        x = x0
+        for layer in range(weight.shape[0]):
+            t = torch.addmm(bias[layer], x, weight[layer].t())  # (B, d)
+            xs.append(x)
+            ts.append(t)
+            x = torch.addcmul(x, x0, t)
+        ctx.save_for_backward(x0, weight, *xs, *ts)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        x0, weight, *rest = ctx.saved_tensors
+        n = weight.shape[0]
+        xs, ts = rest[:n], rest[n:]
+        gw, gb = torch.empty_like(weight), weight.new_empty(weight.shape[:2])
+        g = grad
+        gx0 = None
+        for layer in reversed(range(n)):
+            u = g * x0  # dL/dt_l
+            if gx0 is None:
+                gx0 = g * ts[layer]
+            else:
+                gx0.addcmul_(g, ts[layer])
+            torch.mm(u.t(), xs[layer], out=gw[layer])
+            torch.sum(u, 0, out=gb[layer])
+            g = torch.addmm(g, u, weight[layer])  # dL/dx_l
+        gx0.add_(g)  # x_0 is x0
+        return gx0, gw, gb
 
 
 class CrossNetwork(nn.Module):
@@ -45,7 +86,7 @@ class CrossNetwork(nn.Module):
         x = x0
         for layer in range(self.n_layers):
             xw = x @ weight[layer]  # (B,)
-            x = torch.addcmul(x + bias[layer], x0, xw.unsqueeze(-1))  # (B, d)
+            x = x0 * xw.unsqueeze(-1) + bias[layer] + x  # (B, d)
         return x
 
 
@@ -96,8 +137,9 @@ class CrossNetworkV2(nn.Module):
         bias = pad_last(self.bias, width)  # (L, d')
         if self.low_rank is None:
             weight = pad_square(self.weight, width)  # (L, d', d')
+            if torch.is_grad_enabled() and not exporting():
+                return _FullRankCross.apply(x0, weight, bias)
             for layer in range(self.n_layers):
-                # x0 ⊙ (W x + b) + x: one addmm, one fused multiply-add
                 x = torch.addcmul(x, x0, F.linear(x, weight[layer], bias[layer]))
             return x
         e, r = self.n_experts, self.low_rank
@@ -111,5 +153,5 @@ class CrossNetworkV2(nn.Module):
             gc = (c * gate.T.unsqueeze(-1)).transpose(0, 1).reshape(b, e * r)  # (B, E*r)
             u_all = self.U[layer].permute(0, 2, 1).reshape(e * r, d)  # (E*r, d)
             mixed = gc @ pad_last(u_all, width)  # (B, d') = Σ_i g_i U_i c_i
-            x = torch.addcmul(x, x0, mixed + bias[layer])  # the gates sum to 1: b_l once
+            x = x0 * (mixed + bias[layer]) + x  # the gates sum to 1: b_l once
         return x

@@ -122,7 +122,10 @@ class MLP(nn.Module):
                 layers.append(_BatchNormLast(int(h)))
             elif norm == "layer":
                 layers.append(nn.LayerNorm(int(h)))
-            layers.append(_activation(activation, int(h)))
+            # ReLU in place on the Linear/norm output (neither backward reads it): one
+            # (B, h) allocation less per layer (DeepFM step -3 %, B=4096, 1 thread)
+            act = _activation(activation, int(h))
+            layers.append(nn.ReLU(inplace=True) if isinstance(act, nn.ReLU) else act)
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = int(h)

@@ -17,13 +17,14 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recforge.data.features import Field
 from recforge.exceptions import ConfigError
 from recforge.models.ranking.torch_base import NUMERIC_MODES, TorchRanker
 from recforge.models.registry import register
-from recforge.nn.align import aligned
+from recforge.nn.align import aligned, pad_last
 from recforge.nn.cross import CrossNetwork, CrossNetworkV2
 from recforge.nn.embedding import FeatureEmbedding
 from recforge.nn.mlp import MLP
@@ -61,13 +62,16 @@ class DCNModule(nn.Module):
         # (the faster GEMM shape for the crosses and the MLP: recforge.nn.align)
         x0 = self.embedding.deep_input(e, batch, self.width)
         crossed = self.cross(x0)  # (B, d'), zero in the padding
-        if self.mlp is None:
-            h = crossed[:, : self.embedding.deep_width]
-        elif self.stacked:
-            h = self.mlp(crossed)  # (B, H)
+        if self.stacked and self.mlp is not None:
+            logit = self.head(self.mlp(crossed)).squeeze(-1)  # (B,)
         else:
-            h = torch.cat([crossed[:, : self.embedding.deep_width], self.mlp(x0)], 1)  # (B, d + H)
-        logit = self.head(h).squeeze(-1)  # (B,)
+            # w · [crossed ; MLP(x0)] as two products: no (B, d + H) concatenation
+            d = self.embedding.deep_width
+            w = self.head.weight  # (1, d (+ H))
+            logit = F.linear(crossed, pad_last(w[:, :d], self.width), self.head.bias)
+            if self.mlp is not None:
+                logit = logit + F.linear(self.mlp(x0), w[:, d:])
+            logit = logit.squeeze(-1)  # (B,)
         return logit if first is None else logit + first
 
 
