@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recforge.nn.align import pad_last, pad_square
-from recforge.nn.recurrent import exporting
+from recforge.nn.exporting import exporting
 
 
 class _FullRankCross(torch.autograd.Function):
