@@ -298,6 +298,9 @@ def bench_pairs(
 ) -> dict[str, Any]:
     """Every pair in ``names`` (default: all of ``PAIRS``), recforge then DeepCTR-Torch, and
     the ``solo`` models (default: all of ``SOLO``) alone."""
+    from benchmarks.ctr_speed import warm_up_torch
+
+    warm_up_torch()  # no side pays torch's lazy optimizer import in its timing
     out: dict[str, Any] = {"pairs": {}, "solo": {}}
     for key in names if names is not None else list(PAIRS):
         pair = PAIRS[key]
