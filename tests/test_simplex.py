@@ -101,3 +101,26 @@ def test_sparse_training_path_equals_embedding_bag_path():
     m.zero_grad()
     (sparse * w).sum().backward()
     torch.testing.assert_close(m.item.weight.grad, g_dense)
+
+
+def test_loss_and_negatives_follow_the_density_of_the_log():
+    from recforge.models.retrieval.simplex import DENSE_SETTINGS, SPARSE_SETTINGS
+
+    assert SimpleX()._settings(0.0004) == SPARSE_SETTINGS
+    assert SimpleX()._settings(0.03) == DENSE_SETTINGS
+    assert SimpleX(loss="ccl")._settings(0.0004)["loss"] == "ccl"  # explicit values win
+    assert SimpleX(n_negatives=7)._settings(0.0004)["n_negatives"] == 7
+
+
+def test_softmax_loss_finds_taste_groups_and_saves_its_settings(data, tmp_path):
+    params = {"embedding_dim": 16, "n_negatives": 20, "loss": "softmax", "dropout": 0.1}
+    m = SimpleX(**params, epochs=30, batch_size=64, lr=0.01, seed=0).fit(data)
+    assert m.settings_ == {"loss": "softmax", "n_negatives": 20}
+    assert m.train_loss_[-1] < m.train_loss_[0]
+    assert in_group_share(m) > 0.75
+    assert models.load(m.save(tmp_path / "sx")).settings_ == m.settings_
+
+
+def test_bad_loss_raises(data):
+    with pytest.raises(ConfigError, match="loss"):
+        SimpleX(loss="hinge", epochs=1).fit(data)

@@ -9,6 +9,13 @@ Cosine contrastive loss (CCL) with N negatives, margin m and negative weight w::
 
     L(u, i) = (1 - cos(p_u, e_i)) + w / N * sum_j max(0, cos(p_u, e_j) - m)
 
+Or (``loss="softmax"``) a sampled softmax over the same negatives at temperature T::
+
+    L(u, i) = -log softmax_0([cos(p_u, e_i), cos(p_u, e_1), ..., cos(p_u, e_N)] / T)
+
+(uniform negatives: no log-Q correction is needed). CCL is the default on dense logs, the
+softmax on sparse ones (``SimpleX``: why).
+
 Negatives are drawn uniformly, N shared by the rows of a batch (one matmul), with the
 ones equal to the row's positive masked out. While training, the target item is removed
 from the history so that the tower cannot simply find it there.
@@ -23,6 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from recforge import losses as L
 from recforge.data.batching import PairSampler, drop_targets, history_matrix
 from recforge.data.interactions import Interactions
 from recforge.exceptions import ConfigError
@@ -37,6 +45,11 @@ from recforge.models.retrieval.torch_base import (
     scaled_batch,
     sparse_mm,
 )
+
+LOSSES = ("ccl", "softmax")
+# the None defaults by the density of the log (SimpleX docstring: how chosen)
+SPARSE_SETTINGS: dict[str, Any] = {"loss": "softmax", "n_negatives": 1024}
+DENSE_SETTINGS: dict[str, Any] = {"loss": "ccl", "n_negatives": 300}
 
 
 def ccl_loss(
@@ -61,7 +74,15 @@ def ccl_loss(
 class SimpleXModule(nn.Module):
     """User/item embeddings, mean history aggregation and the gate."""
 
-    def __init__(self, n_users: int, n_items: int, dim: int, gate: float, init_std: float) -> None:
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int,
+        gate: float,
+        init_std: float,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.user = nn.Embedding(n_users, dim)
         self.item = nn.Embedding(
@@ -73,6 +94,7 @@ class SimpleXModule(nn.Module):
             self.item.weight[0].zero_()
         self.aggregate = nn.Linear(dim, dim, bias=False)
         self.gate = gate
+        self.dropout = nn.Dropout(dropout)  # on the pooled history, while training
 
     def user_vectors(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """users (B,), history (B, L) item index + 1 (0 = padding) -> L2-normalised (B, D)."""
@@ -91,6 +113,7 @@ class SimpleXModule(nn.Module):
 
     def combine(self, users: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         """Gate the user embedding with the mapped history mean; L2-normalised (B, D)."""
+        pooled = self.dropout(pooled)
         p = self.gate * self.user(users) + (1.0 - self.gate) * self.aggregate(pooled)
         return F.normalize(p, dim=-1)
 
@@ -101,33 +124,44 @@ class SimpleXModule(nn.Module):
 
 @register("simplex")
 class SimpleX(TorchRetrievalModel):
-    """SimpleX with the cosine contrastive loss.
+    """SimpleX with the cosine contrastive loss (or a sampled softmax on sparse logs).
 
     Parameters
     ----------
     embedding_dim: size of user/item embeddings.
-    n_negatives: uniform negatives per batch (shared by its rows).
+    n_negatives: uniform negatives per batch (shared by its rows); None: by density, below.
+    loss: "ccl" (the paper's cosine contrastive loss) | "softmax" (sampled softmax over the
+        same negatives at ``temperature``); None: by density, below.
+    temperature: T of the softmax loss (unused by CCL).
     margin: CCL margin m; negatives with cosine below it cost nothing.
     negative_weight: CCL weight w of the mean negative term.
     gate: g, the weight of the user embedding against the aggregated history (1 = MF).
     max_history: most recent training items aggregated per user.
+    dropout: dropout on the pooled history while training (the paper's; 0 = off).
     init_std: std of the normal initialisation of the embeddings.
     batch_size, lr: batch and learning rate on small dense logs; on larger ones the batch
         doubles up to ``max_batch_size`` while an epoch keeps >= 100 steps, lr growing with
         its square root (``torch_base.scaled_batch``; fitted values in ``batch_size_``,
         ``lr_``).
     sparse_lr: the base lr instead of ``lr`` on logs with under ``mf.SPARSE_DENSITY`` (0.2%)
-        of the user-item cells seen (None: ``lr`` everywhere). On the 40k-item synthetic
-        log (0.04%) lr 5e-3 overfit after one epoch; 3e-4 was best of 5e-3, 1e-3, 3e-4.
-        Then 1,000 negatives instead of 300 followed the same per-epoch validation recall
-        (0.082, 0.093 at epochs 5-6 against 0.083, 0.095) at 1.4x the CPU, the paper's
-        margin 0.9 and weight 150 stayed below it, and base lr 5e-4 peaked sooner at the
-        same height, so the defaults stay (test Recall@20 0.1752; docs/BENCHMARKS.md,
-        "Recall at 40k items").
+        of the user-item cells seen (None: ``lr`` everywhere).
     patience: early stopping on validation recall@10, keeping the best epoch (0: off); the
         validation rows as LightGCN's (``torch_base.early_stopping_split``).
     epochs, optimizer, weight_decay, seed, num_threads, progress: training (shared by the
         torch retrieval models, see ``TorchRetrievalModel``); ``epochs`` bounds early stopping.
+
+    Why the defaults (docs/BENCHMARKS.md, "Recall at 40k items"): on logs under 0.2% dense
+    ``SPARSE_SETTINGS`` (softmax at T 0.2 over 1,024 negatives) and base lr 3e-4, else
+    ``DENSE_SETTINGS`` (CCL, 300 negatives) and lr 5e-3, the old defaults (the choice a fit
+    made is in ``settings_``). Chosen on the validation split of the 40k-item synthetic log
+    (0.04% dense, 512k pairs, batch 4096, 1 thread): lr 5e-3 overfit after one epoch, 3e-4
+    was best of 5e-3, 1e-3, 3e-4; with CCL the per-epoch validation recall@10 then levelled
+    off at ~0.095 whatever else changed (1,000 negatives, the paper's margin 0.9 / weight
+    150, base lr 5e-4, init std 0.3, dropout 0.1): Recall@20 0.1691 (best of 15
+    epochs). The softmax over the same 300 negatives gave 0.1739, over 1,024 0.1787 (~18
+    CPU-s per epoch against ~11; T 0.1: 0.1590, T 0.3: 0.1715). Test Recall@20 0.1752 ->
+    0.1869 (189 fit CPU-s). On ML-100K's validation split (2.7% dense) the sparse settings
+    gave 0.2411 against CCL's 0.2859, hence the density rule.
     """
 
     smoke_params = {
@@ -147,7 +181,7 @@ class SimpleX(TorchRetrievalModel):
     def __init__(
         self,
         *,
-        n_negatives: int = 300,
+        n_negatives: int | None = None,
         margin: float = 0.3,
         negative_weight: float = 5.0,
         gate: float = 0.5,
@@ -156,6 +190,9 @@ class SimpleX(TorchRetrievalModel):
         max_batch_size: int = 4096,
         patience: int = 3,
         sparse_lr: float | None = 3e-4,
+        loss: str | None = None,
+        temperature: float = 0.2,
+        dropout: float = 0.0,
         **shared: Any,
     ) -> None:
         super().__init__(**(self.train_defaults | shared))
@@ -168,19 +205,36 @@ class SimpleX(TorchRetrievalModel):
         self.max_batch_size = max_batch_size
         self.patience = patience
         self.sparse_lr = sparse_lr
+        self.loss = loss
+        self.temperature = temperature
+        self.dropout = dropout
+
+    def _settings(self, density: float) -> dict[str, Any]:
+        """The loss and negatives a fit uses (``settings_``): the None defaults from
+        ``SPARSE_SETTINGS`` under ``mf.SPARSE_DENSITY`` (0.2%) of the cells seen, else from
+        ``DENSE_SETTINGS``; values set explicitly win."""
+        chosen = SPARSE_SETTINGS if density < SPARSE_DENSITY else DENSE_SETTINGS
+        return {k: v if getattr(self, k) is None else getattr(self, k) for k, v in chosen.items()}
 
     def _fit(self, interactions: Interactions) -> None:
-        if not 0.0 <= self.gate <= 1.0 or self.n_negatives < 1:
+        density = self.seen_.nnz / max(1, self.n_users * self.n_items)
+        self.settings_ = settings = self._settings(density)
+        if not 0.0 <= self.gate <= 1.0 or settings["n_negatives"] < 1:
             raise ConfigError(
                 f"SimpleX: gate must lie in [0, 1] and n_negatives >= 1, got gate={self.gate}, "
-                f"n_negatives={self.n_negatives}."
+                f"n_negatives={settings['n_negatives']}."
+            )
+        if settings["loss"] not in LOSSES or not 0.0 <= self.dropout < 1.0 or self.temperature <= 0:
+            raise ConfigError(
+                f"SimpleX: loss must be one of {LOSSES}, dropout in [0, 1) and temperature > 0, "
+                f"got loss={settings['loss']!r}, dropout={self.dropout}, "
+                f"temperature={self.temperature}."
             )
         torch.manual_seed(self.seed)
         hist = history_matrix(interactions, self.user_vocab_, self.item_vocab_, self.max_history)
         seen, early = early_stopping_split(self, self.patience)
         full_hist = hist  # held-out cells: out of the pairs and the histories
         hist = history_without_held_out(hist, self.seen_, seen)
-        density = self.seen_.nnz / max(1, self.n_users * self.n_items)
         sparse = self.sparse_lr is not None and density < SPARSE_DENSITY
         batch_size, self.lr_ = scaled_batch(
             seen.nnz,
@@ -191,14 +245,20 @@ class SimpleX(TorchRetrievalModel):
         )
         self.batch_size_ = batch_size
         module = SimpleXModule(
-            self.n_users, self.n_items, self.embedding_dim, float(self.gate), self.init_std
+            self.n_users,
+            self.n_items,
+            self.embedding_dim,
+            float(self.gate),
+            self.init_std,
+            float(self.dropout),
         )
         sampler = PairSampler(seen)
         margin, weight, n_neg = (
             float(self.margin),
             float(self.negative_weight),
-            int(self.n_negatives),
+            int(settings["n_negatives"]),
         )
+        softmax, temperature = settings["loss"] == "softmax", float(self.temperature)
 
         def batches(epoch: int) -> EpochBatches:
             rng = np.random.default_rng([self.seed, epoch])
@@ -217,6 +277,15 @@ class SimpleX(TorchRetrievalModel):
         def loss_fn(m: SimpleXModule, batch) -> torch.Tensor:
             users, pos, mean_rows, neg = batch  # (B,), (B,), CSR (B, I + 1) and (I + 1, B), (N,)
             u = m.user_vectors_sparse(users, mean_rows)  # (B, D)
+            if softmax:
+                return L.sampled_softmax(
+                    u,
+                    m.item_vectors(pos),
+                    m.item_vectors(neg),
+                    pos_ids=pos,
+                    neg_ids=neg,
+                    temperature=temperature,
+                )
             cos_pos = (u * m.item_vectors(pos)).sum(-1)  # (B,)
             cos_neg = u @ m.item_vectors(neg).T  # (B, N)
             return ccl_loss(
@@ -256,9 +325,11 @@ class SimpleX(TorchRetrievalModel):
         arrays, state = super()._save_state()
         arrays["history_items"] = self.history_items_
         arrays["aggregate"] = self.aggregate_
+        state["settings"] = self.settings_
         return arrays, state
 
     def _load_state(self, arrays, state):  # type: ignore[no-untyped-def]
         super()._load_state(arrays, state)
         self.history_items_ = arrays["history_items"]
         self.aggregate_ = arrays["aggregate"]
+        self.settings_ = state.get("settings")  # absent in artifacts saved before it
