@@ -10,7 +10,7 @@ import torch
 
 from recforge import models
 from recforge.data.interactions import Interactions
-from recforge.data.sequences import pad_sequences, sequence_matrix
+from recforge.data.sequences import SequencePrefixes, pad_sequences, sequence_matrix
 from recforge.exceptions import ConfigError, DataError
 from recforge.models.base import mask_seen
 from recforge.models.retrieval.sequential import (
@@ -312,3 +312,38 @@ def test_target_weighting_weighs_every_training_target_the_same():
         )
     with pytest.raises(ConfigError, match="weighting"):
         models.get("sasrec", **base, weighting="tokens").fit(_chains())
+
+
+def test_sequence_prefixes_are_every_windowed_prefix_in_time_order():
+    inter = _log()
+    users, items = inter.vocabs()
+    idx = {i: int(items.index([i])[0]) + 1 for i in [10, 20, 30, 40, 50]}
+    prefixes = SequencePrefixes(inter, users, items, width=3)
+    a, b = (int(users.index([u])[0]) for u in "ab")
+    rows = prefixes.rows(np.arange(len(prefixes)))
+    # a: 10 20 30 10 50 -> 4 prefixes (the first item has none); b: 10 20 -> 1; c: none
+    expected = {
+        (a, (0, idx[10], idx[20])),
+        (a, (idx[10], idx[20], idx[30])),
+        (a, (idx[20], idx[30], idx[10])),
+        (a, (idx[30], idx[10], idx[50])),
+        (b, (0, idx[10], idx[20])),
+    }
+    assert {(int(u), tuple(r)) for u, r in zip(prefixes.users, rows.tolist())} == expected
+    assert prefixes.lengths.tolist() == (rows > 0).sum(1).tolist()
+
+
+def test_sasrec_prefix_rows_train_on_the_last_position_and_learn():
+    """One row per prefix: the target is its last item only, every prefix of a history is
+    a row (batch_size counts prefixes), and the chain is learned."""
+    params = {**models.get_class("sasrec").smoke_params, "epochs": 15, "dropout": 0.0}
+    params.update(embedding_dim=16, prefix_rows=True)
+    model = models.get("sasrec", **params)
+    inter = _chains()
+    model.fit(inter)
+    get_rows, lengths, row_users = model._training_rows(inter)
+    assert len(lengths) == 80 * 7 and np.bincount(row_users).tolist() == [7] * 80
+    inp, tgt = model._training_targets(get_rows(np.arange(3)), np.random.default_rng(0))
+    assert (tgt[:, :-1] == 0).all() and (tgt[:, -1] > 0).all()
+    ids, _ = model.recommend_from_history([2, 3, 4, 5], k=3)
+    assert 6 in ids, ids

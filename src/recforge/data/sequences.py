@@ -35,14 +35,59 @@ def sequence_matrix(
     item index + 1, 0 = padding. Rows whose user or item is not in the vocabularies are
     dropped; a user without rows gets an all-padding row."""
     _check(max_len, align)
+    users, items = _ordered(interactions, user_vocab, item_vocab)
+    return _scatter(users, items + 1, len(user_vocab), max_len, align)
+
+
+class SequencePrefixes:
+    """Every prefix of each user's time-ordered sequence as its own row: the event at
+    position t >= 1 of a user (the target) with the ``width - 1`` events before it, laid out
+    right-aligned in ``width`` columns (target in the last column, item index + 1, 0 =
+    padding). For training one row per prefix (the reference SASRec codes' layout). Only the
+    ordered events and one end index per row are kept, O(events) memory; ``rows(idx)``
+    builds the (len(idx), width) array of a batch.
+    """
+
+    def __init__(
+        self, interactions: Interactions, user_vocab: IdVocab, item_vocab: IdVocab, width: int
+    ) -> None:
+        _check(width, "right")
+        if width < 2:
+            raise ConfigError(f"SequencePrefixes: width must be >= 2, got {width}.")
+        users, items = _ordered(interactions, user_vocab, item_vocab)
+        counts = np.bincount(users, minlength=len(user_vocab))
+        pos = np.arange(len(users)) - (np.cumsum(counts) - counts)[users]  # 0-based in its user
+        keep = pos >= 1
+        self.items = items + 1  # (E,) ordered by user, then time
+        self.end = np.flatnonzero(keep)  # (P,) index of each row's target in ``items``
+        self.users = users[keep]  # (P,)
+        self.lengths = np.minimum(pos[keep] + 1, width)  # (P,) items in the row, target included
+        self.width = int(width)
+
+    def __len__(self) -> int:
+        return len(self.end)
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` as a right-aligned (len(idx), width) int64 array."""
+        offset = np.arange(1 - self.width, 1)  # (width,): the target at 0
+        inside = offset[None, :] > -self.lengths[idx][:, None]
+        j = np.maximum(self.end[idx][:, None] + offset[None, :], 0)
+        return np.where(inside, self.items[j], 0)
+
+
+def _ordered(
+    interactions: Interactions, user_vocab: IdVocab, item_vocab: IdVocab
+) -> tuple[np.ndarray, np.ndarray]:
+    """(user index, item index) of the rows known to both vocabularies, ordered by user,
+    then time, then row."""
     frame = interactions.frame
     u = user_vocab.index(frame["user"].to_numpy(), unknown="mask")
     i = item_vocab.index(frame["item"].to_numpy(), unknown="mask")
     t = frame["timestamp"].to_numpy() if interactions.has("timestamp") else np.zeros(len(frame))
     keep = (u >= 0) & (i >= 0)
     u, i, t = u[keep], i[keep], np.asarray(t)[keep]
-    order = np.lexsort((np.arange(len(u)), t, u))  # by user, then time, then row
-    return _scatter(u[order], i[order] + 1, len(user_vocab), max_len, align)
+    order = np.lexsort((np.arange(len(u)), t, u))
+    return u[order], i[order]
 
 
 def pad_sequences(sequences: list[np.ndarray], max_len: int, align: str = "right") -> np.ndarray:

@@ -44,9 +44,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from recforge.data.interactions import Interactions
+from recforge.data.sequences import SequencePrefixes
 from recforge.exceptions import ConfigError
 from recforge.models.registry import register
 from recforge.models.retrieval.sequential import SequentialRecommender, right_positions
@@ -174,6 +177,10 @@ class SASRec(SequentialRecommender):
         (see ``SequentialRecommender``).
     weighting: "target" (default: every training target weighs the same) | "batch" (every
         batch weighs the same); see ``SequentialRecommender``.
+    prefix_rows: train one row per prefix of each history (the loss at its last position
+        only, its own dropout draws; ``batch_size`` then counts prefixes, i.e. targets), as
+        the RecBole / DuoRec / FEARec codes do, instead of one row per user with the loss
+        at every position (the default).
     embedding_dim, max_len, loss, n_negatives, alpha, epochs, batch_size, lr, optimizer,
         weight_decay, clip_norm, patience, seed, num_threads, progress: see
         ``SequentialRecommender``.
@@ -200,9 +207,11 @@ class SASRec(SequentialRecommender):
         embedding_norm: bool = False,
         label_smoothing: float | None = None,
         weighting: str = "target",
+        prefix_rows: bool = False,
         **shared: Any,
     ) -> None:
         super().__init__(label_smoothing=label_smoothing, weighting=weighting, **shared)
+        self.prefix_rows = prefix_rows
         self.n_layers = n_layers
         self.n_heads = n_heads
         self.dropout = dropout
@@ -213,6 +222,26 @@ class SASRec(SequentialRecommender):
 
     def _build_module(self) -> SASRecModule:
         return SASRecModule(self.n_items, **encoder_params(self))
+
+    def _training_rows(self, interactions: Interactions):  # type: ignore[no-untyped-def]
+        if not self.prefix_rows:
+            return super()._training_rows(interactions)
+        prefixes = SequencePrefixes(
+            interactions, self.user_vocab_, self.item_vocab_, int(self.max_len) + 1
+        )
+        return prefixes.rows, prefixes.lengths, prefixes.users
+
+    def _targets_last_only(self) -> bool:
+        return bool(self.prefix_rows)
+
+    def _training_targets(
+        self, seqs: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if not self.prefix_rows:
+            return super()._training_targets(seqs, rng)
+        tgt = np.zeros_like(seqs[:, 1:])
+        tgt[:, -1] = seqs[:, -1]  # one row per prefix: its last item is the only target
+        return seqs[:, :-1], tgt
 
     def _query(self, module: nn.Module, seqs: torch.Tensor) -> torch.Tensor:
         return module.hidden(seqs, last_only=True)[:, -1]  # (B, D): after the newest item

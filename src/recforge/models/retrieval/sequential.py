@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -220,6 +220,22 @@ class SequentialRecommender(TorchRetrievalModel):
         inp, tgt = seqs[:, :-1], seqs[:, 1:]
         return inp, np.where(inp > 0, tgt, 0)
 
+    def _training_rows(
+        self, interactions: Interactions
+    ) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray, np.ndarray]:
+        """The training rows: a function from row indices to their sequences (B, W) in
+        ``align`` layout, each row's length (R,) and its user (R,). The default is one row
+        per user, its most recent ``max_len + 1`` items."""
+        train = sequence_matrix(
+            interactions, self.user_vocab_, self.item_vocab_, int(self.max_len) + 1, self.align
+        )
+        return train.__getitem__, sequence_lengths(train), np.arange(len(train))
+
+    def _targets_last_only(self) -> bool:
+        """True when ``_training_targets`` puts a target in the last column only (the loss
+        then runs the network with ``hidden(..., last_only=True)``)."""
+        return False
+
     def _query(self, module: nn.Module, seqs: torch.Tensor) -> torch.Tensor:
         """Query vectors (B, D) from histories (B, W) in ``align`` layout (W <= max_len,
         wider than the longest history)."""
@@ -267,10 +283,7 @@ class SequentialRecommender(TorchRetrievalModel):
         self.sequences_ = sequence_matrix(
             interactions, self.user_vocab_, self.item_vocab_, int(self.max_len), self.align
         )
-        train = sequence_matrix(
-            interactions, self.user_vocab_, self.item_vocab_, int(self.max_len) + 1, self.align
-        )
-        lengths = sequence_lengths(train)
+        get_rows, lengths, row_users = self._training_rows(interactions)
         if not (lengths >= 2).any():
             raise DataError(
                 f"{type(self).__name__}: no user has two or more interactions, so there is no "
@@ -281,15 +294,18 @@ class SequentialRecommender(TorchRetrievalModel):
         popularity = PopularitySampler(sampler.item_counts(), float(self.alpha))
 
         lengths = np.where(lengths >= self._min_length, lengths, 0)
+        last_only = self._targets_last_only()
         per_batch = 1.0  # "target" weighting: the epoch's mean targets per batch
         if self.weighting == "target":
             n_batches = -(-int((lengths > 0).sum()) // int(self.batch_size))
-            per_batch = max(1.0, float((lengths[lengths > 0] - 1).sum()) / max(1, n_batches))
+            per_row = np.ones(int((lengths > 0).sum())) if last_only else lengths[lengths > 0] - 1
+            per_batch = max(1.0, float(per_row.sum()) / max(1, n_batches))
 
         def loss_fn(m: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-            where = batch["target"] > 0  # (B, L')
-            h = m.hidden(batch["input"])[where]  # (N, D)
-            target = batch["target"][where] - 1
+            tgt = batch["target"][:, -1:] if last_only else batch["target"]
+            where = tgt > 0  # (B, L') or (B, 1)
+            h = m.hidden(batch["input"], last_only=True) if last_only else m.hidden(batch["input"])
+            h, target = h[where], tgt[where] - 1  # (N, D), (N,)
             out = next_item_loss(loss, h, target, m.item_table(), batch, smoothing)
             if self.weighting == "target":  # the batch's sum over the epoch's mean count
                 out = out * (target.numel() / per_batch)
@@ -322,9 +338,10 @@ class SequentialRecommender(TorchRetrievalModel):
 
                 def make() -> Iterator[dict[str, torch.Tensor]]:
                     for rows in groups:
-                        inp, tgt = self._training_targets(trim(train[rows], self.align), rng)
+                        inp, tgt = self._training_targets(trim(get_rows(rows), self.align), rng)
                         b = {"input": torch.from_numpy(inp), "target": torch.from_numpy(tgt)}
-                        b.update(self._negatives(loss, rows, tgt, sampler, popularity, rng))
+                        users = row_users[rows]
+                        b.update(self._negatives(loss, users, tgt, sampler, popularity, rng))
                         if self.cl_weight > 0:
                             v1, v2 = two_views(inp, self.align, rng)
                             b["view1"], b["view2"] = torch.from_numpy(v1), torch.from_numpy(v2)
@@ -362,16 +379,17 @@ class SequentialRecommender(TorchRetrievalModel):
     def _negatives(
         self,
         loss: str,
-        rows: np.ndarray,
+        users: np.ndarray,
         target: np.ndarray,
         sampler: PairSampler,
         popularity: PopularitySampler,
         rng: np.random.Generator,
     ) -> dict[str, torch.Tensor]:
-        """The negatives ``next_item_loss`` needs for a batch (rows (B,), target (B, L'))."""
+        """The negatives ``next_item_loss`` needs for a batch (the user of each row (B,),
+        target (B, L'))."""
         where = target > 0
         if loss == "bce":  # one per position, among the items the user never touched
-            users = np.broadcast_to(rows[:, None], target.shape)[where]  # (N,)
+            users = np.broadcast_to(users[:, None], target.shape)[where]  # (N,)
             return {"neg": torch.from_numpy(uniform_negatives(sampler, users, 1, rng)[:, 0])}
         if loss == "sampled_softmax":  # K shared by the batch, log-Q corrected
             neg = popularity.sample(int(self.n_negatives), rng)
