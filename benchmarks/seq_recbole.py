@@ -8,9 +8,10 @@ to last validation, the rest training; every item ranked, history items excluded
 ``eval_args = {split: {LS: valid_and_test}, order: TO, mode: full}``, its leave-one-out
 with full ranking, and its SASRec defaults (2 blocks, 2 heads, D 64, FFN 256, dropout 0.5,
 CE over every item, batch 2048 augmented prefixes, Adam 1e-3); recforge's SASRec runs at
-its defaults (CE, batch 128 sequences, every position a target). A "sample" is one
-next-item target: a RecBole training row (one prefix, its next item) or one position of a
-recforge sequence. Metrics are each library's own full-ranking evaluation on its test
+its defaults (CE, batch 256 prefixes, one target each, since 2026-12-01 20:15 UTC; before,
+batch 128 sequences with every position a target). A "sample" is one next-item target: a
+RecBole training row or a recforge one (one prefix, its next item), or, with
+``prefix_rows=False``, one position of a recforge sequence. Metrics are each library's own full-ranking evaluation on its test
 split. RecBole is imported without ``recbole.quick_start`` (which needs ray), and given the
 three NumPy 1 names its config still assigns (``numpy2_shim``).
 
@@ -143,8 +144,11 @@ def run_ours(data_dir: Path, epochs: int, seed: int) -> dict[str, Any]:
     c0, t0 = time.process_time(), time.perf_counter()
     model.fit(train)  # no validation: the same work per epoch as RecBole's _train_epoch
     cpu, wall = time.process_time() - c0, time.perf_counter() - t0
-    seqs = sequence_matrix(train, model.user_vocab_, model.item_vocab_, model.max_len + 1)
-    samples = int(np.maximum(sequence_lengths(seqs) - 1, 0).sum())  # positions with a target
+    if model.prefix_rows:  # one row per prefix, one target each
+        samples = len(model._training_rows(train)[1])
+    else:
+        seqs = sequence_matrix(train, model.user_vocab_, model.item_vocab_, model.max_len + 1)
+        samples = int(np.maximum(sequence_lengths(seqs) - 1, 0).sum())  # positions with a target
     history = Interactions(pd.concat([train.frame, valid.frame], ignore_index=True))
     metrics = rank_metrics(test_ranks(model, history, test), 10)
     return {
