@@ -8,10 +8,9 @@ to last validation, the rest training; every item ranked, history items excluded
 ``eval_args = {split: {LS: valid_and_test}, order: TO, mode: full}``, its leave-one-out
 with full ranking, and its SASRec defaults (2 blocks, 2 heads, D 64, FFN 256, dropout 0.5,
 CE over every item, batch 2048 augmented prefixes, Adam 1e-3); recforge's SASRec runs at
-its defaults (CE, batch 256 prefixes, one target each, since 2026-12-01 20:15 UTC; before,
-batch 128 sequences with every position a target). A "sample" is one next-item target: a
-RecBole training row or a recforge one (one prefix, its next item), or, with
-``prefix_rows=False``, one position of a recforge sequence. Metrics are each library's own full-ranking evaluation on its test
+its defaults (CE, batch 128 sequences, every position a target). A "sample" is one
+next-item target: a RecBole training row (one prefix, its next item) or one position of a
+recforge sequence (one recforge row under ``prefix_rows=True``). Metrics are each library's own full-ranking evaluation on its test
 split. RecBole is imported without ``recbole.quick_start`` (which needs ray), and given the
 three NumPy 1 names its config still assigns (``numpy2_shim``).
 
