@@ -115,6 +115,7 @@ CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
             "loss": "softmax",
             "n_negatives": 1024,
         },
+        "softmax T0.2 300neg": {"loss": "softmax", "n_negatives": 300},
     },
     "youtube_dnn": {
         "default": {},
