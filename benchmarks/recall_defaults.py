@@ -110,8 +110,7 @@ CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
             "lr": 5e-3,
             "epochs": 10,
         },
-        "ccl 300neg (dense settings at any density)": {"loss": "ccl", "n_negatives": 300},
-        "softmax T0.2 1024neg (sparse settings at any density)": {
+        "softmax T0.2 1024neg": {
             "loss": "softmax",
             "n_negatives": 1024,
         },

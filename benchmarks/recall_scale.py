@@ -168,7 +168,9 @@ def _resolved(model: Any) -> dict[str, Any]:
         for k in ("alpha", "regularization", "batch_size", "lr")
         if hasattr(model, k + "_")
     }
-    out.update(getattr(model, "settings_", None) or {})  # density-chosen None defaults
+    out.update(
+        getattr(model, "settings_", None) or {}
+    )  # e.g. SimpleX: the loss and negatives it fitted with
     hist = getattr(model, "train_history_", None)
     if hist is not None and hist.best_epoch is not None:
         out["best_epoch"] = hist.best_epoch + 1  # 1-based: the epoch whose weights were kept

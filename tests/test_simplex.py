@@ -103,13 +103,12 @@ def test_sparse_training_path_equals_embedding_bag_path():
     torch.testing.assert_close(m.item.weight.grad, g_dense)
 
 
-def test_loss_and_negatives_follow_the_density_of_the_log():
-    from recforge.models.retrieval.simplex import DENSE_SETTINGS, SPARSE_SETTINGS
-
-    assert SimpleX()._settings(0.0004) == SPARSE_SETTINGS
-    assert SimpleX()._settings(0.03) == DENSE_SETTINGS
-    assert SimpleX(loss="ccl")._settings(0.0004)["loss"] == "ccl"  # explicit values win
-    assert SimpleX(n_negatives=7)._settings(0.0004)["n_negatives"] == 7
+def test_defaults_are_ccl_with_300_negatives_at_any_density():
+    assert SimpleX()._settings() == {"loss": "ccl", "n_negatives": 300}
+    assert SimpleX(loss="softmax", n_negatives=7)._settings() == {
+        "loss": "softmax",
+        "n_negatives": 7,
+    }
 
 
 def test_softmax_loss_finds_taste_groups_and_saves_its_settings(data, tmp_path):
