@@ -32,9 +32,9 @@ class NFMModule(nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
         pooled = self.bi_dropout(self.bi(e))  # (B, D)
-        x = self.embedding.with_dense(
-            pooled, batch, self.mlp.in_width
-        )  # (B, D (+ n_num with numeric="dense"))
+        # (B, D (+ n_num with numeric="dense")); not zero-padded (nn.align): at ~30 columns
+        # there is no GEMM shape to gain
+        x = self.embedding.with_dense(pooled, batch)
         return first + self.mlp(x).squeeze(-1)  # (B,)
 
 
