@@ -170,7 +170,7 @@ def _resolved(model: Any) -> dict[str, Any]:
     }
     out.update(
         getattr(model, "settings_", None) or {}
-    )  # e.g. SimpleX: the loss and negatives it fitted with
+    )  # e.g. YouTube-DNN: the density-chosen settings
     hist = getattr(model, "train_history_", None)
     if hist is not None and hist.best_epoch is not None:
         out["best_epoch"] = hist.best_epoch + 1  # 1-based: the epoch whose weights were kept

@@ -297,9 +297,10 @@ class SequentialRecommender(TorchRetrievalModel):
         last_only = self._targets_last_only()
         per_batch = 1.0  # "target" weighting: the epoch's mean targets per batch
         if self.weighting == "target":
-            n_batches = -(-int((lengths > 0).sum()) // int(self.batch_size))
-            per_row = np.ones(int((lengths > 0).sum())) if last_only else lengths[lengths > 0] - 1
-            per_batch = max(1.0, float(per_row.sum()) / max(1, n_batches))
+            rows = lengths[lengths > 0]
+            n_targets = len(rows) if last_only else int((rows - 1).sum())
+            n_batches = -(-len(rows) // int(self.batch_size))
+            per_batch = max(1.0, n_targets / max(1, n_batches))
 
         def loss_fn(m: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
             tgt = batch["target"][:, -1:] if last_only else batch["target"]

@@ -206,22 +206,17 @@ class SimpleX(TorchRetrievalModel):
         self.temperature = temperature
         self.dropout = dropout
 
-    def _settings(self) -> dict[str, Any]:
-        """The loss and negatives a fit uses (``settings_``, saved with the model)."""
-        return {"loss": self.loss, "n_negatives": int(self.n_negatives)}
-
     def _fit(self, interactions: Interactions) -> None:
         density = self.seen_.nnz / max(1, self.n_users * self.n_items)
-        self.settings_ = settings = self._settings()
-        if not 0.0 <= self.gate <= 1.0 or settings["n_negatives"] < 1:
+        if not 0.0 <= self.gate <= 1.0 or self.n_negatives < 1:
             raise ConfigError(
                 f"SimpleX: gate must lie in [0, 1] and n_negatives >= 1, got gate={self.gate}, "
-                f"n_negatives={settings['n_negatives']}."
+                f"n_negatives={self.n_negatives}."
             )
-        if settings["loss"] not in LOSSES or not 0.0 <= self.dropout < 1.0 or self.temperature <= 0:
+        if self.loss not in LOSSES or not 0.0 <= self.dropout < 1.0 or self.temperature <= 0:
             raise ConfigError(
                 f"SimpleX: loss must be one of {LOSSES}, dropout in [0, 1) and temperature > 0, "
-                f"got loss={settings['loss']!r}, dropout={self.dropout}, "
+                f"got loss={self.loss!r}, dropout={self.dropout}, "
                 f"temperature={self.temperature}."
             )
         torch.manual_seed(self.seed)
@@ -250,9 +245,9 @@ class SimpleX(TorchRetrievalModel):
         margin, weight, n_neg = (
             float(self.margin),
             float(self.negative_weight),
-            int(settings["n_negatives"]),
+            int(self.n_negatives),
         )
-        softmax, temperature = settings["loss"] == "softmax", float(self.temperature)
+        softmax, temperature = self.loss == "softmax", float(self.temperature)
 
         def batches(epoch: int) -> EpochBatches:
             rng = np.random.default_rng([self.seed, epoch])
@@ -319,11 +314,9 @@ class SimpleX(TorchRetrievalModel):
         arrays, state = super()._save_state()
         arrays["history_items"] = self.history_items_
         arrays["aggregate"] = self.aggregate_
-        state["settings"] = self.settings_
         return arrays, state
 
     def _load_state(self, arrays, state):  # type: ignore[no-untyped-def]
         super()._load_state(arrays, state)
         self.history_items_ = arrays["history_items"]
         self.aggregate_ = arrays["aggregate"]
-        self.settings_ = state.get("settings")  # absent in artifacts saved before it
