@@ -18,6 +18,9 @@ a cheaper one within 1% of it), so that one large dataset does not decide alone.
 time of the run (what the table calls "after" once the choice has been applied).
 
     nice -n 10 python -m benchmarks.recall_defaults --models als,bpr --docs docs/BENCHMARKS.md
+
+With ``RECFORGE_BENCH_LOG=FILE`` the torch models' per-epoch lines go to FILE as each epoch
+ends (``recall_scale.log_epochs_to_env_file``).
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ _YT_SPARSE: dict[str, Any] = {
     "lr": 1.75e-3,
     "sparse_lr": None,
 }
+
+# SimpleX's settings before its sparse-log defaults (simplex.DENSE_SETTINGS), forced at
+# any density: the base of its candidates, so that they mean what they meant when run
+_SX_DENSE: dict[str, Any] = {"loss": "ccl", "n_negatives": 300, "gate": 0.5, "init_std": 0.1}
 
 # candidates per model: name -> params (merged over the model's defaults)
 CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
@@ -105,16 +112,35 @@ CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
     "simplex": {
         "default": {},
         "old b512 lr5e-3 e10 no early stop": {
+            **_SX_DENSE,
             "max_batch_size": 512,
             "patience": 0,
             "lr": 5e-3,
             "epochs": 10,
         },
-        "softmax T0.2 1024neg": {
-            "loss": "softmax",
-            "n_negatives": 1024,
+        # the defaults before the sparse settings (CCL at any density)
+        "ccl 300neg gate0.5 init0.1": dict(_SX_DENSE),
+        "softmax T0.2 1024neg": {**_SX_DENSE, "loss": "softmax", "n_negatives": 1024},
+        "softmax T0.2 300neg": {**_SX_DENSE, "loss": "softmax", "n_negatives": 300},
+        # S14Y's probes (docs/BENCHMARKS.md, "Recall at 40k items"), over the same base
+        "init0.03": {**_SX_DENSE, "init_std": 0.03},
+        "gate0.1": {**_SX_DENSE, "gate": 0.1},
+        "e30": {**_SX_DENSE, "epochs": 30},
+        **{
+            name: {**_SX_DENSE, "loss": "softmax", "n_negatives": 1024, **extra}
+            for name, extra in {
+                "softmax T0.2 1024neg init0.03": {"init_std": 0.03},
+                "softmax T0.2 1024neg e30": {"epochs": 30},
+                "softmax T0.2 1024neg gate0.3": {"gate": 0.3},
+                "softmax T0.2 1024neg gate0.3 init0.03": {"gate": 0.3, "init_std": 0.03},
+                "softmax T0.2 1024neg gate0.1": {"gate": 0.1},
+                "softmax T0.2 1024neg gate0.1 init0.05": {"gate": 0.1, "init_std": 0.05},
+                "softmax T0.2 1024neg gate0.1 init0.03": {"gate": 0.1, "init_std": 0.03},
+                "softmax T0.2 1024neg gate0": {"gate": 0.0},
+                # the sparse settings (simplex.SPARSE_SETTINGS), forced at any density
+                "softmax T0.2 1024neg gate0 init0.05": {"gate": 0.0, "init_std": 0.05},
+            }.items()
         },
-        "softmax T0.2 300neg": {"loss": "softmax", "n_negatives": 300},
     },
     "youtube_dnn": {
         "default": {},
@@ -270,6 +296,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--docs", default=None)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    from benchmarks.recall_scale import log_epochs_to_env_file
+
+    log_epochs_to_env_file()  # RECFORGE_BENCH_LOG=FILE: the torch models' epochs there
     result = run(
         args.data_dir,
         model_names=tuple(args.models.split(",")),

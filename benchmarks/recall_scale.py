@@ -18,7 +18,9 @@ defaults are chosen on; the test split is scored once, for the table. ``--params
 overrides the defaults of every model run (a probe); ``--curve`` (validation split only)
 also passes the validation part to the torch models' ``fit(valid=...)``: per-epoch
 recall@10 on 2,000 of its rows (``valid_recall@10`` in the row), which their early
-stopping then monitors instead of held-out training cells.
+stopping then monitors instead of held-out training cells. With ``RECFORGE_BENCH_LOG=FILE``
+each model child appends its Trainer's per-epoch lines (loss, validation metrics) to FILE as
+they end, to stop a probe whose curve is clearly behind.
 
 Each model runs in its own child process (``--child``), which reads the split from
 Parquet files the parent wrote, so its peak RSS (``VmHWM``) is its own: the interpreter,
@@ -90,6 +92,20 @@ MODELS = (
     "implicit_bpr",
 )
 TIMEOUT_S = 45 * 60  # per model child
+
+
+def log_epochs_to_env_file() -> None:
+    """With ``RECFORGE_BENCH_LOG=FILE`` set, append the Trainer's per-epoch lines (loss,
+    validation metrics) to FILE as each epoch ends, to watch a probe's curve."""
+    path = os.environ.get("RECFORGE_BENCH_LOG")
+    if not path:
+        return
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    trainer_log = logging.getLogger("recforge.train")
+    trainer_log.addHandler(handler)
+    trainer_log.setLevel(logging.INFO)
+    trainer_log.propagate = False  # not also on stderr
 
 
 # ---------------------------------------------------------------------------- data
@@ -348,6 +364,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.child:
+        log_epochs_to_env_file()
         params = json.loads(args.params) if args.params else None
         print(json.dumps(run_child(args.child, Path(args.folder), params, args.curve), default=str))
         return

@@ -103,8 +103,38 @@ def test_sparse_training_path_equals_embedding_bag_path():
     torch.testing.assert_close(m.item.weight.grad, g_dense)
 
 
-def test_defaults_are_ccl_with_300_negatives_at_any_density():
-    assert (SimpleX().loss, SimpleX().n_negatives) == ("ccl", 300)
+def test_settings_by_density(data, tmp_path):
+    """None defaults: the sparse settings under 0.2% of cells seen, the dense ones above;
+    a value given wins at any density; the choice is saved."""
+    from recforge.models.retrieval.simplex import DENSE_SETTINGS, SPARSE_SETTINGS
+
+    assert SimpleX()._settings(0.0004) == SPARSE_SETTINGS
+    assert (
+        SimpleX()._settings(0.03)
+        == DENSE_SETTINGS
+        == {
+            "loss": "ccl",
+            "n_negatives": 300,
+            "gate": 0.5,
+            "init_std": 0.1,
+        }
+    )
+    assert SimpleX(gate=0.3, loss="ccl")._settings(0.0004) == {
+        **SPARSE_SETTINGS,
+        "gate": 0.3,
+        "loss": "ccl",
+    }
+    m = SimpleX(embedding_dim=8, epochs=1, n_negatives=8).fit(data)  # tiny data: dense
+    assert m.settings_ == {**DENSE_SETTINGS, "n_negatives": 8}
+    assert models.load(m.save(tmp_path / "sx")).settings_ == m.settings_
+
+
+def test_history_only_gate_scores_history_as_recommend(data):
+    m = SimpleX(embedding_dim=8, epochs=2, n_negatives=8, gate=0.0, loss="softmax").fit(data)
+    hist = np.flatnonzero(m.seen_[3].toarray()[0])
+    np.testing.assert_allclose(
+        m.score_history(hist), m.item_factors_ @ m.user_factors_[3], atol=1e-5
+    )
 
 
 def test_softmax_loss_finds_taste_groups_and_saves_its_settings(data, tmp_path):
@@ -120,3 +150,34 @@ def test_softmax_loss_finds_taste_groups_and_saves_its_settings(data, tmp_path):
 def test_bad_loss_raises(data):
     with pytest.raises(ConfigError, match="loss"):
         SimpleX(loss="hinge", epochs=1).fit(data)
+
+
+def test_embedding_l2_is_half_the_mean_squared_rows_of_the_batch():
+    from recforge.models.retrieval.simplex import embedding_l2
+
+    torch.manual_seed(0)
+    m = SimpleXModule(3, 5, dim=4, gate=0.5, init_std=0.1)
+    users, pos, neg = torch.tensor([0, 2]), torch.tensor([1, 4]), torch.tensor([0, 3, 3])
+    u, i = m.user.weight.detach(), m.item.weight.detach()  # item i at row i + 1
+    expected = (
+        (u[[0, 2]] ** 2).sum(1).mean()
+        + (i[[2, 5]] ** 2).sum(1).mean()
+        + (i[[1, 4, 4]] ** 2).sum(1).mean()
+    ) / 2
+    got = float(embedding_l2(m, users, pos, neg).detach())
+    assert got == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_l2_adds_to_the_loss_and_cosine_schedule_decays_the_lr(data):
+    base = {"embedding_dim": 16, "n_negatives": 20, "epochs": 4, "batch_size": 64, "lr": 0.01}
+    plain = SimpleX(**base).fit(data)
+    reg = SimpleX(**base, l2=1.0).fit(data)
+    assert reg.train_loss_[0] > plain.train_loss_[0]  # the penalty is in the loss
+    cos = SimpleX(**base, lr_schedule="cosine", warmup_steps=3).fit(data)
+    lrs = cos.train_history_.lr  # the lr at each epoch's last step
+    assert all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] < 0.001 < lrs[0] < 0.01
+    assert plain.train_history_.lr == [0.01] * 4
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        SimpleX(**base, lr_schedule="step").fit(data)
+    with pytest.raises(ConfigError, match="l2"):
+        SimpleX(**base, l2=-1.0).fit(data)

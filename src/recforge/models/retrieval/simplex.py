@@ -14,7 +14,7 @@ Or (``loss="softmax"``) a sampled softmax over the same negatives at temperature
     L(u, i) = -log softmax_0([cos(p_u, e_i), cos(p_u, e_1), ..., cos(p_u, e_N)] / T)
 
 (uniform negatives: no log-Q correction is needed). CCL is the default on dense logs, the
-softmax on sparse ones (``SimpleX``: why).
+softmax with the history alone (gate 0) on sparse ones (``SimpleX``: why).
 
 Negatives are drawn uniformly, N shared by the rows of a batch (one matmul), with the
 ones equal to the row's positive masked out. While training, the target item is removed
@@ -47,6 +47,15 @@ from recforge.models.retrieval.torch_base import (
 )
 
 LOSSES = ("ccl", "softmax")
+LR_SCHEDULES = ("constant", "cosine")  # cosine: decays to 0 over the ``epochs`` bound
+# the None defaults by the density of the log (SimpleX docstring: how chosen)
+SPARSE_SETTINGS: dict[str, Any] = {
+    "loss": "softmax",
+    "n_negatives": 1024,
+    "gate": 0.0,
+    "init_std": 0.05,
+}
+DENSE_SETTINGS: dict[str, Any] = {"loss": "ccl", "n_negatives": 300, "gate": 0.5, "init_std": 0.1}
 
 
 def ccl_loss(
@@ -66,6 +75,19 @@ def ccl_loss(
     if accidental is not None:
         hinge = hinge.masked_fill(accidental, 0.0)
     return ((1.0 - cos_pos) + negative_weight * hinge.mean(1)).mean()
+
+
+def embedding_l2(
+    m: SimpleXModule, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+) -> torch.Tensor:
+    """``(mean_b |e_u|^2 + mean_b |e_pos|^2 + mean_j |e_neg_j|^2) / 2``: the L2 penalty on the
+    embedding rows a batch used (the paper's regulariser; ``SimpleX(l2=...)`` weighs it)."""
+    sq = (
+        m.user(users).pow(2).sum(-1).mean()
+        + m.item(pos + 1).pow(2).sum(-1).mean()
+        + m.item(neg + 1).pow(2).sum(-1).mean()
+    )
+    return sq / 2
 
 
 class SimpleXModule(nn.Module):
@@ -121,21 +143,28 @@ class SimpleXModule(nn.Module):
 
 @register("simplex")
 class SimpleX(TorchRetrievalModel):
-    """SimpleX with the cosine contrastive loss (or, as an option, a sampled softmax).
+    """SimpleX with the cosine contrastive loss, or a sampled softmax (sparse logs' default).
 
     Parameters
     ----------
     embedding_dim: size of user/item embeddings.
-    n_negatives: uniform negatives per batch (shared by its rows).
+    n_negatives: uniform negatives per batch (shared by its rows); None: by density, below.
     loss: "ccl" (the paper's cosine contrastive loss) | "softmax" (sampled softmax over the
-        same negatives at ``temperature``).
+        same negatives at ``temperature``); None: by density, below.
     temperature: T of the softmax loss (unused by CCL).
     margin: CCL margin m; negatives with cosine below it cost nothing.
     negative_weight: CCL weight w of the mean negative term.
-    gate: g, the weight of the user embedding against the aggregated history (1 = MF).
+    gate: g, the weight of the user embedding against the aggregated history (1 = MF, 0 =
+        the history alone); None: by density, below.
     max_history: most recent training items aggregated per user.
     dropout: dropout on the pooled history while training (the paper's; 0 = off).
-    init_std: std of the normal initialisation of the embeddings.
+    l2: weight of the L2 penalty on the embedding rows a batch used (its users', its
+        positives' and its shared negatives', each averaged over its rows), added to the
+        loss (0 = off).
+    lr_schedule: "constant" | "cosine" (the lr decays to 0 along a cosine over the
+        ``epochs`` bound, after ``warmup_steps`` steps of linear warm-up).
+    warmup_steps: linear warm-up steps of the learning rate (0 = none).
+    init_std: std of the normal initialisation of the embeddings; None: by density, below.
     batch_size, lr: batch and learning rate on small dense logs; on larger ones the batch
         doubles up to ``max_batch_size`` while an epoch keeps >= 100 steps, lr growing with
         its square root (``torch_base.scaled_batch``; fitted values in ``batch_size_``,
@@ -147,18 +176,25 @@ class SimpleX(TorchRetrievalModel):
     epochs, optimizer, weight_decay, seed, num_threads, progress: training (shared by the
         torch retrieval models, see ``TorchRetrievalModel``); ``epochs`` bounds early stopping.
 
-    Why the defaults (docs/BENCHMARKS.md, "Recall at 40k items"): CCL with 300 negatives
-    everywhere; base lr 3e-4 on logs under 0.2% dense, else 5e-3. On the validation split of
-    the 40k-item synthetic log (0.04% dense, 512k pairs, batch 4096, 1 thread) lr 5e-3
-    overfit after one epoch and 3e-4 was best of 5e-3, 1e-3, 3e-4; with CCL the per-epoch
-    validation recall@10 then levelled off at ~0.095 whatever else changed (1,000
-    negatives, the paper's margin 0.9 / weight 150, base lr 5e-4, init std 0.3, dropout
-    0.1): Recall@20 0.1691 (best of 15 epochs). The softmax at T 0.2 over 1,024 negatives
-    gave 0.1787 there (test 0.1869 against CCL's 0.1752), but lost on Amazon Beauty's
-    validation split (0.07% dense: 0.0490 against CCL's 0.0533) and on ML-100K's (0.2411
-    against 0.2859); averaged over the datasets as ``benchmarks.recall_defaults`` scores
-    candidates, CCL is ahead (0.973 against 0.960 of the best per dataset), so it stays the
-    default and the softmax an option (``loss="softmax", n_negatives=1024``).
+    Why the defaults (docs/BENCHMARKS.md, "Recall at 40k items" and "Defaults across
+    dataset sizes"): on logs with under ``mf.SPARSE_DENSITY`` (0.2%) of the user-item cells
+    seen, ``SPARSE_SETTINGS`` (softmax at T 0.2 over 1,024 negatives, gate 0: the user
+    vector from the history alone, init std 0.05) and base lr 3e-4; on denser ones
+    ``DENSE_SETTINGS`` (CCL, 300 negatives, gate 0.5, init std 0.1) and lr 5e-3, the
+    defaults before (the choice a fit made is in ``settings_``). Chosen by
+    ``benchmarks.recall_defaults``' rule (Recall@20 over the best candidate's, averaged
+    over datasets) on two sparse validation splits, the 40k-item synthetic log (0.04%
+    dense, 512k pairs, batch 4096, 1 thread) and Amazon Beauty (0.06%, ~176k pairs, batch
+    1024): CCL/300 with gate 0.5 and init std 0.1 gave 0.1691 / 0.0533, the softmax/1,024
+    0.1787 / 0.0490, + gate 0.1 0.1811 / 0.0679, + gate 0 and init std 0.05 0.1785 /
+    0.0807 (mean relative recall 0.797, 0.797, 0.921, 0.993). With CCL the 40k curve
+    levelled off at ~0.095 recall@10 whatever else changed (1,000 negatives, margin 0.9 /
+    weight 150, lr, init std 0.3, dropout, embedding L2, a cosine lr decay). On Beauty the
+    10-epoch bound had cut the gate-0.5 fits short (still rising); the lower gate and init
+    learn faster (a smaller init is a larger step relative to the rows under Adam), which
+    an init of 0.03 overdid on the 40k log (peak after 2 epochs, 0.1766). On ML-100K's
+    validation split (2.7% dense) the sparse settings gave 0.1443 against 0.2859, hence the
+    density rule.
     """
 
     smoke_params = {
@@ -178,18 +214,21 @@ class SimpleX(TorchRetrievalModel):
     def __init__(
         self,
         *,
-        n_negatives: int = 300,
+        n_negatives: int | None = None,
         margin: float = 0.3,
         negative_weight: float = 5.0,
-        gate: float = 0.5,
+        gate: float | None = None,
         max_history: int = 100,
-        init_std: float = 0.1,
+        init_std: float | None = None,
         max_batch_size: int = 4096,
         patience: int = 3,
         sparse_lr: float | None = 3e-4,
-        loss: str = "ccl",
+        loss: str | None = None,
         temperature: float = 0.2,
         dropout: float = 0.0,
+        l2: float = 0.0,
+        lr_schedule: str = "constant",
+        warmup_steps: int = 0,
         **shared: Any,
     ) -> None:
         super().__init__(**(self.train_defaults | shared))
@@ -205,19 +244,36 @@ class SimpleX(TorchRetrievalModel):
         self.loss = loss
         self.temperature = temperature
         self.dropout = dropout
+        self.l2 = l2
+        self.lr_schedule = lr_schedule
+        self.warmup_steps = warmup_steps
+
+    def _settings(self, density: float) -> dict[str, Any]:
+        """The settings a fit uses (``settings_``, saved with the model): the None defaults
+        filled from ``SPARSE_SETTINGS`` under ``mf.SPARSE_DENSITY`` (0.2%) of the user-item
+        cells seen, else from ``DENSE_SETTINGS``."""
+        chosen = SPARSE_SETTINGS if density < SPARSE_DENSITY else DENSE_SETTINGS
+        return {k: v if getattr(self, k) is None else getattr(self, k) for k, v in chosen.items()}
 
     def _fit(self, interactions: Interactions) -> None:
         density = self.seen_.nnz / max(1, self.n_users * self.n_items)
-        if not 0.0 <= self.gate <= 1.0 or self.n_negatives < 1:
+        self.settings_ = settings = self._settings(density)
+        gate, n_neg, loss = float(settings["gate"]), int(settings["n_negatives"]), settings["loss"]
+        if not 0.0 <= gate <= 1.0 or n_neg < 1:
             raise ConfigError(
-                f"SimpleX: gate must lie in [0, 1] and n_negatives >= 1, got gate={self.gate}, "
-                f"n_negatives={self.n_negatives}."
+                f"SimpleX: gate must lie in [0, 1] and n_negatives >= 1, got gate={gate}, "
+                f"n_negatives={n_neg}."
             )
-        if self.loss not in LOSSES or not 0.0 <= self.dropout < 1.0 or self.temperature <= 0:
+        if loss not in LOSSES or not 0.0 <= self.dropout < 1.0 or self.temperature <= 0:
             raise ConfigError(
                 f"SimpleX: loss must be one of {LOSSES}, dropout in [0, 1) and temperature > 0, "
-                f"got loss={self.loss!r}, dropout={self.dropout}, "
-                f"temperature={self.temperature}."
+                f"got loss={loss!r}, dropout={self.dropout}, temperature={self.temperature}."
+            )
+        if self.lr_schedule not in LR_SCHEDULES or self.l2 < 0 or self.warmup_steps < 0:
+            raise ConfigError(
+                f"SimpleX: lr_schedule must be one of {LR_SCHEDULES}, l2 >= 0 and "
+                f"warmup_steps >= 0, got lr_schedule={self.lr_schedule!r}, l2={self.l2}, "
+                f"warmup_steps={self.warmup_steps}."
             )
         torch.manual_seed(self.seed)
         hist = history_matrix(interactions, self.user_vocab_, self.item_vocab_, self.max_history)
@@ -237,17 +293,14 @@ class SimpleX(TorchRetrievalModel):
             self.n_users,
             self.n_items,
             self.embedding_dim,
-            float(self.gate),
-            self.init_std,
+            gate,
+            float(settings["init_std"]),
             float(self.dropout),
         )
         sampler = PairSampler(seen)
-        margin, weight, n_neg = (
-            float(self.margin),
-            float(self.negative_weight),
-            int(self.n_negatives),
-        )
-        softmax, temperature = self.loss == "softmax", float(self.temperature)
+        margin, weight = float(self.margin), float(self.negative_weight)
+        softmax, temperature = loss == "softmax", float(self.temperature)
+        l2 = float(self.l2)
 
         def batches(epoch: int) -> EpochBatches:
             rng = np.random.default_rng([self.seed, epoch])
@@ -266,8 +319,9 @@ class SimpleX(TorchRetrievalModel):
         def loss_fn(m: SimpleXModule, batch) -> torch.Tensor:
             users, pos, mean_rows, neg = batch  # (B,), (B,), CSR (B, I + 1) and (I + 1, B), (N,)
             u = m.user_vectors_sparse(users, mean_rows)  # (B, D)
+            reg = embedding_l2(m, users, pos, neg) * l2 if l2 else 0.0
             if softmax:
-                return L.sampled_softmax(
+                return reg + L.sampled_softmax(
                     u,
                     m.item_vectors(pos),
                     m.item_vectors(neg),
@@ -277,7 +331,7 @@ class SimpleX(TorchRetrievalModel):
                 )
             cos_pos = (u * m.item_vectors(pos)).sum(-1)  # (B,)
             cos_neg = u @ m.item_vectors(neg).T  # (B, N)
-            return ccl_loss(
+            return reg + ccl_loss(
                 cos_pos,
                 cos_neg,
                 margin=margin,
@@ -290,8 +344,17 @@ class SimpleX(TorchRetrievalModel):
             items = m.item_vectors(torch.arange(self.n_items))
             return users.numpy().astype(np.float32), items.numpy().astype(np.float32)
 
+        schedule = {"constant": "constant", "cosine": "warmup_cosine"}[self.lr_schedule]
         self._train(
-            module, loss_fn, batches, vectors=vectors, batch_size=batch_size, lr=self.lr_, **early
+            module,
+            loss_fn,
+            batches,
+            vectors=vectors,
+            batch_size=batch_size,
+            lr=self.lr_,
+            schedule=schedule,
+            warmup_steps=int(self.warmup_steps),
+            **early,
         )
         with torch.no_grad():  # the final user vectors from the whole history
             self.user_factors_, self.item_factors_ = vectors(module, full_hist)
@@ -306,7 +369,7 @@ class SimpleX(TorchRetrievalModel):
         if len(item_idx) == 0:
             return np.zeros(self.n_items, dtype=np.float32)
         pooled = self.history_items_[item_idx].mean(axis=0)  # (D,)
-        p = (1.0 - float(self.gate)) * (self.aggregate_ @ pooled)
+        p = (1.0 - float(self.settings_["gate"])) * (self.aggregate_ @ pooled)
         p = p / max(float(np.linalg.norm(p)), 1e-12)
         return (self.item_factors_ @ p).astype(np.float32)
 
@@ -314,9 +377,12 @@ class SimpleX(TorchRetrievalModel):
         arrays, state = super()._save_state()
         arrays["history_items"] = self.history_items_
         arrays["aggregate"] = self.aggregate_
+        state["settings"] = self.settings_
         return arrays, state
 
     def _load_state(self, arrays, state):  # type: ignore[no-untyped-def]
         super()._load_state(arrays, state)
         self.history_items_ = arrays["history_items"]
         self.aggregate_ = arrays["aggregate"]
+        # artifacts from before the density rule: their settings were all explicit
+        self.settings_ = state.get("settings") or self._settings(1.0)
