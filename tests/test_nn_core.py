@@ -215,3 +215,66 @@ def test_mlp_takes_a_zero_padded_input_as_the_same_function():
     mlp(x).sum().backward()
     assert torch.allclose(g_pad, mlp.net[0].weight.grad, atol=1e-6)
     assert MLP(16, (8,)).in_width == 16 and MLP(7, ()).in_width == 7  # aligned / no layer
+
+
+@pytest.mark.parametrize("numeric", ["field", "dense"])
+@pytest.mark.parametrize("fm", [False, True])
+def test_forward_deep_equals_the_unfused_terms_in_values_and_gradients(numeric, fm):
+    """forward_deep's fused training node gives forward_with_linear + deep_input (+ the FM
+    term) and the same gradients for every parameter; its backward passes gradcheck."""
+    from recforge.nn.embedding import _DeepHead
+
+    torch.manual_seed(0)
+    emb = FeatureEmbedding(FIELDS, 6, linear=True, numeric=numeric).double()
+    batch = _batch()
+    batch["numeric"] = batch["numeric"].double()
+    width = emb.deep_width + 5  # zero-padded, as an MLP's in_width
+    e, first = emb.forward_with_linear(batch)
+    deep = emb.deep_input(e, batch, width)
+    if fm:
+        first = first + FMInteraction()(e)
+    e2, deep2, first2 = emb.forward_deep(batch, width, fm=fm)
+    for a, b in ((e, e2), (deep, deep2), (first, first2)):
+        torch.testing.assert_close(a, b)
+    gd, gf = torch.randn_like(deep), torch.randn_like(first)
+    params = list(emb.parameters())
+    ref = torch.autograd.grad((deep * gd).sum() + (first * gf).sum(), params, allow_unused=True)
+    got = torch.autograd.grad((deep2 * gd).sum() + (first2 * gf).sum(), params, allow_unused=True)
+    for a, b in zip(ref, got):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b)
+    with torch.no_grad():  # inference takes the plain ops: same values
+        _, deep3, first3 = emb.forward_deep(batch, width, fm=fm)
+    torch.testing.assert_close(deep3, deep2.detach())
+    torch.testing.assert_close(first3, first2.detach())
+    out = torch.randn(3, 4, 7, dtype=torch.double, requires_grad=True)
+    dense = torch.randn(3, 2, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda o, x: _DeepHead.apply(o, x, 29, fm), (out, dense))
+    assert torch.autograd.gradcheck(lambda o: _DeepHead.apply(o, None, 24, fm), (out,))
+
+
+def test_relu_stack_training_node_equals_the_layers_and_passes_gradcheck():
+    """An MLP of Linear -> ReLU layers and a head trains through _ReluStack (backward
+    written out): the same outputs and gradients as its nn.Sequential, padded input too."""
+    from recforge.nn.mlp import _ReluStack
+
+    torch.manual_seed(0)
+    mlp = MLP(13, (9, 7), out_dim=1).double()
+    assert mlp._relu_stack and not MLP(13, (9,), dropout=0.1)._relu_stack
+    assert not MLP(13, (9,), norm="layer")._relu_stack and not MLP(13, (9,))._relu_stack
+    x = torch.randn(6, mlp.in_width, dtype=torch.double, requires_grad=True)
+    x.data[:, 13:] = 0  # zero-padded to in_width = 16
+    out = mlp(x)
+    with torch.no_grad():
+        ref_eval = mlp(x)
+    first = mlp.net[0]
+    h = torch.nn.functional.linear(x, torch.nn.functional.pad(first.weight, (0, 3)), first.bias)
+    ref = mlp.net[1:](h)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(ref_eval, ref.detach())
+    params = [x, *mlp.parameters()]
+    for a, b in zip(torch.autograd.grad(ref.sum(), params), torch.autograd.grad(out.sum(), params)):
+        torch.testing.assert_close(a, b)
+    w = [p.detach().clone().requires_grad_() for p in mlp.parameters()]
+    assert torch.autograd.gradcheck(lambda x0, *p: _ReluStack.apply(x0, *p), (x[:, :13], *w))

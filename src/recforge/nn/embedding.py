@@ -27,6 +27,7 @@ from torch import nn
 from recforge.data.features import CATEGORICAL, MULTI, NUMERIC, Field
 from recforge.exceptions import ConfigError
 from recforge.nn.align import cat_padded
+from recforge.nn.exporting import exporting
 
 NUMERIC_MODES = ("field", "dense")
 
@@ -147,9 +148,7 @@ class FeatureEmbedding(nn.Module):
         """Embeddings (..., D) of indices ``idx`` (any shape, 0 = padding/OOV) in the
         vocabulary of field ``name``, from the shared table (a behaviour history that
         shares its target's vocabulary is embedded with the target's rows)."""
-        e = F.embedding(
-            idx + self.layout.offsets[name], self.table.weight, sparse=self.table.sparse
-        )
+        e = self._gather(idx + self.layout.offsets[name])
         return e[..., : self.dim] if self.has_linear else e
 
     def forward(self, batch: dict) -> torch.Tensor:
@@ -169,6 +168,30 @@ class FeatureEmbedding(nn.Module):
         if self.n_dense:
             first = first + batch["numeric"] @ self.numeric_weight[:, 0]  # (B,)
         return emb, first
+
+    def forward_deep(
+        self, batch: dict, width: int | None = None, *, fm: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """batch -> ((B, F, D) embeddings e, ``deep_input(e, batch, width)``, (B,)
+        first-order logits, plus ``FMInteraction()(e)`` with ``fm=True``), from one lookup.
+
+        The same values as ``forward_with_linear`` + ``deep_input`` (+ ``FMInteraction``),
+        with the copy into the deep input, the first-order sum and the FM term fused into
+        one autograd node while training (``_DeepHead``: one pass over the (B, F, D + 1)
+        gradient instead of autograd's ~8). Needs ``linear=True``."""
+        if not self.has_linear:
+            raise ConfigError("forward_deep needs FeatureEmbedding(..., linear=True).")
+        out = self._embed(batch)  # (B, F, D + 1)
+        dense = batch["numeric"] * self.dense_scale if self.n_dense else None  # (B, n_dense)
+        width = self.deep_width if width is None else int(width)
+        if out.requires_grad and torch.is_grad_enabled() and not exporting():
+            deep, first = _DeepHead.apply(out, dense, width, fm)
+        else:
+            deep, first = _deep_head(out, dense, width, fm)
+        first = first + self.linear_bias
+        if self.n_dense:
+            first = first + batch["numeric"] @ self.numeric_weight[:, 0]  # (B,)
+        return out[..., : self.dim], deep, first
 
     def with_dense(self, x: torch.Tensor, batch: dict, width: int | None = None) -> torch.Tensor:
         """(B, W) -> (B, W + n_dense): ``x`` followed by the numeric values (times the
@@ -194,14 +217,23 @@ class FeatureEmbedding(nn.Module):
             )
         return self._embed(batch)
 
+    def _gather(self, rows: torch.Tensor) -> torch.Tensor:
+        """Table rows ``rows`` (any shape) -> (..., W). A dense table is read with
+        ``index_select``, whose backward is one ``index_add_`` into a zero table:
+        ~2x faster than ``F.embedding``'s sorting backward (7.5 against 17.5 ms for a
+        4096 x 26 batch of the Criteo-shaped benchmark's 324,501 x 17 table, 2 idle
+        threads; 15.7 against 27.7 on 1), the same sums."""
+        if self.table.sparse:
+            return F.embedding(rows, self.table.weight, sparse=True)
+        w = self.table.weight
+        return w.index_select(0, rows.reshape(-1)).view(*rows.shape, w.shape[1])
+
     def _embed(self, batch: dict) -> torch.Tensor:
         """batch -> (B, F, W), W = D (+ 1 with the linear column)."""
         cat = batch["categorical"]  # (B, n_cat)
         parts_idx = [cat] + [batch["multi"][n] for n in self.multi_names]
         raw = torch.cat(parts_idx, dim=1) if len(parts_idx) > 1 else cat  # (B, n_cat + L)
-        emb = F.embedding(
-            raw + self.offsets, self.table.weight, sparse=self.table.sparse
-        )  # (B, n_cat + L, W)
+        emb = self._gather(raw + self.offsets)  # (B, n_cat + L, W)
         out = [emb[:, : self.n_categorical]]
         if self.n_numeric and not self.n_dense:
             out.append(batch["numeric"].unsqueeze(-1) * self.numeric_weight)  # (B, n_num, W)
@@ -234,6 +266,78 @@ class FeatureEmbedding(nn.Module):
             return torch.zeros(())
         u = self._used
         return u.pow(2).sum() / max(1, u.shape[0])
+
+
+def _deep_head(
+    out: torch.Tensor, dense: torch.Tensor | None, width: int, fm: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, F, D + 1) embeddings with their first-order column -> ((B, width) deep input:
+    the flattened (B, F, D) part, then ``dense``, then zero columns; (B,) sum of the
+    first-order column, plus the FM term ``0.5 * (|sum_f e_f|^2 - sum_f |e_f|^2)`` with
+    ``fm``). Plain ops (inference, export); ``_DeepHead`` is the training node."""
+    b, n_fields, w = out.shape
+    d = w - 1
+    e = out[..., :d]
+    parts = [e.reshape(b, n_fields * d)] + ([dense] if dense is not None else [])
+    deep = cat_padded(parts, width)
+    first = out[..., d].sum(1)
+    if fm:
+        first = first + 0.5 * (e.sum(1).pow(2).sum(1) - e.pow(2).sum((1, 2)))
+    return deep, first
+
+
+class _DeepHead(torch.autograd.Function):
+    """``_deep_head`` with its backward written out. Forward: one copy of e (and
+    ``dense``) into the deep input, the FM sums read from that contiguous copy. Backward,
+    with g the deep input's gradient and s the first-order/FM output's: de = g[:, :F*D]
+    + s * (S - e) (S = sum_f e_f: the FM term's gradient), d(first column) = s, d(dense)
+    = the dense columns of g: three passes over (B, F, D) where autograd's graph of the
+    same ops (split, flatten, cat, pow, sums, the split's cat backward) takes ~8."""
+
+    @staticmethod
+    def forward(ctx, out, dense, width, fm):  # type: ignore[override]
+        b, n_fields, w = out.shape
+        d = w - 1
+        flat_w = n_fields * d
+        deep = out.new_empty(b, width)
+        deep[:, :flat_w].view(b, n_fields, d).copy_(out[..., :d])
+        n_dense = 0 if dense is None else dense.shape[1]
+        if n_dense:
+            deep[:, flat_w : flat_w + n_dense].copy_(dense)
+        deep[:, flat_w + n_dense :].zero_()
+        first = out[..., d].sum(1)  # (B,)
+        total = None
+        if fm:
+            flat = deep[:, :flat_w]
+            total = flat.view(b, n_fields, d).sum(1)  # (B, D): S
+            sq = torch.linalg.vecdot(flat, flat)  # (B,): sum_f |e_f|^2
+            first = first + 0.5 * (torch.linalg.vecdot(total, total) - sq)
+        ctx.save_for_backward(out, total)
+        ctx.meta = (n_dense, dense is not None, fm)
+        return deep, first
+
+    @staticmethod
+    def backward(ctx, g_deep, g_first):  # type: ignore[override]
+        out, total = ctx.saved_tensors
+        n_dense, has_dense, fm = ctx.meta
+        b, n_fields, w = out.shape
+        d = w - 1
+        flat_w = n_fields * d
+        if g_deep is None:
+            g_deep = out.new_zeros(b, flat_w + n_dense)
+        if g_first is None:
+            g_first = out.new_zeros(b)
+        grad = out.new_empty(b, n_fields, w)
+        ge = grad[..., :d]
+        g_emb = g_deep[:, :flat_w].view(b, n_fields, d)
+        if fm:
+            torch.sub(total.unsqueeze(1), out[..., :d], out=ge)  # S - e_f
+            ge.mul_(g_first.view(b, 1, 1)).add_(g_emb)
+        else:
+            ge.copy_(g_emb)
+        grad[..., d].copy_(g_first.view(b, 1).expand(b, n_fields))
+        g_dense = g_deep[:, flat_w : flat_w + n_dense] if has_dense else None
+        return grad, g_dense, None, None
 
 
 class LinearEmbedding(nn.Module):

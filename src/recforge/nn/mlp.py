@@ -11,6 +11,7 @@ from torch import nn
 
 from recforge.exceptions import ConfigError
 from recforge.nn.align import aligned, pad_last
+from recforge.nn.exporting import exporting
 
 ACTIVATIONS = (
     "relu",
@@ -134,15 +135,70 @@ class MLP(nn.Module):
             width = int(out_dim)
         self.net = nn.Sequential(*layers)
         self.out_dim = width
+        # Linear (-> ReLU)* -> Linear, nothing else: training runs _ReluStack
+        self._relu_stack = (
+            bool(hidden) and out_dim is not None and len(layers) == 2 * len(hidden) + 1
+        )
+        self._relu_stack &= all(isinstance(m, nn.ReLU) for m in layers[1:-1:2])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] == self.in_dim or self.in_width == self.in_dim:
+        padded = x.shape[-1] != self.in_dim and self.in_width != self.in_dim
+        if self._relu_stack and x.dim() == 2 and torch.is_grad_enabled() and not exporting():
+            linears = self.net[::2]
+            params: list[torch.Tensor] = []
+            for i, lin in enumerate(linears):
+                w = pad_last(lin.weight, self.in_width) if i == 0 and padded else lin.weight
+                params += [w, lin.bias]
+            return _ReluStack.apply(x, *params)
+        if not padded:
             return self.net(x)
         first = self.net[0]  # the input is padded to in_width: pad the weight the same way
         h = F.linear(x, pad_last(first.weight, self.in_width), first.bias)
         for layer in self.net[1:]:
             h = layer(h)
         return h
+
+
+class _ReluStack(torch.autograd.Function):
+    """``Linear -> ReLU -> ... -> Linear`` on (B, in) inputs with the backward written
+    out: per layer dW = gᵀ h_in, db = Σ_b g, g <- (g W) masked by h_in > 0 in place
+    (``threshold_backward`` into its own input). Autograd's graph of the same layers
+    allocates a new (B, h) tensor for each ReLU's gradient and copies one per layer;
+    this is ~6 % of a B=4096 429-400-400-400-1 step (forward, backward) on one thread.
+    Same products, same sums. Arguments: x, then (weight, bias) per layer."""
+
+    @staticmethod
+    def forward(ctx, x, *params):  # type: ignore[override]
+        n = len(params) // 2
+        saved = [x]
+        h = x
+        for i in range(n):
+            h = torch.addmm(params[2 * i + 1], h, params[2 * i].t())
+            if i < n - 1:
+                h.relu_()
+                saved.append(h)
+        ctx.save_for_backward(*saved, *params[0::2])
+        ctx.n = n
+        return h
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        n = ctx.n
+        saved = ctx.saved_tensors
+        ins, weights = saved[:n], saved[n:]
+        grads: list[torch.Tensor | None] = [None] * (2 * n)
+        g = g.contiguous()
+        gx = None
+        for i in range(n - 1, -1, -1):
+            h_in = ins[i]
+            grads[2 * i] = g.t().mm(h_in)
+            grads[2 * i + 1] = g.sum(0)
+            if i > 0:
+                g = g.mm(weights[i])
+                torch.ops.aten.threshold_backward.grad_input(g, h_in, 0, grad_input=g)
+            elif ctx.needs_input_grad[0]:
+                gx = g.mm(weights[0])
+        return (gx, *grads)
 
 
 _activation = activation  # MLP's parameter shadows the function name inside __init__

@@ -39,7 +39,10 @@ class AutoIntModule(nn.Module):
         self.head = nn.Linear(embedding.n_fields * layers[-1].out_dim, 1)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        if self.linear:
+        x = None  # the MLP's input
+        if self.linear and self.mlp is not None:  # one lookup for e, x and first
+            e, x, first = self.embedding.forward_deep(batch, self.mlp.in_width)
+        elif self.linear:
             e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
         else:
             e, first = self.embedding(batch), None
@@ -55,9 +58,9 @@ class AutoIntModule(nn.Module):
         w = self.head.weight.view(f, c).t().unsqueeze(-1)  # (H*d_h, F, 1)
         logit = torch.bmm(h, w).sum(0).squeeze(-1) + self.head.bias  # (B,)
         if self.mlp is not None:
-            logit = logit + self.mlp(
-                self.embedding.deep_input(e, batch, self.mlp.in_width)
-            ).squeeze(-1)
+            if x is None:
+                x = self.embedding.deep_input(e, batch, self.mlp.in_width)
+            logit = logit + self.mlp(x).squeeze(-1)
         return logit if first is None else logit + first
 
 

@@ -54,13 +54,13 @@ class DCNModule(nn.Module):
         self.head = nn.Linear(head_in, 1)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        if self.linear:
-            e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
+        # x0 (B, d'): F*D (+ n_num, numeric="dense"), zero-padded to d' = aligned(d)
+        # columns (the faster GEMM shape for the crosses and the MLP: recforge.nn.align)
+        if self.linear:  # one lookup, the first-order sum fused with x0's copy
+            _, x0, first = self.embedding.forward_deep(batch, self.width)  # (B, d'), (B,)
         else:
-            e, first = self.embedding(batch), None
-        # (B, d'): F*D (+ n_num, numeric="dense"), zero-padded to d' = aligned(d) columns
-        # (the faster GEMM shape for the crosses and the MLP: recforge.nn.align)
-        x0 = self.embedding.deep_input(e, batch, self.width)
+            first = None
+            x0 = self.embedding.deep_input(self.embedding(batch), batch, self.width)
         crossed = self.cross(x0)  # (B, d'), zero in the padding
         if self.stacked and self.mlp is not None:
             logit = self.head(self.mlp(crossed)).squeeze(-1)  # (B,)

@@ -44,10 +44,10 @@ class DeepFMModule(nn.Module):
         self.mlp = MLP(in_dim, hidden, activation=activation, dropout=dropout, norm=norm, out_dim=1)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        if self.linear is None:
-            e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
-        else:
-            e, first = self.embedding(batch), self.linear(batch)
+        if self.linear is None:  # one lookup; first-order sum, FM term and MLP input fused
+            _, x, first_fm = self.embedding.forward_deep(batch, self.mlp.in_width, fm=True)
+            return first_fm + self.mlp(x).squeeze(-1)  # (B,)
+        e, first = self.embedding(batch), self.linear(batch)
         deep = self.mlp(self.embedding.deep_input(e, batch, self.mlp.in_width)).squeeze(-1)  # (B,)
         return first + self.fm(e) + deep
 

@@ -77,11 +77,10 @@ class WideDeepModule(nn.Module):
         self.embedding, self.cross, self.mlp = embedding, cross, mlp  # embedding: linear=True
 
     def forward(self, batch: dict) -> torch.Tensor:
-        e, wide = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
+        _, x, wide = self.embedding.forward_deep(batch, self.mlp.in_width)  # (B, d'), (B,)
         if self.cross is not None:
             wide = wide + self.cross(batch)
-        deep = self.mlp(self.embedding.deep_input(e, batch, self.mlp.in_width)).squeeze(-1)  # (B,)
-        return wide + deep
+        return wide + self.mlp(x).squeeze(-1)  # (B,)
 
 
 @register("wide_deep")

@@ -29,13 +29,11 @@ class XDeepFMModule(nn.Module):
         self.cin_head = nn.Linear(cin.out_dim, 1, bias=False)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
-        logit = first + self.cin_head(self.cin(e)).squeeze(-1)  # (B,)
-        if self.mlp is not None:
-            logit = logit + self.mlp(
-                self.embedding.deep_input(e, batch, self.mlp.in_width)
-            ).squeeze(-1)
-        return logit
+        if self.mlp is None:
+            e, first = self.embedding.forward_with_linear(batch)  # (B, F, D), (B,)
+            return first + self.cin_head(self.cin(e)).squeeze(-1)  # (B,)
+        e, x, first = self.embedding.forward_deep(batch, self.mlp.in_width)  # one lookup
+        return first + self.cin_head(self.cin(e)).squeeze(-1) + self.mlp(x).squeeze(-1)
 
 
 @register("xdeepfm")
