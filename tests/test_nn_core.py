@@ -262,7 +262,7 @@ def test_relu_stack_training_node_equals_the_layers_and_passes_gradcheck():
     torch.manual_seed(0)
     mlp = MLP(13, (9, 7), out_dim=1).double()
     assert mlp._relu_stack and not MLP(13, (9,), dropout=0.1)._relu_stack
-    assert not MLP(13, (9,), norm="layer")._relu_stack and not MLP(13, (9,))._relu_stack
+    assert not MLP(13, (9,), norm="layer")._relu_stack and MLP(13, (9,))._relu_stack
     x = torch.randn(6, mlp.in_width, dtype=torch.double, requires_grad=True)
     x.data[:, 13:] = 0  # zero-padded to in_width = 16
     out = mlp(x)
@@ -277,4 +277,14 @@ def test_relu_stack_training_node_equals_the_layers_and_passes_gradcheck():
     for a, b in zip(torch.autograd.grad(ref.sum(), params), torch.autograd.grad(out.sum(), params)):
         torch.testing.assert_close(a, b)
     w = [p.detach().clone().requires_grad_() for p in mlp.parameters()]
-    assert torch.autograd.gradcheck(lambda x0, *p: _ReluStack.apply(x0, *p), (x[:, :13], *w))
+    stack = _ReluStack.apply
+    assert torch.autograd.gradcheck(lambda x0, *p: stack(x0, False, *p), (x[:, :13], *w))
+    headless = MLP(5, (4, 3)).double()  # no head: the last layer has its ReLU too
+    x = torch.randn(6, 5, dtype=torch.double, requires_grad=True)
+    out, ref = headless(x), headless.net(x)
+    torch.testing.assert_close(out, ref)
+    params = [x, *headless.parameters()]
+    for a, b in zip(torch.autograd.grad(ref.sum(), params), torch.autograd.grad(out.sum(), params)):
+        torch.testing.assert_close(a, b)
+    w = [p.detach().clone().requires_grad_() for p in headless.parameters()]
+    assert torch.autograd.gradcheck(lambda x0, *p: stack(x0, True, *p), (x, *w))

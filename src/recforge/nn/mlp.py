@@ -135,11 +135,10 @@ class MLP(nn.Module):
             width = int(out_dim)
         self.net = nn.Sequential(*layers)
         self.out_dim = width
-        # Linear (-> ReLU)* -> Linear, nothing else: training runs _ReluStack
-        self._relu_stack = (
-            bool(hidden) and out_dim is not None and len(layers) == 2 * len(hidden) + 1
-        )
-        self._relu_stack &= all(isinstance(m, nn.ReLU) for m in layers[1:-1:2])
+        # (Linear -> ReLU)+ (-> Linear), nothing else: training runs _ReluStack
+        head = out_dim is not None
+        self._relu_stack = bool(hidden) and len(layers) == 2 * len(hidden) + head
+        self._relu_stack &= all(isinstance(m, nn.ReLU) for m in layers[1 : 2 * len(hidden) : 2])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         padded = x.shape[-1] != self.in_dim and self.in_width != self.in_dim
@@ -149,7 +148,7 @@ class MLP(nn.Module):
             for i, lin in enumerate(linears):
                 w = pad_last(lin.weight, self.in_width) if i == 0 and padded else lin.weight
                 params += [w, lin.bias]
-            return _ReluStack.apply(x, *params)
+            return _ReluStack.apply(x, not isinstance(self.net[-1], nn.Linear), *params)
         if not padded:
             return self.net(x)
         first = self.net[0]  # the input is padded to in_width: pad the weight the same way
@@ -165,29 +164,33 @@ class _ReluStack(torch.autograd.Function):
     (``threshold_backward`` into its own input). Autograd's graph of the same layers
     allocates a new (B, h) tensor for each ReLU's gradient and copies one per layer;
     this is ~6 % of a B=4096 429-400-400-400-1 step (forward, backward) on one thread.
-    Same products, same sums. Arguments: x, then (weight, bias) per layer."""
+    Same products, same sums. Arguments: x, whether the last layer has a ReLU too (an
+    MLP without a head), then (weight, bias) per layer."""
 
     @staticmethod
-    def forward(ctx, x, *params):  # type: ignore[override]
+    def forward(ctx, x, last_relu, *params):  # type: ignore[override]
         n = len(params) // 2
         saved = [x]
         h = x
         for i in range(n):
             h = torch.addmm(params[2 * i + 1], h, params[2 * i].t())
-            if i < n - 1:
+            if i < n - 1 or last_relu:
                 h.relu_()
+            if i < n - 1:
                 saved.append(h)
-        ctx.save_for_backward(*saved, *params[0::2])
-        ctx.n = n
+        ctx.save_for_backward(*saved, *params[0::2], *([h] if last_relu else []))
+        ctx.n, ctx.last_relu = n, last_relu
         return h
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         n = ctx.n
         saved = ctx.saved_tensors
-        ins, weights = saved[:n], saved[n:]
+        ins, weights = saved[:n], saved[n : 2 * n]
         grads: list[torch.Tensor | None] = [None] * (2 * n)
         g = g.contiguous()
+        if ctx.last_relu:  # g is the caller's: a new tensor, not in place
+            g = torch.ops.aten.threshold_backward(g, saved[2 * n], 0)
         gx = None
         for i in range(n - 1, -1, -1):
             h_in = ins[i]
@@ -198,7 +201,7 @@ class _ReluStack(torch.autograd.Function):
                 torch.ops.aten.threshold_backward.grad_input(g, h_in, 0, grad_input=g)
             elif ctx.needs_input_grad[0]:
                 gx = g.mm(weights[0])
-        return (gx, *grads)
+        return (gx, None, *grads)
 
 
 _activation = activation  # MLP's parameter shadows the function name inside __init__
