@@ -295,9 +295,16 @@ def bench_pairs(
     test: pd.DataFrame,
     names: list[str] | None = None,
     solo: list[str] | None = None,
+    repeats: int = 1,
 ) -> dict[str, Any]:
     """Every pair in ``names`` (default: all of ``PAIRS``), recforge then DeepCTR-Torch, and
-    the ``solo`` models (default: all of ``SOLO``) alone."""
+    the ``solo`` models (default: all of ``SOLO``) alone.
+
+    ``repeats`` > 1: each pair runs that many rounds back to back, the order of the two
+    sides alternating (recforge first in rounds 1, 3, ...; DeepCTR-Torch first in 2, 4,
+    ...); the row shows the round with the median ratio (odd ``repeats``: a real round)
+    and lists every round's ratio. On a VM whose speed drifts by up to 2x within minutes
+    one pair is one draw; the median of alternating rounds is robust to one slow spell."""
     from benchmarks.ctr_speed import warm_up_torch
 
     warm_up_torch()  # no side pays torch's lazy optimizer import in its timing
@@ -309,20 +316,34 @@ def bench_pairs(
             "settings": pair.settings_text,
             "note": pair.note,
         }
-        for side, fn, args in (
+        sides = (
             ("recforge", fit_recforge, (pair.model, pair.params)),
             ("deepctr", fit_deepctr, (pair.peer, pair.peer_params)),
-        ):
-            try:
-                row[side] = fn(*args, train, test)
-            except Exception as e:  # noqa: BLE001 - one failing model must not hide the others
-                log.warning("%s %s failed: %s", key, side, e)
-                row[side] = {"error": f"{type(e).__name__}: {e}"}
-        if "samples_per_s" in row["recforge"] and "samples_per_s" in row["deepctr"]:
-            row["ratio"] = round(
-                row["recforge"]["samples_per_s"] / row["deepctr"]["samples_per_s"], 2
-            )
+        )
+        rounds = []
+        for r in range(max(1, repeats)):
+            done: dict[str, Any] = {}
+            for side, fn, args in sides if r % 2 == 0 else sides[::-1]:
+                try:
+                    done[side] = fn(*args, train, test)
+                except Exception as e:  # noqa: BLE001 - one failing model must not hide others
+                    log.warning("%s %s failed: %s", key, side, e)
+                    done[side] = {"error": f"{type(e).__name__}: {e}"}
+            if "samples_per_s" in done["recforge"] and "samples_per_s" in done["deepctr"]:
+                done["ratio"] = round(
+                    done["recforge"]["samples_per_s"] / done["deepctr"]["samples_per_s"], 2
+                )
+            rounds.append(done)
+            if "ratio" not in done:
+                break  # an error: no more rounds of this pair
+        timed = sorted((d for d in rounds if "ratio" in d), key=lambda d: d["ratio"])
+        median = timed[(len(timed) - 1) // 2] if timed else rounds[-1]
+        row["recforge"], row["deepctr"] = median["recforge"], median["deepctr"]
+        if "ratio" in median:
+            row["ratio"] = median["ratio"]
             row["auc_diff"] = round(row["recforge"]["auc"] - row["deepctr"]["auc"], 4)
+        if len(rounds) > 1:
+            row["ratios"] = [d.get("ratio") for d in rounds]
         log.info("%s: %s", key, json.dumps(row))
         out["pairs"][key] = row
     for name in solo if solo is not None else list(SOLO):
@@ -347,9 +368,12 @@ def to_markdown(r: dict[str, Any]) -> str:
             err = ours.get("error") or theirs.get("error")
             lines.append(f"| {key} | {row['peer']} | {row['settings']} | error: {err} | | | | | |")
             continue
+        ratio = f"**{row['ratio']:.2f}x**"
+        if row.get("ratios"):  # repeats: the median round's figures, every round's ratio
+            ratio += " (" + ", ".join(f"{x:.2f}" for x in row["ratios"] if x is not None) + ")"
         lines.append(
             f"| {key} | {row['peer']} | {row['settings']} | {ours['samples_per_s']:,} | "
-            f"{theirs['samples_per_s']:,} | **{row['ratio']:.2f}x** | {ours['auc']:.4f} | "
+            f"{theirs['samples_per_s']:,} | {ratio} | {ours['auc']:.4f} | "
             f"{theirs['auc']:.4f} | {ours['load']}, {theirs['load']} |"
         )
         if row.get("note"):
@@ -429,6 +453,9 @@ def main() -> None:
     p.add_argument("--models", default=None, help=f"comma-separated among {', '.join(PAIRS)}")
     p.add_argument("--solo", default=None, help=f"comma-separated among {', '.join(SOLO)}")
     p.add_argument(
+        "--repeats", type=int, default=1, help="alternating rounds per pair; the median shown"
+    )
+    p.add_argument(
         "--numeric-validation",
         type=int,
         default=0,
@@ -450,7 +477,9 @@ def main() -> None:
     test = data.iloc[a.train_rows :].reset_index(drop=True)
     names = a.models.split(",") if a.models else None
     solo = a.solo.split(",") if a.solo is not None else None
-    r = bench_pairs(train, test, names, [s for s in solo if s] if solo is not None else None)
+    r = bench_pairs(
+        train, test, names, [s for s in solo if s] if solo is not None else None, a.repeats
+    )
     print(to_markdown(r))
 
 

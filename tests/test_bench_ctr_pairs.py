@@ -79,3 +79,26 @@ def test_table_and_docs_section(tmp_path):
         "d",
         "--models=a",
     ]
+
+
+def test_repeats_alternate_the_sides_and_show_the_median_round(monkeypatch):
+    calls = []
+    ours = iter([3000, 1000, 2400])  # rounds' ratios: 3.0, 1.0, 2.0 -> the median is 2.0
+    theirs = iter([1000, 1000, 1200])
+
+    def fake(side, it):
+        def fit(*args):
+            calls.append(side)
+            return _side(next(it), 0.7)
+
+        return fit
+
+    monkeypatch.setattr(ctr_pairs, "fit_recforge", fake("recforge", ours))
+    monkeypatch.setattr(ctr_pairs, "fit_deepctr", fake("deepctr", theirs))
+    monkeypatch.setattr(ctr_speed, "warm_up_torch", lambda: None)
+    r = ctr_pairs.bench_pairs(None, None, ["nfm"], [], repeats=3)
+    row = r["pairs"]["nfm"]
+    assert calls == ["recforge", "deepctr", "deepctr", "recforge", "recforge", "deepctr"]
+    assert row["ratio"] == 2.0 and row["ratios"] == [3.0, 1.0, 2.0]
+    assert row["recforge"]["samples_per_s"] == 2400 and row["deepctr"]["samples_per_s"] == 1200
+    assert "**2.00x** (3.00, 1.00, 2.00)" in ctr_pairs.to_markdown(r)
