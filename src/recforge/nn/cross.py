@@ -64,7 +64,10 @@ class _FullRankCross(torch.autograd.Function):
                 gx0.addcmul_(g, ts[layer])
             torch.mm(u.t(), xs[layer], out=gw[layer])
             torch.sum(u, 0, out=gb[layer])
-            g = torch.addmm(g, u, weight[layer])  # dL/dx_l
+            if g is grad:  # dL/dx_l; the caller's gradient is not ours to overwrite
+                g = torch.addmm(g, u, weight[layer])
+            else:
+                g.addmm_(u, weight[layer])
         gx0.add_(g)  # x_0 is x0
         return gx0, gw, gb
 
