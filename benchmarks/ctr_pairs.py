@@ -344,6 +344,9 @@ def bench_pairs(
             row["auc_diff"] = round(row["recforge"]["auc"] - row["deepctr"]["auc"], 4)
         if len(rounds) > 1:
             row["ratios"] = [d.get("ratio") for d in rounds]
+            row["rounds_samples_per_s"] = [
+                [d[side].get("samples_per_s") for side in ("recforge", "deepctr")] for d in rounds
+            ]
         log.info("%s: %s", key, json.dumps(row))
         out["pairs"][key] = row
     for name in solo if solo is not None else list(SOLO):
