@@ -177,8 +177,9 @@ class FeatureEmbedding(nn.Module):
 
         The same values as ``forward_with_linear`` + ``deep_input`` (+ ``FMInteraction``),
         with the copy into the deep input, the first-order sum and the FM term fused into
-        one autograd node while training (``_DeepHead``: one pass over the (B, F, D + 1)
-        gradient instead of autograd's ~8). Needs ``linear=True``."""
+        one autograd node while training (``_DeepHead``: its backward makes two passes
+        over the (B, F, D) gradient where autograd's graph of the same ops makes ~8).
+        Needs ``linear=True``."""
         if not self.has_linear:
             raise ConfigError("forward_deep needs FeatureEmbedding(..., linear=True).")
         out = self._embed(batch)  # (B, F, D + 1)
@@ -221,8 +222,8 @@ class FeatureEmbedding(nn.Module):
         """Table rows ``rows`` (any shape) -> (..., W). A dense table is read with
         ``index_select``, whose backward is one ``index_add_`` into a zero table:
         ~2x faster than ``F.embedding``'s sorting backward (7.5 against 17.5 ms for a
-        4096 x 26 batch of the Criteo-shaped benchmark's 324,501 x 17 table, 2 idle
-        threads; 15.7 against 27.7 on 1), the same sums."""
+        4096 x 26 batch of the Criteo-shaped benchmark's indices into a 324,501 x 17
+        table, 2 idle threads; 15.7 against 27.7 on 1), the same sums."""
         if self.table.sparse:
             return F.embedding(rows, self.table.weight, sparse=True)
         w = self.table.weight
