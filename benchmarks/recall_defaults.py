@@ -137,8 +137,13 @@ CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
                 "softmax T0.2 1024neg gate0.1 init0.05": {"gate": 0.1, "init_std": 0.05},
                 "softmax T0.2 1024neg gate0.1 init0.03": {"gate": 0.1, "init_std": 0.03},
                 "softmax T0.2 1024neg gate0": {"gate": 0.0},
-                # the sparse settings (simplex.SPARSE_SETTINGS), forced at any density
                 "softmax T0.2 1024neg gate0 init0.05": {"gate": 0.0, "init_std": 0.05},
+                # the sparse settings (simplex.SPARSE_SETTINGS), forced at any density
+                "softmax T0.2 2048neg gate0 init0.05": {
+                    "n_negatives": 2048,
+                    "gate": 0.0,
+                    "init_std": 0.05,
+                },
             }.items()
         },
     },
