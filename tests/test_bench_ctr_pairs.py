@@ -102,3 +102,12 @@ def test_repeats_alternate_the_sides_and_show_the_median_round(monkeypatch):
     assert row["ratio"] == 2.0 and row["ratios"] == [3.0, 1.0, 2.0]
     assert row["recforge"]["samples_per_s"] == 2400 and row["deepctr"]["samples_per_s"] == 1200
     assert "**2.00x** (3.00, 1.00, 2.00)" in ctr_pairs.to_markdown(r)
+
+
+def test_micro_benchmarks_time_both_sides():
+    from benchmarks import ctr_micro
+
+    gather = ctr_micro.bench_gather(reps=1)
+    assert set(gather) == {"F.embedding", "index_select"} and min(gather.values()) > 0
+    mlp = ctr_micro.bench_mlp(reps=1)
+    assert set(mlp) == {"autograd (nn.Sequential)", "_ReluStack"} and min(mlp.values()) > 0

@@ -220,10 +220,11 @@ class FeatureEmbedding(nn.Module):
 
     def _gather(self, rows: torch.Tensor) -> torch.Tensor:
         """Table rows ``rows`` (any shape) -> (..., W). A dense table is read with
-        ``index_select``, whose backward is one ``index_add_`` into a zero table:
-        ~2x faster than ``F.embedding``'s sorting backward (7.5 against 17.5 ms for a
-        4096 x 26 batch of the Criteo-shaped benchmark's indices into a 324,501 x 17
-        table, 2 idle threads; 15.7 against 27.7 on 1), the same sums."""
+        ``index_select``, whose backward is one ``index_add_`` into a zero table, faster
+        than ``F.embedding``'s sorting backward (``python -m benchmarks.ctr_micro --parts
+        gather``, a 4096 x 26 batch of the Criteo-shaped indices into a 324,501 x 17 table,
+        forward + backward: 10.7 against 20.6 ms on 2 idle threads, 16.8 against 20.7 on
+        1), the same sums."""
         if self.table.sparse:
             return F.embedding(rows, self.table.weight, sparse=True)
         w = self.table.weight

@@ -31,7 +31,6 @@ import torch
 from torch import nn
 
 from recforge.exceptions import ConfigError, TrainingError
-from recforge.heap import retained_heap
 from recforge.progress import show_progress
 from recforge.threads import set_torch_threads
 from recforge.train import distributed as dist
@@ -187,18 +186,7 @@ class Trainer:
         valid_fn: Callable[[nn.Module], dict[str, float]] | None = None,
     ) -> History:
         """Train ``module``; returns the ``History``. The module ends in eval mode, holding
-        the best weights when early stopping monitored a ``valid_fn``. Freed memory stays
-        in the heap between steps meanwhile (``recforge.heap``)."""
-        with retained_heap():
-            return self._fit(module, loss_fn, batches, valid_fn)
-
-    def _fit(
-        self,
-        module: nn.Module,
-        loss_fn: Callable[[nn.Module, Any], torch.Tensor],
-        batches: Callable[[int], Iterable[Any]],
-        valid_fn: Callable[[nn.Module], dict[str, float]] | None,
-    ) -> History:
+        the best weights when early stopping monitored a ``valid_fn``."""
         cfg = self.config
         set_torch_threads(cfg.num_threads)
         seed_everything(cfg.seed)
