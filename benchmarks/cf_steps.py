@@ -14,7 +14,24 @@ the LightGCN graph has 1.28M nonzeros), d = 64, 2 torch threads, Adam (fused).
 Seconds per step are means over a few steps after one warm-up step; s/epoch multiplies by
 the steps of one epoch at that batch size.
 
+``--models softmax`` instead times the sampled-softmax loss of SimpleX's sparse settings
+alone (B 4096 normalised queries and positives, 2,048 shared negatives, D 256, T 0.2,
+accidental hits masked; forward and backward, no data), "before" as a cross-entropy over the
+concatenated (B, 1 + N) logits with the temperature dividing the (B, N) scores (the loss
+as it was), "after" ``recforge.losses.sampled_softmax``; user and system CPU milliseconds
+and minor page faults per step (``getrusage``), 1 torch thread, alternating repeats.
+
+``--models gate0`` times a whole SimpleX step of the sparse settings (gate 0, softmax at
+T 0.2 over 2,048 negatives, batch 4096, fused Adam; random histories of 20 items over 30k
+users x 40k items, no data) at widths 64 and 512: "before" with the user vector as the
+gated formula ``0 * user(u) + 1 * aggregate(pooled)`` (as it was: the user table is read,
+gets a zero-filled (U, D) gradient and an Adam step that does not move it), "after" the
+module's own ``combine`` (gate 0 leaves the user table out); same counters, alternating
+repeats.
+
     nice -n 10 python -m benchmarks.cf_steps
+    python -m benchmarks.cf_steps --models softmax
+    python -m benchmarks.cf_steps --models gate0
 """
 
 from __future__ import annotations
@@ -171,22 +188,143 @@ def simplex_steps(frame: pd.DataFrame, batches=(512, 4096), n_steps: int = 2) ->
     return out
 
 
+def _softmax_before(query, pos, neg, pos_ids, neg_ids, temperature):
+    """The sampled softmax as it was: a cross-entropy over concatenated (B, 1 + N) logits."""
+    pos_logit = (query * pos).sum(-1, keepdim=True) / temperature
+    neg_logit = query @ neg.T / temperature
+    hit = pos_ids.unsqueeze(1) == neg_ids.unsqueeze(0)
+    neg_logit = neg_logit.masked_fill(hit, torch.finfo(neg_logit.dtype).min)
+    logits = torch.cat([pos_logit, neg_logit], 1)
+    return F.cross_entropy(logits, torch.zeros(len(query), dtype=torch.long))
+
+
+def softmax_steps(
+    batch: int = 4096, n_neg: int = 2048, dim: int = 256, n_steps: int = 20, repeats: int = 3
+) -> list[dict]:
+    from recforge import losses as L
+
+    def after(query, pos, neg, pos_ids, neg_ids, temperature):
+        return L.sampled_softmax(
+            query, pos, neg, pos_ids=pos_ids, neg_ids=neg_ids, temperature=temperature
+        )
+
+    g = torch.Generator().manual_seed(0)
+    u0, p0 = torch.randn(batch, dim, generator=g), torch.randn(batch, dim, generator=g)
+    n0 = torch.randn(n_neg, dim, generator=g)
+    pos_ids = torch.randint(0, 40_000, (batch,), generator=g)
+    neg_ids = torch.randint(0, 40_000, (n_neg,), generator=g)
+    neg_ids[:8] = pos_ids[:8]  # a few accidental hits
+
+    def measure(loss_fn):
+        u, p, n = (x.clone().requires_grad_() for x in (u0, p0, n0))
+
+        def step():
+            q, k, v = (F.normalize(x, dim=-1) for x in (u, p, n))
+            loss = loss_fn(q, k, v, pos_ids, neg_ids, 0.2)
+            loss.backward()
+            return loss
+
+        return _rusage_per_step(step, n_steps)
+
+    out = []
+    for rep in range(repeats):
+        for name, fn in (
+            ("before (cross-entropy over a concatenation)", _softmax_before),
+            ("after (losses.sampled_softmax)", after),
+        ):
+            row = {"model": "sampled softmax", "path": name, "batch": batch, "repeat": rep}
+            out.append(row | measure(fn))
+            print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+def _rusage_per_step(step, n_steps: int) -> dict:
+    import resource
+
+    step()  # warm-up
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    for _ in range(n_steps):
+        loss = step()
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "loss": float(loss.detach()),
+        "user_ms": 1000 * (r1.ru_utime - r0.ru_utime) / n_steps,
+        "sys_ms": 1000 * (r1.ru_stime - r0.ru_stime) / n_steps,
+        "faults": (r1.ru_minflt - r0.ru_minflt) / n_steps,
+    }
+
+
+def gate0_steps(dims=(64, 512), n_steps: int = 5, repeats: int = 2) -> list[dict]:
+    from recforge import losses as L
+    from recforge.models.retrieval.simplex import SimpleXModule
+    from recforge.models.retrieval.torch_base import history_mean_rows, sparse_mm
+
+    nu, ni, b, n_neg = 30_000, 40_000, 4096, 2048
+
+    def gated(m, users, rows):  # the formula before gate 0 left the user table out
+        p = m.gate * m.user(users) + (1.0 - m.gate) * m.aggregate(sparse_mm(*rows, m.item.weight))
+        return F.normalize(p, dim=-1)
+
+    def measure(dim: int, skip: bool) -> dict:
+        rng = np.random.default_rng(0)
+        torch.manual_seed(0)
+        m = SimpleXModule(nu, ni, dim, 0.0, 0.05)
+        opt = torch.optim.Adam(m.parameters(), lr=1e-3, fused=True)
+        hist = rng.integers(1, ni + 1, (b, 20))
+
+        def step():
+            users, pos, neg = (rng.integers(0, k, s) for k, s in ((nu, b), (ni, b), (ni, n_neg)))
+            tu, tp, tn = map(torch.from_numpy, (users, pos, neg))
+            rows = history_mean_rows(hist, ni + 1)
+            u = m.user_vectors_sparse(tu, rows) if skip else gated(m, tu, rows)
+            loss = L.sampled_softmax(
+                u, m.item_vectors(tp), m.item_vectors(tn), pos_ids=tp, neg_ids=tn, temperature=0.2
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return loss
+
+        return _rusage_per_step(step, n_steps)
+
+    out = []
+    for dim in dims:
+        for rep in range(repeats):
+            for name, skip in (("before (user table read)", False), ("after (left out)", True)):
+                row = {"model": f"simplex d{dim}", "path": name, "batch": b, "repeat": rep}
+                out.append(row | measure(dim, skip))
+                print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+def _markdown(header: tuple[str, ...], cells: list[tuple[str, ...]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
+
+
 def run(data_dir=None, out=None, *, models: tuple[str, ...] = ("lightgcn", "simplex")) -> dict:
     """The models' step times (module docstring); data_dir is unused (synthetic data)."""
+    if tuple(models) in (("softmax",), ("gate0",)):
+        torch.set_num_threads(1)
+        rows = softmax_steps() if tuple(models) == ("softmax",) else gate0_steps()
+        header = ("Step", "Path", "Repeat", "user ms/step", "system ms/step")
+        cells = [
+            (r["model"], r["path"], str(r["repeat"]), f"{r['user_ms']:.0f}", f"{r['sys_ms']:.0f}")
+            + (f"{r['faults']:,.0f}", f"{r['loss']:.6f}")
+            for r in rows
+        ]
+        return {"rows": rows, "markdown": _markdown(header + ("minor faults/step", "loss"), cells)}
     torch.set_num_threads(2)
     frame = _data()
     rows = lightgcn_steps(frame) if "lightgcn" in models else []
     rows += simplex_steps(frame) if "simplex" in models else []
-    lines = [
-        "| Model | Path | Batch | s/step | CPU s/step | s/epoch |",
-        "|---|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['model']} | {r['path']} | {r['batch']} | {r['s_per_step']:.2f} | "
-        f"{r['cpu_s_per_step']:.2f} | {r['s_per_epoch']:.0f} |"
+    cells = [
+        (r["model"], r["path"], str(r["batch"]), f"{r['s_per_step']:.2f}")
+        + (f"{r['cpu_s_per_step']:.2f}", f"{r['s_per_epoch']:.0f}")
         for r in rows
     ]
-    return {"rows": rows, "markdown": "\n".join(lines)}
+    header = ("Model", "Path", "Batch", "s/step", "CPU s/step", "s/epoch")
+    return {"rows": rows, "markdown": _markdown(header, cells)}
 
 
 if __name__ == "__main__":

@@ -146,6 +146,12 @@ CANDIDATES: dict[str, dict[str, dict[str, Any]]] = {
                 },
             }.items()
         },
+        # S15's probes: the sparse settings (as they are at the time of the run) with wider
+        # embeddings
+        "d128": {"embedding_dim": 128},
+        "d256": {"embedding_dim": 256},
+        "d512": {"embedding_dim": 512},
+        "d1024": {"embedding_dim": 1024},
     },
     "youtube_dnn": {
         "default": {},

@@ -18,7 +18,12 @@ defaults are chosen on; the test split is scored once, for the table. ``--params
 overrides the defaults of every model run (a probe); ``--curve`` (validation split only)
 also passes the validation part to the torch models' ``fit(valid=...)``: per-epoch
 recall@10 on 2,000 of its rows (``valid_recall@10`` in the row), which their early
-stopping then monitors instead of held-out training cells. With ``RECFORGE_BENCH_LOG=FILE``
+stopping then monitors instead of held-out training cells. ``--full-curve`` (validation
+split only; training unchanged) also scores the Recall@20 of the whole evaluation part
+after each epoch (``full_recall@20`` in the row's ``epoch_valid``, beside the held-out
+cells' metrics that early stopping monitors), to see whether the epoch those cells pick is
+the one the evaluation would; ``--held-out N`` sets ``torch_base.HELD_OUT_ROWS`` (the most
+training cells early stopping holds out) in the child. With ``RECFORGE_BENCH_LOG=FILE``
 each model child appends its Trainer's per-epoch lines (loss, validation metrics) to FILE as
 they end, to stop a probe whose curve is clearly behind.
 
@@ -200,15 +205,24 @@ PEER_KEYS = {
 
 
 def run_child(
-    name: str, folder: Path, params: dict[str, Any] | None = None, curve: bool = False
+    name: str,
+    folder: Path,
+    params: dict[str, Any] | None = None,
+    curve: bool = False,
+    full_curve: bool = False,
+    held_out: int | None = None,
 ) -> dict[str, Any]:
     """Fit and evaluate one model in this process (``curve``: with the evaluation part as
-    ``fit(valid=...)``, for the validation split only); returns its row."""
+    ``fit(valid=...)``, ``full_curve``: its Recall@20 per epoch, both for the validation
+    split only; ``held_out``: ``torch_base.HELD_OUT_ROWS``); returns its row."""
     from recforge import models
     from recforge.evaluation import full_ranking
+    from recforge.models.retrieval import torch_base
     from recforge.threads import set_default_threads
 
     set_default_threads(THREADS)
+    if held_out is not None:
+        torch_base.HELD_OUT_ROWS = int(held_out)
     train, test = _read(folder)
     rss_data = peak_rss_kib()
     if name.startswith("implicit_"):
@@ -218,6 +232,8 @@ def run_child(
         source = "implicit"
     else:
         model = models.get(name, **(params or {}))
+        if full_curve:
+            _with_full_curve(model, test)
         t, cpu = time.perf_counter(), time.process_time()
         model.fit(train, valid=test) if curve else model.fit(train)
         fit_s = time.perf_counter() - t
@@ -229,6 +245,7 @@ def run_child(
     epochs = _epochs(model) if source == "recforge" else shown.get("iterations")
     hist = getattr(model, "train_history_", None)
     curve_r10 = [round(v["recall@10"], 4) for v in hist.valid] if curve and hist else None
+    per_epoch = [{k: round(v, 4) for k, v in e.items()} for e in hist.valid] if hist else None
     return {
         "model": name,
         "source": source,
@@ -244,11 +261,19 @@ def run_child(
         "rss_after_data_mib": rss_data / 1024,
         "params": {k: v for k, v in shown.items() if k not in ("num_threads", "progress")},
         "valid_recall@10": curve_r10,
+        "epoch_valid": per_epoch,
+        "best_epoch": getattr(hist, "best_epoch", None),
     }
 
 
 def _spawn(
-    name: str, folder: Path, params: dict[str, Any] | None, timeout: float, curve: bool = False
+    name: str,
+    folder: Path,
+    params: dict[str, Any] | None,
+    timeout: float,
+    curve: bool = False,
+    full_curve: bool = False,
+    held_out: int | None = None,
 ) -> dict[str, Any]:
     cmd = [
         sys.executable,
@@ -263,6 +288,10 @@ def _spawn(
         cmd += ["--params", json.dumps(params)]
     if curve:
         cmd += ["--curve"]
+    if full_curve:
+        cmd += ["--full-curve"]
+    if held_out is not None:
+        cmd += ["--held-out", str(held_out)]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(
@@ -283,6 +312,47 @@ def _spawn(
     row = json.loads(last[-1])
     row["wall_s"] = time.perf_counter() - t
     return row
+
+
+def _with_full_curve(model: Any, test: Any) -> None:
+    """Make ``model``'s per-epoch validation also report ``full_recall@K``: the Recall@K of
+    every evaluation user (seen items masked, as ``full_ranking``) from the vectors of that
+    epoch. A probe: what the model trains on and stops on is unchanged."""
+    import scipy.sparse as sp
+
+    from recforge.models.base import mask_seen
+    from recforge.topk import topk
+
+    epoch_valid_fn = model._epoch_valid_fn
+
+    def wrapped(vectors: Any) -> Any:
+        fn = epoch_valid_fn(vectors)
+        if vectors is None:
+            return fn
+        pairs = test.frame[["user", "item"]].drop_duplicates()
+        u = model.user_vocab_.index(pairs["user"].to_numpy(), unknown="mask")
+        i = model.item_vocab_.index(pairs["item"].to_numpy(), unknown="mask")
+        users, n_rel = np.unique(u[u >= 0], return_counts=True)  # unknown items: never hit
+        known = (u >= 0) & (i >= 0)
+        ones = np.ones(int(known.sum()), dtype=np.float32)
+        rel = sp.csr_matrix((ones, (u[known], i[known])), shape=(model.n_users, model.n_items))
+
+        def both(module: Any) -> dict[str, float]:
+            out = dict(fn(module)) if fn is not None else {}
+            user_vecs, item_vecs = vectors(module)
+            hits = np.empty(len(users))
+            for s in range(0, len(users), 2048):
+                b = users[s : s + 2048]
+                scores = user_vecs[b] @ item_vecs.T  # (B, n_items)
+                mask_seen(scores, model.seen_, b)
+                top, _ = topk(scores, K)
+                hits[s : s + len(b)] = np.take_along_axis(rel[b].toarray(), top, 1).sum(1)
+            out[f"full_recall@{K}"] = float((hits / n_rel).mean())
+            return out
+
+        return both
+
+    model._epoch_valid_fn = wrapped
 
 
 # ---------------------------------------------------------------------------- report
@@ -333,17 +403,21 @@ def run(
     timeout: float = TIMEOUT_S,
     params: dict[str, Any] | None = None,
     curve: bool = False,
+    full_curve: bool = False,
+    held_out: int | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark (module docstring); ``data_dir`` is unused (the data are synthetic).
     Returns {"rows": [...], "sizes": {...}, "markdown": str}."""
-    if curve and split != "valid":
-        raise ValueError("curve=True scores epochs on the evaluation part: use split='valid'.")
+    if (curve or full_curve) and split != "valid":
+        raise ValueError(
+            "curve and full_curve score epochs on the evaluation part: use split='valid'."
+        )
     with tempfile.TemporaryDirectory(prefix="recall_scale_") as tmp:
         folder = Path(out or tmp) / f"recall_scale_{split}"
         sizes = write_split(folder, split)
         rows = []
         for name in models:
-            row = _spawn(name, folder, params, timeout, curve)
+            row = _spawn(name, folder, params, timeout, curve, full_curve, held_out)
             log.info("recall_scale: %s", row)
             print(json.dumps(row, default=str), flush=True)
             rows.append(row)
@@ -361,12 +435,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--folder", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--params", default=None, help="JSON: parameters for every model run")
     ap.add_argument("--curve", action="store_true", help="per-epoch validation (--split valid)")
+    ap.add_argument("--full-curve", action="store_true", help="per-epoch Recall@20 (--split valid)")
+    ap.add_argument("--held-out", type=int, default=None, help="torch_base.HELD_OUT_ROWS")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.child:
         log_epochs_to_env_file()
         params = json.loads(args.params) if args.params else None
-        print(json.dumps(run_child(args.child, Path(args.folder), params, args.curve), default=str))
+        row = run_child(
+            args.child, Path(args.folder), params, args.curve, args.full_curve, args.held_out
+        )
+        print(json.dumps(row, default=str))
         return
     result = run(
         models=tuple(m for m in args.models.split(",") if m),
@@ -375,6 +454,8 @@ def main(argv: list[str] | None = None) -> None:
         out=args.out,
         params=json.loads(args.params) if args.params else None,
         curve=args.curve,
+        full_curve=args.full_curve,
+        held_out=args.held_out,
     )
     print(result["markdown"])
     if args.docs:

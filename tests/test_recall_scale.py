@@ -44,3 +44,17 @@ def test_curve_reports_per_epoch_validation(folder):
     assert len(row["valid_recall@10"]) == row["epochs"] == 2
     with pytest.raises(ValueError, match="split='valid'"):
         recall_scale.run(models=("youtube_dnn",), split="test", curve=True)
+
+
+def test_full_curve_scores_every_epoch_as_full_ranking_does(folder):
+    """--full-curve's per-epoch Recall@20 of the evaluation part is full_ranking's figure
+    (its last epoch, with no best epoch restored, is the fitted model's)."""
+    from recforge.models.registry import get_class
+
+    params = {**get_class("simplex").smoke_params, "epochs": 2, "patience": 0}
+    row = recall_scale.run_child("simplex", folder, params, curve=True, full_curve=True)
+    full = [e["full_recall@20"] for e in row["epoch_valid"]]
+    assert len(full) == row["epochs"] == 2
+    assert full[-1] == pytest.approx(row["recall@20"], abs=5e-5)  # the row rounds to 4 digits
+    with pytest.raises(ValueError, match="split='valid'"):
+        recall_scale.run(models=("simplex",), split="test", full_curve=True)

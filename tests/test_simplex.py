@@ -106,9 +106,9 @@ def test_sparse_training_path_equals_embedding_bag_path():
 def test_settings_by_density(data, tmp_path):
     """None defaults: the sparse settings under 0.2% of cells seen, the dense ones above;
     a value given wins at any density; the choice is saved."""
-    from recforge.models.retrieval.simplex import DENSE_SETTINGS, SPARSE_SETTINGS
+    from recforge.models.retrieval.simplex import DENSE_SETTINGS, SPARSE_SETTINGS, sparse_dim
 
-    assert SimpleX()._settings(0.0004) == SPARSE_SETTINGS
+    assert SimpleX()._settings(0.0004, 40_000) == SPARSE_SETTINGS
     assert (
         SimpleX()._settings(0.03)
         == DENSE_SETTINGS
@@ -117,15 +117,32 @@ def test_settings_by_density(data, tmp_path):
             "n_negatives": 300,
             "gate": 0.5,
             "init_std": 0.1,
+            "embedding_dim": 64,
         }
     )
-    assert SimpleX(gate=0.3, loss="ccl")._settings(0.0004) == {
+    assert SPARSE_SETTINGS["embedding_dim"] == 512
+    # the width narrows on large catalogues, never under the dense logs' 64
+    assert [sparse_dim(n) for n in (12_000, 65_536, 65_537, 200_000, 10**6)] == [
+        512,
+        512,
+        256,
+        128,
+        64,
+    ]
+    assert SimpleX()._settings(0.0004, 10**6)["embedding_dim"] == 64
+    assert SimpleX(embedding_dim=32)._settings(0.0004, 40_000)["embedding_dim"] == 32
+    assert SimpleX(gate=0.3, loss="ccl")._settings(0.0004, 40_000) == {
         **SPARSE_SETTINGS,
         "gate": 0.3,
         "loss": "ccl",
     }
     m = SimpleX(embedding_dim=8, epochs=1, n_negatives=8).fit(data)  # tiny data: dense
-    assert m.settings_ == {**DENSE_SETTINGS, "n_negatives": 8}
+    assert m.settings_ == {**DENSE_SETTINGS, "n_negatives": 8, "embedding_dim": 8}
+    assert m.item_factors_.shape[1] == 8
+    dense = SimpleX(epochs=1, n_negatives=8).fit(data)  # the width by density: 64 here
+    assert dense.settings_["embedding_dim"] == 64 and dense.item_factors_.shape[1] == 64
+    with pytest.raises(ConfigError, match="embedding_dim"):
+        SimpleX(embedding_dim=0, epochs=1).fit(data)
     assert models.load(m.save(tmp_path / "sx")).settings_ == m.settings_
 
 
@@ -181,3 +198,25 @@ def test_l2_adds_to_the_loss_and_cosine_schedule_decays_the_lr(data):
         SimpleX(**base, lr_schedule="step").fit(data)
     with pytest.raises(ConfigError, match="l2"):
         SimpleX(**base, l2=-1.0).fit(data)
+
+
+@pytest.mark.parametrize("gate", [0.0, 0.5])
+def test_gate_0_leaves_the_user_table_out(gate):
+    """At gate 0 the user vector is the mapped history alone: the same vectors as the gated
+    formula, and the user table gets no gradient (no optimizer step on it)."""
+    import torch
+    from torch.nn import functional as F
+
+    from recforge.models.retrieval.simplex import SimpleXModule, history_mean_rows
+
+    torch.manual_seed(0)
+    m = SimpleXModule(4, 9, dim=6, gate=gate, init_std=0.5)
+    history = np.array([[3, 5, 0, 0], [0, 0, 0, 0], [9, 1, 2, 7], [4, 0, 4, 0]])  # 0 = padding
+    users = torch.arange(4)
+    u = m.user_vectors_sparse(users, history_mean_rows(history, 10))
+    pooled = F.embedding_bag(torch.from_numpy(history), m.item.weight, mode="mean", padding_idx=0)
+    gated = F.normalize(gate * m.user(users) + (1 - gate) * m.aggregate(pooled), dim=-1)
+    torch.testing.assert_close(u, gated)
+    m.zero_grad(set_to_none=True)
+    u.sum().backward()
+    assert (m.user.weight.grad is None) == (gate == 0.0)

@@ -230,26 +230,33 @@ def sampled_softmax(
     (N,); in-batch negatives use ``log_q_pos``), which removes the popularity bias of the
     sampler. With ids ((B,) / (N,)), negatives that equal the row's positive item
     ("accidental hits") are masked out.
+
+    The (B, N) logits are a step's largest tensors (32 MiB at 4096 x 2048), and each is a
+    fresh allocation the kernel page-faults in and zeroes: so the temperature divides the
+    (B, D) query, the accidental hits are masked in place, and the loss is
+    ``logaddexp(pos, logsumexp(neg)) - pos`` rather than a cross-entropy over a concatenated
+    (B, 1 + N) copy; the same loss, with a third fewer page faults per step
+    (docs/BENCHMARKS.md, "Recall at 40k items").
     """
     B = query.shape[0]
-    pos_logit = (query * pos).sum(-1, keepdim=True) / temperature  # (B, 1)
+    q = query / temperature  # (B, D)
+    pos_logit = (q * pos).sum(-1)  # (B,)
     if log_q_pos is not None:
-        pos_logit = pos_logit - log_q_pos.unsqueeze(1)
+        pos_logit = pos_logit - log_q_pos
     if neg is None:
-        neg_logit = query @ pos.T / temperature  # (B, B)
+        neg_logit = q @ pos.T  # (B, B)
         if log_q_pos is not None:
             neg_logit = neg_logit - log_q_pos.unsqueeze(0)
         hit = torch.eye(B, dtype=torch.bool, device=query.device)
         if pos_ids is not None:
             hit = hit | (pos_ids.unsqueeze(1) == pos_ids.unsqueeze(0))
     else:
-        neg_logit = query @ neg.T / temperature  # (B, N)
+        neg_logit = q @ neg.T  # (B, N)
         if log_q_neg is not None:
             neg_logit = neg_logit - log_q_neg.unsqueeze(0)
-        hit = torch.zeros_like(neg_logit, dtype=torch.bool)
+        hit = None
         if pos_ids is not None and neg_ids is not None:
             hit = pos_ids.unsqueeze(1) == neg_ids.unsqueeze(0)
-    neg_logit = neg_logit.masked_fill(hit, torch.finfo(neg_logit.dtype).min)
-    logits = torch.cat([pos_logit, neg_logit], 1)  # (B, 1 + N)
-    target = torch.zeros(B, dtype=torch.long, device=query.device)
-    return F.cross_entropy(logits, target)
+    if hit is not None:  # in place: the product's backward does not need its output
+        neg_logit.masked_fill_(hit, torch.finfo(neg_logit.dtype).min)
+    return (torch.logaddexp(pos_logit, torch.logsumexp(neg_logit, 1)) - pos_logit).mean()

@@ -54,8 +54,18 @@ SPARSE_SETTINGS: dict[str, Any] = {
     "n_negatives": 2048,
     "gate": 0.0,
     "init_std": 0.05,
+    "embedding_dim": 512,  # the most: narrower on large catalogues (``sparse_dim``)
 }
-DENSE_SETTINGS: dict[str, Any] = {"loss": "ccl", "n_negatives": 300, "gate": 0.5, "init_std": 0.1}
+# a sparse log's item table stays within this many floats (128 MiB; x4 with its gradient
+# and Adam's two moments): the widest power of two that fits, from 512 down to 64
+SPARSE_TABLE_FLOATS = 2**25
+DENSE_SETTINGS: dict[str, Any] = {
+    "loss": "ccl",
+    "n_negatives": 300,
+    "gate": 0.5,
+    "init_std": 0.1,
+    "embedding_dim": 64,
+}
 
 
 def ccl_loss(
@@ -88,6 +98,18 @@ def embedding_l2(
         + m.item(neg + 1).pow(2).sum(-1).mean()
     )
     return sq / 2
+
+
+def sparse_dim(n_items: int, widest: int = 512, narrowest: int = 64) -> int:
+    """SimpleX's embedding width on a sparse log of ``n_items`` items: the widest power of
+    two <= ``widest`` whose (n_items, dim) table holds <= ``SPARSE_TABLE_FLOATS`` floats,
+    and never under ``narrowest`` (the dense logs' width): 512 up to 65,536 items, 256 up
+    to 131,072, ..., 64 from 262,144. A memory and time guard, not a choice on data: the
+    sparse logs the width was chosen on have 12k and 40k items."""
+    dim = int(widest)
+    while dim > narrowest and n_items * dim > SPARSE_TABLE_FLOATS:
+        dim //= 2
+    return max(dim, int(narrowest))
 
 
 class SimpleXModule(nn.Module):
@@ -131,9 +153,12 @@ class SimpleXModule(nn.Module):
         return self.combine(users, pooled)
 
     def combine(self, users: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        """Gate the user embedding with the mapped history mean; L2-normalised (B, D)."""
-        pooled = self.dropout(pooled)
-        p = self.gate * self.user(users) + (1.0 - self.gate) * self.aggregate(pooled)
+        """Gate the user embedding with the mapped history mean; L2-normalised (B, D). At
+        gate 0 the user table is not read (no gradient, no optimizer step on it)."""
+        mapped = self.aggregate(self.dropout(pooled))
+        if self.gate == 0.0:
+            return F.normalize(mapped, dim=-1)
+        p = self.gate * self.user(users) + (1.0 - self.gate) * mapped
         return F.normalize(p, dim=-1)
 
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
@@ -147,7 +172,7 @@ class SimpleX(TorchRetrievalModel):
 
     Parameters
     ----------
-    embedding_dim: size of user/item embeddings.
+    embedding_dim: size of user/item embeddings; None: by density, below.
     n_negatives: uniform negatives per batch (shared by its rows); None: by density, below.
     loss: "ccl" (the paper's cosine contrastive loss) | "softmax" (sampled softmax over the
         same negatives at ``temperature``); None: by density, below.
@@ -179,18 +204,27 @@ class SimpleX(TorchRetrievalModel):
     Why the defaults (docs/BENCHMARKS.md, "Recall at 40k items" and "Defaults across
     dataset sizes"): on logs with under ``mf.SPARSE_DENSITY`` (0.2%) of the user-item cells
     seen, ``SPARSE_SETTINGS`` (softmax at T 0.2 over 2,048 negatives, gate 0: the user
-    vector from the history alone, init std 0.05) and base lr 3e-4; on denser ones
-    ``DENSE_SETTINGS`` (CCL, 300 negatives, gate 0.5, init std 0.1) and lr 5e-3, the
-    defaults before (the choice a fit made is in ``settings_``). Chosen by
+    vector from the history alone, init std 0.05, embeddings 512 wide, narrower on
+    catalogues over 65,536 items by ``sparse_dim``) and base lr 3e-4; on denser ones
+    ``DENSE_SETTINGS`` (CCL, 300 negatives, gate 0.5, init std 0.1, 64 wide) and lr 5e-3,
+    the defaults before (the choice a fit made is in ``settings_``). Chosen by
     ``benchmarks.recall_defaults``' rule (Recall@20 over the best candidate's, averaged
     over datasets) on two sparse validation splits, the 40k-item synthetic log (0.04%
     dense, 512k pairs, batch 4096, 1 thread) and Amazon Beauty (0.06%, ~176k pairs, batch
     1024): CCL/300 with gate 0.5 and init std 0.1 gave 0.1691 / 0.0533, the softmax/1,024
     0.1787 / 0.0490, + gate 0.1 0.1811 / 0.0679, + gate 0 and init std 0.05 0.1785 /
     0.0807, the same over 2,048 negatives 0.1808 / 0.0818 (mean relative recall 0.797,
-    0.797, 0.921, 0.986, 0.999; 2,048 negatives cost ~2x the CPU per epoch). With CCL the 40k curve
-    levelled off at ~0.095 recall@10 whatever else changed (1,000 negatives, margin 0.9 /
-    weight 150, lr, init std 0.3, dropout, embedding L2, a cosine lr decay). On Beauty the
+    0.797, 0.921, 0.986, 0.999; 2,048 negatives cost ~2x the CPU per epoch); then the
+    width, over those settings: 64 / 128 / 256 / 512 wide gave 0.1801 / 0.1859 / 0.1897 /
+    0.1928 on the 40k log (early stopping on held-out training cells, as a user's fit) and
+    0.0818 / 0.0889 / 0.0995 / 0.1049 on Beauty, at 255 / 337 / 419 / 761 fit CPU-s on the
+    40k log; 1024 was level with 512 there (0.1902-0.1921) and +1.5% on Beauty (0.1065) at
+    2.3x the fit time, within the rule's 1%, so the cheaper 512 (mean relative recall
+    0.992); the 40k test split then gave Recall@20 0.1969 (64 wide: 0.1839) in a 7-minute
+    fit on 2 threads. On ML-100K 128 / 256 gave 0.2886 / 0.2798 against 64's 0.2859, so
+    dense logs keep 64. With CCL the 40k curve levelled off at ~0.095 recall@10 whatever
+    else changed (1,000 negatives, margin 0.9 / weight 150, lr, init std 0.3, dropout,
+    embedding L2, a cosine lr decay). On Beauty the
     10-epoch bound had cut the gate-0.5 fits short (still rising); the lower gate and init
     learn faster (a smaller init is a larger step relative to the rows under Adam), which
     an init of 0.03 overdid on the 40k log (peak after 2 epochs, 0.1766). On ML-100K's
@@ -215,6 +249,7 @@ class SimpleX(TorchRetrievalModel):
     def __init__(
         self,
         *,
+        embedding_dim: int | None = None,
         n_negatives: int | None = None,
         margin: float = 0.3,
         negative_weight: float = 5.0,
@@ -232,7 +267,7 @@ class SimpleX(TorchRetrievalModel):
         warmup_steps: int = 0,
         **shared: Any,
     ) -> None:
-        super().__init__(**(self.train_defaults | shared))
+        super().__init__(embedding_dim=embedding_dim, **(self.train_defaults | shared))
         self.n_negatives = n_negatives
         self.margin = margin
         self.negative_weight = negative_weight
@@ -249,21 +284,34 @@ class SimpleX(TorchRetrievalModel):
         self.lr_schedule = lr_schedule
         self.warmup_steps = warmup_steps
 
-    def _settings(self, density: float) -> dict[str, Any]:
+    def _check_common(
+        self, names: tuple[str, ...] = ("embedding_dim", "epochs", "batch_size")
+    ) -> None:
+        """The base's checks; an ``embedding_dim`` of None is filled by density
+        (``_settings``) and checked in ``_fit``."""
+        if self.embedding_dim is None:
+            names = tuple(n for n in names if n != "embedding_dim")
+        super()._check_common(names)
+
+    def _settings(self, density: float, n_items: int = 0) -> dict[str, Any]:
         """The settings a fit uses (``settings_``, saved with the model): the None defaults
         filled from ``SPARSE_SETTINGS`` under ``mf.SPARSE_DENSITY`` (0.2%) of the user-item
-        cells seen, else from ``DENSE_SETTINGS``."""
-        chosen = SPARSE_SETTINGS if density < SPARSE_DENSITY else DENSE_SETTINGS
+        cells seen (the width by ``sparse_dim`` of ``n_items``), else from
+        ``DENSE_SETTINGS``."""
+        chosen = dict(SPARSE_SETTINGS if density < SPARSE_DENSITY else DENSE_SETTINGS)
+        if density < SPARSE_DENSITY:
+            chosen["embedding_dim"] = sparse_dim(n_items, SPARSE_SETTINGS["embedding_dim"])
         return {k: v if getattr(self, k) is None else getattr(self, k) for k, v in chosen.items()}
 
     def _fit(self, interactions: Interactions) -> None:
         density = self.seen_.nnz / max(1, self.n_users * self.n_items)
-        self.settings_ = settings = self._settings(density)
+        self.settings_ = settings = self._settings(density, self.n_items)
         gate, n_neg, loss = float(settings["gate"]), int(settings["n_negatives"]), settings["loss"]
-        if not 0.0 <= gate <= 1.0 or n_neg < 1:
+        dim = settings["embedding_dim"]
+        if not 0.0 <= gate <= 1.0 or n_neg < 1 or not isinstance(dim, int | np.integer) or dim < 1:
             raise ConfigError(
-                f"SimpleX: gate must lie in [0, 1] and n_negatives >= 1, got gate={gate}, "
-                f"n_negatives={n_neg}."
+                f"SimpleX: gate must lie in [0, 1], n_negatives >= 1 and embedding_dim be a "
+                f"positive integer, got gate={gate}, n_negatives={n_neg}, embedding_dim={dim!r}."
             )
         if loss not in LOSSES or not 0.0 <= self.dropout < 1.0 or self.temperature <= 0:
             raise ConfigError(
@@ -293,7 +341,7 @@ class SimpleX(TorchRetrievalModel):
         module = SimpleXModule(
             self.n_users,
             self.n_items,
-            self.embedding_dim,
+            int(dim),
             gate,
             float(settings["init_std"]),
             float(self.dropout),

@@ -63,7 +63,10 @@ from recforge.train.trainer import History, Trainer, history_from_json, history_
 log = logging.getLogger(__name__)
 
 LOSSES = ("sampled_softmax", "in_batch", "infonce", "bpr")
-VALID_ROWS = 2000  # validation rows ranked per epoch (a sample when there are more)
+VALID_ROWS = 2000  # fit(valid=...) rows ranked per epoch (a sample when there are more)
+# training cells early stopping holds out (one per user, at most 2% of the pairs): fewer
+# than VALID_ROWS and it does not stop early, at most HELD_OUT_ROWS
+HELD_OUT_ROWS = 2000
 MODULE_PREFIX = "module."
 
 
@@ -314,7 +317,8 @@ class TorchRetrievalModel(EmbeddingMixin, RetrievalModel):
         self, vectors: Callable[[nn.Module], tuple[np.ndarray, np.ndarray]] | None
     ) -> Callable[[nn.Module], dict[str, float]] | None:
         """Validation metrics per epoch: rank of each held-out (user, item) among the items
-        the user has not seen in training, on up to ``VALID_ROWS`` rows."""
+        the user has not seen in training, on up to ``VALID_ROWS`` rows of ``fit(valid=...)``
+        or every cell ``early_stopping_split`` held out (up to ``HELD_OUT_ROWS``)."""
         valid = getattr(self, "_epoch_valid", None)
         if valid is None or vectors is None:
             return None
@@ -324,20 +328,25 @@ class TorchRetrievalModel(EmbeddingMixin, RetrievalModel):
         if len(keep) == 0:
             log.warning("%s: no validation row has a training user and item", type(self).__name__)
             return None
-        if len(keep) > VALID_ROWS:
-            keep = np.sort(np.random.default_rng(self.seed).choice(keep, VALID_ROWS, replace=False))
+        cap = HELD_OUT_ROWS if getattr(self, "_epoch_valid_carved", False) else VALID_ROWS
+        if len(keep) > cap:
+            keep = np.sort(np.random.default_rng(self.seed).choice(keep, cap, replace=False))
         users, items = u[keep], i[keep]
 
         def valid_fn(module: nn.Module) -> dict[str, float]:
             user_vecs, item_vecs = vectors(module)
-            scores = user_vecs[users] @ item_vecs.T  # (V, n_items)
-            target = scores[np.arange(len(users)), items].copy()
-            mask_seen(scores, self.seen_, users)
-            rank = (scores > target[:, None]).sum(1)  # 0-based rank of the held-out item
+            rank = np.empty(len(users), dtype=np.int64)  # 0-based rank of the held-out item
+            for s in range(0, len(users), VALID_ROWS):  # (VALID_ROWS, n_items) scores at a time
+                u_s, i_s = users[s : s + VALID_ROWS], items[s : s + VALID_ROWS]
+                scores = user_vecs[u_s] @ item_vecs.T
+                target = scores[np.arange(len(u_s)), i_s].copy()
+                mask_seen(scores, self.seen_, u_s)
+                rank[s : s + len(u_s)] = (scores > target[:, None]).sum(1)
             hit = rank < 10
             return {
                 "recall@10": float(hit.mean()),
                 "ndcg@10": float(np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0).mean()),
+                "recall@20": float((rank < 20).mean()),
             }
 
         return valid_fn
@@ -365,14 +374,16 @@ class TorchRetrievalModel(EmbeddingMixin, RetrievalModel):
         each epoch reports validation recall@10 / ndcg@10. Returns self."""
         self._check_common()
         set_torch_threads(self.num_threads)
-        self._epoch_valid = valid
+        self._epoch_valid, self._epoch_valid_carved = valid, False
         try:
             return super().fit(interactions)  # type: ignore[return-value]
         finally:
-            del self._epoch_valid
+            del self._epoch_valid, self._epoch_valid_carved
 
-    def _check_common(self) -> None:
-        for name in ("embedding_dim", "epochs", "batch_size"):
+    def _check_common(
+        self, names: tuple[str, ...] = ("embedding_dim", "epochs", "batch_size")
+    ) -> None:
+        for name in names:
             value = getattr(self, name)
             if not isinstance(value, int | np.integer) or value < 1:
                 raise ConfigError(
@@ -644,9 +655,9 @@ def early_stopping_split(
 ) -> tuple[sp.csr_matrix, dict[str, Any]]:
     """(the seen matrix to train on, the Trainer's early-stopping settings) for a model
     fitting with ``patience`` (0: off): validation rows from ``fit(valid=...)``, else one
-    training item of each of VALID_ROWS (2,000) users carved out of ``model.seen_``
-    (``carve_validation``), set as the model's per-epoch validation. Logs under 50 *
-    VALID_ROWS = 100,000 pairs train all epochs unless ``fit`` got validation rows: on
+    training item of each of min(HELD_OUT_ROWS, pairs / 50) users carved out of
+    ``model.seen_`` (``carve_validation``), set as the model's per-epoch validation. Logs
+    under 50 * VALID_ROWS = 100,000 pairs train all epochs unless ``fit`` got validation rows: on
     ML-100K's validation split (~35k pairs) stopping on the ~700 cells it could spare
     cost LightGCN 7.5% of its validation Recall@20 (docs/BENCHMARKS.md, "Defaults across
     dataset sizes")."""
@@ -654,7 +665,7 @@ def early_stopping_split(
     if patience <= 0:
         return seen, {}
     if getattr(model, "_epoch_valid", None) is None:
-        n_rows = min(VALID_ROWS, seen.nnz // 50)
+        n_rows = min(HELD_OUT_ROWS, seen.nnz // 50)
         if n_rows < VALID_ROWS:  # too few cells to stop on reliably: train all epochs
             return seen, {}
         seen, users, items = carve_validation(seen, n_rows, model.seed)
@@ -663,6 +674,7 @@ def early_stopping_split(
                 {"user": model.user_vocab_.ids(users), "item": model.item_vocab_.ids(items)}
             )
         )
+        model._epoch_valid_carved = True
         log.info("%s: %d training cells held out for early stopping", type(model).__name__, n_rows)
     return seen, {"patience": int(patience), "monitor": "recall@10"}
 
