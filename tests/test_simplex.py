@@ -108,7 +108,7 @@ def test_settings_by_density(data, tmp_path):
     a value given wins at any density; the choice is saved."""
     from recforge.models.retrieval.simplex import DENSE_SETTINGS, SPARSE_SETTINGS, sparse_dim
 
-    assert SimpleX()._settings(0.0004, 40_000) == SPARSE_SETTINGS
+    assert SimpleX()._settings(0.0004, 70_000) == SPARSE_SETTINGS
     assert (
         SimpleX()._settings(0.03)
         == DENSE_SETTINGS
@@ -121,8 +121,9 @@ def test_settings_by_density(data, tmp_path):
         }
     )
     assert SPARSE_SETTINGS["embedding_dim"] == 512
-    # the width narrows on large catalogues, never under the dense logs' 64
-    assert [sparse_dim(n) for n in (12_000, 65_536, 65_537, 200_000, 10**6)] == [
+    # the width narrows on logs of many users + items, never under the dense logs' 64
+    assert [sparse_dim(n) for n in (34_000, 70_000, 131_072, 131_073, 400_000, 10**6)] == [
+        512,
         512,
         512,
         256,
@@ -130,8 +131,8 @@ def test_settings_by_density(data, tmp_path):
         64,
     ]
     assert SimpleX()._settings(0.0004, 10**6)["embedding_dim"] == 64
-    assert SimpleX(embedding_dim=32)._settings(0.0004, 40_000)["embedding_dim"] == 32
-    assert SimpleX(gate=0.3, loss="ccl")._settings(0.0004, 40_000) == {
+    assert SimpleX(embedding_dim=32)._settings(0.0004, 70_000)["embedding_dim"] == 32
+    assert SimpleX(gate=0.3, loss="ccl")._settings(0.0004, 70_000) == {
         **SPARSE_SETTINGS,
         "gate": 0.3,
         "loss": "ccl",

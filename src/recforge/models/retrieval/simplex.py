@@ -54,11 +54,13 @@ SPARSE_SETTINGS: dict[str, Any] = {
     "n_negatives": 2048,
     "gate": 0.0,
     "init_std": 0.05,
-    "embedding_dim": 512,  # the most: narrower on large catalogues (``sparse_dim``)
+    "embedding_dim": 512,  # the most: narrower on logs of many users and items (``sparse_dim``)
 }
-# a sparse log's item table stays within this many floats (128 MiB; x4 with its gradient
-# and Adam's two moments): the widest power of two that fits, from 512 down to 64
-SPARSE_TABLE_FLOATS = 2**25
+# a sparse log's (users + items, width) rows stay within this many floats (256 MiB): the
+# widest power of two that fits, from 512 down to 64. The fitted user and item vectors,
+# the item table (with its gradient and Adam's two moments) and the history table are
+# each that size or a part of it
+SPARSE_TABLE_FLOATS = 2**26
 DENSE_SETTINGS: dict[str, Any] = {
     "loss": "ccl",
     "n_negatives": 300,
@@ -100,14 +102,15 @@ def embedding_l2(
     return sq / 2
 
 
-def sparse_dim(n_items: int, widest: int = 512, narrowest: int = 64) -> int:
-    """SimpleX's embedding width on a sparse log of ``n_items`` items: the widest power of
-    two <= ``widest`` whose (n_items, dim) table holds <= ``SPARSE_TABLE_FLOATS`` floats,
-    and never under ``narrowest`` (the dense logs' width): 512 up to 65,536 items, 256 up
-    to 131,072, ..., 64 from 262,144. A memory and time guard, not a choice on data: the
-    sparse logs the width was chosen on have 12k and 40k items."""
+def sparse_dim(n_rows: int, widest: int = 512, narrowest: int = 64) -> int:
+    """SimpleX's embedding width on a sparse log of ``n_rows`` users + items: the widest
+    power of two <= ``widest`` whose (n_rows, dim) vectors hold <= ``SPARSE_TABLE_FLOATS``
+    floats, and never under ``narrowest`` (the dense logs' width): 512 up to 131,072 users
+    + items, 256 up to 262,144, 128 up to 524,288, then 64. A memory and time guard, not a
+    choice on data: the sparse logs the width was chosen on have 70k (30k users, 40k items)
+    and 34k (22k, 12k) rows."""
     dim = int(widest)
-    while dim > narrowest and n_items * dim > SPARSE_TABLE_FLOATS:
+    while dim > narrowest and n_rows * dim > SPARSE_TABLE_FLOATS:
         dim //= 2
     return max(dim, int(narrowest))
 
@@ -205,7 +208,7 @@ class SimpleX(TorchRetrievalModel):
     dataset sizes"): on logs with under ``mf.SPARSE_DENSITY`` (0.2%) of the user-item cells
     seen, ``SPARSE_SETTINGS`` (softmax at T 0.2 over 2,048 negatives, gate 0: the user
     vector from the history alone, init std 0.05, embeddings 512 wide, narrower on
-    catalogues over 65,536 items by ``sparse_dim``) and base lr 3e-4; on denser ones
+    logs of over 131,072 users + items by ``sparse_dim``) and base lr 3e-4; on denser ones
     ``DENSE_SETTINGS`` (CCL, 300 negatives, gate 0.5, init std 0.1, 64 wide) and lr 5e-3,
     the defaults before (the choice a fit made is in ``settings_``). Chosen by
     ``benchmarks.recall_defaults``' rule (Recall@20 over the best candidate's, averaged
@@ -293,19 +296,19 @@ class SimpleX(TorchRetrievalModel):
             names = tuple(n for n in names if n != "embedding_dim")
         super()._check_common(names)
 
-    def _settings(self, density: float, n_items: int = 0) -> dict[str, Any]:
+    def _settings(self, density: float, n_rows: int = 0) -> dict[str, Any]:
         """The settings a fit uses (``settings_``, saved with the model): the None defaults
         filled from ``SPARSE_SETTINGS`` under ``mf.SPARSE_DENSITY`` (0.2%) of the user-item
-        cells seen (the width by ``sparse_dim`` of ``n_items``), else from
+        cells seen (the width by ``sparse_dim`` of ``n_rows``, users + items), else from
         ``DENSE_SETTINGS``."""
         chosen = dict(SPARSE_SETTINGS if density < SPARSE_DENSITY else DENSE_SETTINGS)
         if density < SPARSE_DENSITY:
-            chosen["embedding_dim"] = sparse_dim(n_items, SPARSE_SETTINGS["embedding_dim"])
+            chosen["embedding_dim"] = sparse_dim(n_rows, SPARSE_SETTINGS["embedding_dim"])
         return {k: v if getattr(self, k) is None else getattr(self, k) for k, v in chosen.items()}
 
     def _fit(self, interactions: Interactions) -> None:
         density = self.seen_.nnz / max(1, self.n_users * self.n_items)
-        self.settings_ = settings = self._settings(density, self.n_items)
+        self.settings_ = settings = self._settings(density, self.n_users + self.n_items)
         gate, n_neg, loss = float(settings["gate"]), int(settings["n_negatives"]), settings["loss"]
         dim = settings["embedding_dim"]
         if not 0.0 <= gate <= 1.0 or n_neg < 1 or not isinstance(dim, int | np.integer) or dim < 1:
