@@ -21,14 +21,20 @@ import importlib
 import json
 import os
 import resource
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from recforge.config import suggest
-from recforge.exceptions import ConfigError
-
 REPO = Path(__file__).resolve().parents[1]  # the repository root (children run from here)
+# ``python -m benchmarks.NAME`` measures this checkout's package, also where another
+# checkout's editable install is on the path (a git worktree beside the main checkout):
+# the benchmarks that fit in-process would otherwise time and score that one's code
+if (REPO / "src" / "recforge").is_dir() and str(REPO / "src") not in sys.path:
+    sys.path.insert(0, str(REPO / "src"))
+
+from recforge.config import suggest  # noqa: E402
+from recforge.exceptions import ConfigError  # noqa: E402
 
 BENCHES: dict[str, str] = {
     "cf_ml100k": "benchmarks.cf_ml100k:run",
