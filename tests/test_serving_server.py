@@ -131,3 +131,11 @@ def test_bad_grpc_requests(stub):
     with pytest.raises(grpc.RpcError) as e:
         stub.Similar(pb.SimilarRequest(item="no-such-item"))
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_demo_sends_context_values_as_grpc_values():
+    from recforge.serving.demo import _pb_value
+
+    kinds = [_pb_value(v).WhichOneof("kind") for v in (True, 3, 0.5, "mobile")]
+    assert kinds == ["b", "i", "d", "s"]
+    assert _pb_value("afternoon").s == "afternoon" and _pb_value(3).i == 3

@@ -183,9 +183,12 @@ def run(
     report = _report(out, summary, curves, histories, parts)
     echo(f"models saved under {out / 'models'}; report: {report}")
     if serve:
+        from recforge.serving.build import request_contexts
         from recforge.serving.demo import ask_server
 
-        ask_server(bundle_dir, _jsonable(test.frame["user"].iloc[0]), echo=echo)
+        user = test.frame["user"].iloc[0]
+        context = request_contexts(test, list(CONTEXT)).get(user)  # as the funnel replay's
+        ask_server(bundle_dir, _jsonable(user), echo=echo, context=context)
     echo(f"done in {summary['seconds']}s")
     return summary
 

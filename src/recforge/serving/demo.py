@@ -101,11 +101,29 @@ class ServerProcess:
         self.stop()
 
 
-def ask_server(bundle: str | Path, user: Any, echo: Any = print) -> dict[str, Any]:
-    """Start a server on ``bundle``, send one recommend request through REST (with the
-    explain trace) and one through gRPC, print both and the curl line, stop the server.
-    Returns {"rest": ..., "grpc_items": [...]}."""
+def _pb_value(v: Any) -> Any:
+    """A JSON scalar as the gRPC ``Value`` message (bool before int: a bool is an int)."""
     from recforge.serving.protos import recforge_pb2 as pb
+
+    if isinstance(v, bool):
+        return pb.Value(b=v)
+    if isinstance(v, int):
+        return pb.Value(i=v)
+    if isinstance(v, float):
+        return pb.Value(d=v)
+    return pb.Value(s=str(v))
+
+
+def ask_server(
+    bundle: str | Path, user: Any, echo: Any = print, context: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Start a server on ``bundle``, send one recommend request through REST (with the
+    explain trace) and one through gRPC, both with the request ``context`` (ranker features
+    such as device and time of day) when given, print both and the curl line, stop the
+    server. Returns {"rest": ..., "grpc_items": [...]}."""
+    from recforge.serving.protos import recforge_pb2 as pb
+
+    ask = {"user": user, "k": 5} | ({"context": context} if context else {})
 
     echo(f"serve: starting `recforge serve --bundle {bundle}` on loopback ...")
     t0 = time.perf_counter()
@@ -113,9 +131,8 @@ def ask_server(bundle: str | Path, user: Any, echo: Any = print) -> dict[str, An
         echo(
             f"serve: ready in {time.perf_counter() - t0:.1f}s at {srv.url} (gRPC :{srv.grpc_port})"
         )
-        body = {"user": user, "k": 5, "explain": True}
-        rest = srv.rest("/v1/recommend", body)
-        echo(f"REST  POST /v1/recommend {json.dumps({'user': user, 'k': 5})}")
+        rest = srv.rest("/v1/recommend", ask | {"explain": True})
+        echo(f"REST  POST /v1/recommend {json.dumps(ask)}")
         for e, t in zip(rest["items"], rest["trace"]["items"]):
             echo(
                 f"  {t['position'] + 1}. item {e['item']}  score {e['score']:.4f}  "
@@ -123,15 +140,17 @@ def ask_server(bundle: str | Path, user: Any, echo: Any = print) -> dict[str, An
             )
         ms = rest["trace"]["stage_ms"]
         echo("  stages (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in ms.items()))
-        g = srv.grpc_stub().Recommend(pb.RecommendRequest(user=str(user), k=5))
+        pb_context = {k: _pb_value(v) for k, v in (context or {}).items()}
+        g = srv.grpc_stub().Recommend(pb.RecommendRequest(user=str(user), k=5, context=pb_context))
         grpc_items = [e.item for e in g.items]
         same = grpc_items == [str(e["item"]) for e in rest["items"]]
+        shown = f"user={user!r}, k=5" + (f", context={context}" if context else "")
         echo(
-            f"gRPC  Recommend(user={user!r}, k=5) -> {grpc_items} ({'same' if same else 'DIFFERENT'} as REST)"
+            f"gRPC  Recommend({shown}) -> {grpc_items} ({'same' if same else 'DIFFERENT'} as REST)"
         )
         curl = (
             f"curl -s -X POST {srv.url}/v1/recommend -H 'content-type: application/json' "
-            f"-d '{json.dumps({'user': user, 'k': 5, 'explain': True})}'"
+            f"-d '{json.dumps(ask | {'explain': True})}'"
         )
     echo(
         "serve: stopped. Keep one running with `make serve` (or `recforge serve --bundle "
