@@ -315,13 +315,11 @@ def _spawn(
 
 
 def _with_full_curve(model: Any, test: Any) -> None:
-    """Make ``model``'s per-epoch validation also report ``full_recall@K``: the Recall@K of
-    every evaluation user (seen items masked, as ``full_ranking``) from the vectors of that
-    epoch. A probe: what the model trains on and stops on is unchanged."""
-    import scipy.sparse as sp
-
-    from recforge.models.base import mask_seen
-    from recforge.topk import topk
+    """Make ``model``'s per-epoch validation also report ``full_recall@K``: ``full_ranking``'s
+    Recall@K of the evaluation part with the user and item vectors of that epoch. A probe:
+    what the model trains on and stops on is unchanged (the fit's end sets the final
+    vectors)."""
+    from recforge.evaluation import full_ranking
 
     epoch_valid_fn = model._epoch_valid_fn
 
@@ -329,25 +327,12 @@ def _with_full_curve(model: Any, test: Any) -> None:
         fn = epoch_valid_fn(vectors)
         if vectors is None:
             return fn
-        pairs = test.frame[["user", "item"]].drop_duplicates()
-        u = model.user_vocab_.index(pairs["user"].to_numpy(), unknown="mask")
-        i = model.item_vocab_.index(pairs["item"].to_numpy(), unknown="mask")
-        users, n_rel = np.unique(u[u >= 0], return_counts=True)  # unknown items: never hit
-        known = (u >= 0) & (i >= 0)
-        ones = np.ones(int(known.sum()), dtype=np.float32)
-        rel = sp.csr_matrix((ones, (u[known], i[known])), shape=(model.n_users, model.n_items))
 
         def both(module: Any) -> dict[str, float]:
             out = dict(fn(module)) if fn is not None else {}
-            user_vecs, item_vecs = vectors(module)
-            hits = np.empty(len(users))
-            for s in range(0, len(users), 2048):
-                b = users[s : s + 2048]
-                scores = user_vecs[b] @ item_vecs.T  # (B, n_items)
-                mask_seen(scores, model.seen_, b)
-                top, _ = topk(scores, K)
-                hits[s : s + len(b)] = np.take_along_axis(rel[b].toarray(), top, 1).sum(1)
-            out[f"full_recall@{K}"] = float((hits / n_rel).mean())
+            model.user_factors_, model.item_factors_ = vectors(module)
+            res = full_ranking(model, test, k=K, metrics=("recall",))
+            out[f"full_recall@{K}"] = res[f"recall@{K}"]
             return out
 
         return both

@@ -63,7 +63,7 @@ from recforge.train.trainer import History, Trainer, history_from_json, history_
 log = logging.getLogger(__name__)
 
 LOSSES = ("sampled_softmax", "in_batch", "infonce", "bpr")
-VALID_ROWS = 2000  # fit(valid=...) rows ranked per epoch (a sample when there are more)
+VALID_ROWS = 2000  # validation rows ranked per epoch (a sample when there are more)
 # training cells early stopping holds out (one per user, at most 2% of the pairs): fewer
 # than VALID_ROWS and it does not stop early, at most HELD_OUT_ROWS
 HELD_OUT_ROWS = 2000
@@ -317,8 +317,9 @@ class TorchRetrievalModel(EmbeddingMixin, RetrievalModel):
         self, vectors: Callable[[nn.Module], tuple[np.ndarray, np.ndarray]] | None
     ) -> Callable[[nn.Module], dict[str, float]] | None:
         """Validation metrics per epoch: rank of each held-out (user, item) among the items
-        the user has not seen in training, on up to ``VALID_ROWS`` rows of ``fit(valid=...)``
-        or every cell ``early_stopping_split`` held out (up to ``HELD_OUT_ROWS``)."""
+        the user has not seen in training, on up to max(``VALID_ROWS``, ``HELD_OUT_ROWS``)
+        rows (a sample of ``fit(valid=...)``'s when there are more; every cell
+        ``early_stopping_split`` held out)."""
         valid = getattr(self, "_epoch_valid", None)
         if valid is None or vectors is None:
             return None
@@ -328,7 +329,7 @@ class TorchRetrievalModel(EmbeddingMixin, RetrievalModel):
         if len(keep) == 0:
             log.warning("%s: no validation row has a training user and item", type(self).__name__)
             return None
-        cap = HELD_OUT_ROWS if getattr(self, "_epoch_valid_carved", False) else VALID_ROWS
+        cap = max(VALID_ROWS, HELD_OUT_ROWS)  # a carved set is never larger than HELD_OUT_ROWS
         if len(keep) > cap:
             keep = np.sort(np.random.default_rng(self.seed).choice(keep, cap, replace=False))
         users, items = u[keep], i[keep]
@@ -374,11 +375,11 @@ class TorchRetrievalModel(EmbeddingMixin, RetrievalModel):
         each epoch reports validation recall@10 / ndcg@10. Returns self."""
         self._check_common()
         set_torch_threads(self.num_threads)
-        self._epoch_valid, self._epoch_valid_carved = valid, False
+        self._epoch_valid = valid
         try:
             return super().fit(interactions)  # type: ignore[return-value]
         finally:
-            del self._epoch_valid, self._epoch_valid_carved
+            del self._epoch_valid
 
     def _check_common(
         self, names: tuple[str, ...] = ("embedding_dim", "epochs", "batch_size")
@@ -674,7 +675,6 @@ def early_stopping_split(
                 {"user": model.user_vocab_.ids(users), "item": model.item_vocab_.ids(items)}
             )
         )
-        model._epoch_valid_carved = True
         log.info("%s: %d training cells held out for early stopping", type(model).__name__, n_rows)
     return seen, {"patience": int(patience), "monitor": "recall@10"}
 
